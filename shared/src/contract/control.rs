@@ -1,0 +1,117 @@
+//! cairn's own messages on the results queue: start, signal, timer, cancel.
+//!
+//! They are told apart from a [`StepResult`](super::StepResult) by a `control` field, which a
+//! `StepResult` never has, so the `StepResult` shape stays exactly nestjs-durable's.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where a child run reports its outcome: the parent run and the `seq` of its
+/// `start_child` call. The child's outcome reaches the parent as an ordinary `StepResult`
+/// with `stepId = "<parentRunId>:<seq>"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    /// The parent run.
+    pub run_id: String,
+    /// The parent's sequence number of the child call.
+    pub seq: u64,
+}
+
+/// A control message for the engine, on `<prefix>-results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "control", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ControlMessage {
+    /// Start a run. Idempotent by `runId`: a second start of the same id is ignored.
+    StartRun {
+        /// The new run's id.
+        run_id: String,
+        /// The registered workflow name.
+        workflow: String,
+        /// The workflow input.
+        #[serde(default)]
+        input: Value,
+        /// Set when this run is a child of another run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
+    },
+    /// Deliver a signal to a run; buffered until the workflow waits for it.
+    Signal {
+        /// The target run.
+        run_id: String,
+        /// The signal name the workflow waits on.
+        name: String,
+        /// The signal payload.
+        #[serde(default)]
+        payload: Value,
+        /// Dedupe key for the signal; defaults to the SQS message id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal_id: Option<String>,
+    },
+    /// A durable timer is due (or, when `fireAtMs` is still in the future, one hop of a
+    /// chained delay longer than SQS's 15-minute maximum).
+    TimerFired {
+        /// The run that started the timer.
+        run_id: String,
+        /// The timer's id, as the engine issued it.
+        timer_id: String,
+        /// When the timer is due, epoch milliseconds.
+        fire_at_ms: u64,
+    },
+    /// Ask a run to cancel; the workflow sees a cancellation error at its next await.
+    CancelRun {
+        /// The target run.
+        run_id: String,
+        /// Why, for people reading the run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl ControlMessage {
+    /// The run this message is addressed to.
+    pub fn run_id(&self) -> &str {
+        match self {
+            Self::StartRun { run_id, .. }
+            | Self::Signal { run_id, .. }
+            | Self::TimerFired { run_id, .. }
+            | Self::CancelRun { run_id, .. } => run_id,
+        }
+    }
+}
+
+/// The seed's `IWorkflowEvent` (nestjs-serverless-workflow), accepted as a signal:
+/// `topic` is the signal name, `urn` the run id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowEvent {
+    /// The signal name.
+    pub topic: String,
+    /// The run id (string or number).
+    pub urn: Value,
+    /// The signal payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// Retry attempt number (informational).
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+impl WorkflowEvent {
+    /// The run id as a string (numbers are rendered in decimal).
+    pub fn run_id(&self) -> String {
+        match &self.urn {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The equivalent cairn signal.
+    pub fn into_signal(self) -> ControlMessage {
+        ControlMessage::Signal {
+            run_id: self.run_id(),
+            name: self.topic,
+            payload: self.payload.unwrap_or(Value::Null),
+            signal_id: None,
+        }
+    }
+}

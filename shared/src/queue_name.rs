@@ -1,0 +1,1 @@
+//! Queue names (placeholder, filled in by the contract work).
