@@ -1,0 +1,103 @@
+//! AWS SDK wiring: one `SdkConfig` for every client, pointed at the local stack only when
+//! `CAIRN_ENDPOINT_URL` is set, and an interceptor that counts requests per operation.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sqs::config::Credentials;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// Loads the SDK configuration from the usual AWS environment (region, credentials, profile).
+///
+/// With `endpoint_url` (the local stack), every client talks to that endpoint, with test
+/// credentials and `us-east-1` unless a region is set: production code paths never set it.
+pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(endpoint) = endpoint_url {
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
+        loader = loader
+            .endpoint_url(endpoint)
+            .region(Region::new(region))
+            .credentials_provider(Credentials::new("test", "test", None, None, "cairn-local-stack"));
+    }
+    loader.load().await
+}
+
+/// The SDK clients cairn uses, built once and shared (they are cheap to clone).
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    /// SQS client.
+    pub sqs: aws_sdk_sqs::Client,
+    /// DynamoDB client.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl AwsClients {
+    /// Clients from a shared configuration.
+    pub fn new(config: &SdkConfig) -> Self {
+        Self { sqs: aws_sdk_sqs::Client::new(config), dynamodb: aws_sdk_dynamodb::Client::new(config) }
+    }
+
+    /// Clients that report every request attempt (retries included) to `counter`.
+    pub fn counted(config: &SdkConfig, counter: &RequestCounter) -> Self {
+        let sqs = aws_sdk_sqs::config::Builder::from(config).interceptor(counter.clone()).build();
+        let dynamodb =
+            aws_sdk_dynamodb::config::Builder::from(config).interceptor(counter.clone()).build();
+        Self {
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+        }
+    }
+}
+
+/// Counts AWS requests per `(service, operation)`, one per transmitted attempt.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter {
+    counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+}
+
+impl RequestCounter {
+    /// A counter at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts so far, keyed by `(service, operation)`.
+    pub fn snapshot(&self) -> BTreeMap<(String, String), u64> {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Resets every count to zero.
+    pub fn reset(&self) {
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.clear();
+        }
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "cairn-request-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(metadata) = cfg.load::<Metadata>() {
+            let key = (metadata.service().to_owned(), metadata.name().to_owned());
+            if let Ok(mut counts) = self.counts.lock() {
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! Runtime configuration of the Lambdas and tools, parsed once from the environment.
+
+use std::collections::BTreeMap;
+
+// Mirrors `queue_name::DEFAULT_PREFIX`.
+const DEFAULT_PREFIX: &str = "durable";
+
+/// A configuration value that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    /// A variable is set but cannot be parsed.
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Everything the engine, workers, reconciler and tools need to find their resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The DynamoDB table (`CAIRN_TABLE_NAME`).
+    pub table_name: String,
+    /// Queue name prefix (`CAIRN_QUEUE_PREFIX`, default `durable`).
+    pub prefix: String,
+    /// The results queue URL (`CAIRN_RESULTS_QUEUE_URL`); resolved by name when absent.
+    pub results_queue_url: Option<String>,
+    /// Tasks queue URLs by group (`CAIRN_TASK_QUEUE_URLS`, a JSON object); other groups are
+    /// resolved by name.
+    pub task_queue_urls: BTreeMap<String, String>,
+    /// FIFO queues (`CAIRN_FIFO`).
+    pub fifo: bool,
+    /// How long finished runs are kept before TTL retires them (`CAIRN_RETENTION_DAYS`).
+    pub retention_days: u32,
+    /// After how long without progress the reconciler re-drives a run (`CAIRN_STALL_SECONDS`).
+    pub stall_seconds: u64,
+    /// Longest single SQS delay for durable timers; longer timers are chained
+    /// (`CAIRN_TIMER_CHUNK_SECONDS`, at most 900).
+    pub timer_chunk_seconds: u32,
+    /// Local stack endpoint (`CAIRN_ENDPOINT_URL`); never set in AWS.
+    pub endpoint_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            table_name: format!("{DEFAULT_PREFIX}-runs"),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            results_queue_url: None,
+            task_queue_urls: BTreeMap::new(),
+            fifo: false,
+            retention_days: 30,
+            stall_seconds: 300,
+            timer_chunk_seconds: 900,
+            endpoint_url: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (testable without touching the process environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let prefix = get("CAIRN_QUEUE_PREFIX").unwrap_or(defaults.prefix);
+        let table_name = get("CAIRN_TABLE_NAME").unwrap_or_else(|| format!("{prefix}-runs"));
+        let task_queue_urls = match get("CAIRN_TASK_QUEUE_URLS") {
+            None => BTreeMap::new(),
+            Some(raw) => serde_json::from_str(&raw).map_err(|e| ConfigError::Invalid {
+                name: "CAIRN_TASK_QUEUE_URLS",
+                reason: format!("expected a JSON object of group to queue URL: {e}"),
+            })?,
+        };
+        let timer_chunk_seconds = parse(&get, "CAIRN_TIMER_CHUNK_SECONDS", defaults.timer_chunk_seconds)?;
+        if timer_chunk_seconds == 0 || timer_chunk_seconds > 900 {
+            return Err(ConfigError::Invalid {
+                name: "CAIRN_TIMER_CHUNK_SECONDS",
+                reason: "must be between 1 and 900 (the SQS maximum delay)".into(),
+            });
+        }
+        Ok(Self {
+            table_name,
+            prefix,
+            results_queue_url: get("CAIRN_RESULTS_QUEUE_URL"),
+            task_queue_urls,
+            fifo: parse(&get, "CAIRN_FIFO", defaults.fifo)?,
+            retention_days: parse(&get, "CAIRN_RETENTION_DAYS", defaults.retention_days)?,
+            stall_seconds: parse(&get, "CAIRN_STALL_SECONDS", defaults.stall_seconds)?,
+            timer_chunk_seconds,
+            endpoint_url: get("CAIRN_ENDPOINT_URL"),
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| ConfigError::Invalid { name, reason: format!("{raw:?}: {e}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_prefix() {
+        let config = Config::from_lookup(lookup(&[("CAIRN_QUEUE_PREFIX", "shop")])).unwrap();
+        assert_eq!(config.table_name, "shop-runs");
+        assert!(!config.fifo);
+        assert_eq!(config.timer_chunk_seconds, 900);
+    }
+
+    #[test]
+    fn task_queue_urls_parse_as_a_json_object() {
+        let config = Config::from_lookup(lookup(&[(
+            "CAIRN_TASK_QUEUE_URLS",
+            r#"{"payments.charge-card":"https://sqs/1/q"}"#,
+        )]))
+        .unwrap();
+        assert_eq!(config.task_queue_urls["payments.charge-card"], "https://sqs/1/q");
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        let err = Config::from_lookup(lookup(&[("CAIRN_FIFO", "yes please")])).unwrap_err();
+        assert!(err.to_string().contains("CAIRN_FIFO"), "{err}");
+        let err = Config::from_lookup(lookup(&[("CAIRN_TIMER_CHUNK_SECONDS", "901")])).unwrap_err();
+        assert!(err.to_string().contains("900"), "{err}");
+    }
+}
