@@ -1,0 +1,221 @@
+//! Processing one SQS batch: every record parsed and handled on its own, every failure
+//! reported as a `BatchItemFailure`, panics caught per record, and nothing left unreported
+//! when the Lambda deadline approaches.
+//!
+//! The rule is "a record is deleted only if it was confirmed": whatever did not finish with
+//! `Ok` (error, panic, deadline) is reported, so SQS redelivers it and, after
+//! `maxReceiveCount`, moves it to the DLQ. On FIFO queues a failed record also fails every
+//! later record of its message group, which are then not processed at all (order is kept).
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::{FutureExt, StreamExt};
+
+/// How a batch is processed.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOptions {
+    /// FIFO queue: in order per message group, failure rule for later records.
+    pub fifo: bool,
+    /// Records (standard) or message groups (FIFO) processed at once.
+    pub concurrency: usize,
+    /// Time left before the Lambda deadline; processing stops a margin before it.
+    pub time_left: Option<Duration>,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self { fifo: false, concurrency: 10, time_left: None }
+    }
+}
+
+/// Records still running this long before the deadline are reported as failures.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
+
+/// Identifier of a record for the batch response.
+pub fn message_id(record: &SqsMessage) -> &str {
+    record.message_id.as_deref().unwrap_or("")
+}
+
+fn message_group(record: &SqsMessage) -> Option<&str> {
+    record.attributes.get("MessageGroupId").map(String::as_str)
+}
+
+/// The batch response for `records`, given the ids that were confirmed.
+pub fn batch_response(records: &[SqsMessage], confirmed: &HashSet<String>, fifo: bool) -> SqsBatchResponse {
+    let mut failed_groups: HashSet<&str> = HashSet::new();
+    let mut response = SqsBatchResponse::default();
+    for record in records {
+        let id = message_id(record);
+        let group = message_group(record);
+        let group_blocked = fifo && group.is_some_and(|g| failed_groups.contains(g));
+        if group_blocked || !confirmed.contains(id) {
+            if let (true, Some(group)) = (fifo, group) {
+                failed_groups.insert(group);
+            }
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id.to_owned();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// Runs `handle` for every record and builds the batch response.
+///
+/// `handle` returns `Err(reason)` for a record that must be retried; the reason is logged
+/// with the message id.
+pub async fn process_batch<F, Fut>(event: SqsEvent, options: BatchOptions, handle: F) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let records = event.records;
+    let confirmed = Mutex::new(HashSet::new());
+    let run_one = |record: SqsMessage| {
+        let id = message_id(&record).to_owned();
+        let confirmed = &confirmed;
+        let work = AssertUnwindSafe(handle(record)).catch_unwind();
+        async move {
+            let ok = match work.await {
+                Ok(Ok(())) => true,
+                Ok(Err(reason)) => {
+                    tracing::warn!(message_id = %id, %reason, "record failed; reported for redelivery");
+                    false
+                }
+                Err(panic) => {
+                    let reason = panic_message(&panic);
+                    tracing::error!(message_id = %id, %reason, "record handler panicked; reported for redelivery");
+                    false
+                }
+            };
+            if ok {
+                if let Ok(mut set) = confirmed.lock() {
+                    set.insert(id);
+                }
+            }
+            ok
+        }
+    };
+    let all = async {
+        if options.fifo {
+            // Groups in parallel, records of one group in order, stopping at its first failure.
+            let mut groups: BTreeMap<String, Vec<SqsMessage>> = BTreeMap::new();
+            for record in records.iter().cloned() {
+                groups.entry(message_group(&record).unwrap_or_default().to_owned()).or_default().push(record);
+            }
+            futures::stream::iter(groups.into_values())
+                .for_each_concurrent(options.concurrency.max(1), |group| async {
+                    for record in group {
+                        if !run_one(record).await {
+                            break;
+                        }
+                    }
+                })
+                .await;
+        } else {
+            futures::stream::iter(records.iter().cloned())
+                .for_each_concurrent(options.concurrency.max(1), |record| async {
+                    run_one(record).await;
+                })
+                .await;
+        }
+    };
+    match options.time_left {
+        Some(left) => {
+            let budget = left.saturating_sub(DEADLINE_MARGIN);
+            if tokio::time::timeout(budget, all).await.is_err() {
+                tracing::warn!("deadline near: unfinished records reported as failures");
+            }
+        }
+        None => all.await,
+    }
+    let confirmed = confirmed.into_inner().unwrap_or_default();
+    batch_response(&records, &confirmed, options.fifo)
+}
+
+/// The text of a panic payload.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn record(id: &str, group: Option<&str>, body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(body.into());
+        if let Some(g) = group {
+            m.attributes.insert("MessageGroupId".into(), g.into());
+        }
+        m
+    }
+
+    fn event(records: Vec<SqsMessage>) -> SqsEvent {
+        let mut e = SqsEvent::default();
+        e.records = records;
+        e
+    }
+
+    fn failed_ids(r: &SqsBatchResponse) -> Vec<&str> {
+        r.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn errors_and_panics_fail_only_their_record() {
+        let records = vec![record("a", None, "ok"), record("b", None, "err"), record("c", None, "panic"), record("d", None, "ok")];
+        let response = process_batch(event(records), BatchOptions::default(), |m| async move {
+            match m.body.as_deref() {
+                Some("err") => Err("bad".to_owned()),
+                Some("panic") => panic!("boom"),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert_eq!(failed_ids(&response), vec!["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn fifo_failure_fails_later_records_of_the_same_group_only() {
+        let records = vec![
+            record("1", Some("g1"), "ok"),
+            record("2", Some("g1"), "err"),
+            record("3", Some("g2"), "ok"),
+            record("4", Some("g1"), "ok"),
+            record("5", Some("g2"), "ok"),
+        ];
+        let seen = Mutex::new(Vec::new());
+        let options = BatchOptions { fifo: true, ..Default::default() };
+        let response = process_batch(event(records), options, |m| {
+            seen.lock().unwrap().push(m.message_id.clone().unwrap());
+            async move { if m.body.as_deref() == Some("err") { Err("bad".into()) } else { Ok(()) } }
+        })
+        .await;
+        assert_eq!(failed_ids(&response), vec!["2", "4"]);
+        assert!(!seen.lock().unwrap().contains(&"4".to_owned()), "later records of a failed group are not processed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_unfinished_at_the_deadline_are_reported() {
+        let records = vec![record("fast", None, "0"), record("slow", None, "60")];
+        let options = BatchOptions { time_left: Some(Duration::from_secs(5)), ..Default::default() };
+        let response = process_batch(event(records), options, |m| async move {
+            let secs: u64 = m.body.unwrap().parse().unwrap();
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            Ok(())
+        })
+        .await;
+        assert_eq!(failed_ids(&response), vec!["slow"]);
+    }
+}
