@@ -20,7 +20,11 @@ pub struct ParentRef {
 
 /// A control message for the engine, on `<prefix>-results`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "control", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "control",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ControlMessage {
     /// Start a run. Idempotent by `runId`: a second start of the same id is ignored.
     StartRun {
@@ -76,6 +80,106 @@ impl ControlMessage {
             | Self::Signal { run_id, .. }
             | Self::TimerFired { run_id, .. }
             | Self::CancelRun { run_id, .. } => run_id,
+        }
+    }
+}
+
+/// The `control` tag alone, read first so a bad tag is reported at `control`.
+#[derive(Deserialize)]
+pub(super) struct ControlTag {
+    pub(super) control: ControlKind,
+}
+
+/// The control kinds, spelled as on the wire.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) enum ControlKind {
+    StartRun,
+    Signal,
+    TimerFired,
+    CancelRun,
+}
+
+// Field-for-field twins of the `ControlMessage` variants. serde buffers the content of an
+// internally tagged enum, which loses the path of a bad field; decoding the variant's fields
+// as a plain struct keeps it (`runId`, `parent.seq`). The round-trip tests check that the
+// twins and the derived `Deserialize` of `ControlMessage` agree.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StartRunFields {
+    run_id: String,
+    workflow: String,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    parent: Option<ParentRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SignalFields {
+    run_id: String,
+    name: String,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default)]
+    signal_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TimerFiredFields {
+    run_id: String,
+    timer_id: String,
+    fire_at_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct CancelRunFields {
+    run_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl From<StartRunFields> for ControlMessage {
+    fn from(f: StartRunFields) -> Self {
+        Self::StartRun {
+            run_id: f.run_id,
+            workflow: f.workflow,
+            input: f.input,
+            parent: f.parent,
+        }
+    }
+}
+
+impl From<SignalFields> for ControlMessage {
+    fn from(f: SignalFields) -> Self {
+        Self::Signal {
+            run_id: f.run_id,
+            name: f.name,
+            payload: f.payload,
+            signal_id: f.signal_id,
+        }
+    }
+}
+
+impl From<TimerFiredFields> for ControlMessage {
+    fn from(f: TimerFiredFields) -> Self {
+        Self::TimerFired {
+            run_id: f.run_id,
+            timer_id: f.timer_id,
+            fire_at_ms: f.fire_at_ms,
+        }
+    }
+}
+
+impl From<CancelRunFields> for ControlMessage {
+    fn from(f: CancelRunFields) -> Self {
+        Self::CancelRun {
+            run_id: f.run_id,
+            reason: f.reason,
         }
     }
 }

@@ -33,12 +33,22 @@ pub struct StepError {
 impl StepError {
     /// A retryable error with a message.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), code: None, retryable: Some(true), stack: None }
+        Self {
+            message: message.into(),
+            code: None,
+            retryable: Some(true),
+            stack: None,
+        }
     }
 
     /// A terminal (non-retryable) error with a message.
     pub fn terminal(message: impl Into<String>) -> Self {
-        Self { message: message.into(), code: None, retryable: Some(false), stack: None }
+        Self {
+            message: message.into(),
+            code: None,
+            retryable: Some(false),
+            stack: None,
+        }
     }
 
     /// Sets the machine-readable code.
