@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::StepError;
+use crate::contract::{ParentRef, StepError};
 
 /// One entry of a run's history, with the time the engine recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,7 +29,11 @@ impl HistoryEvent {
 
 /// What happened. `seq` always names the durable call (operation) the event belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum EventKind {
     /// The run was started with this input. Always the first event.
     RunStarted {
@@ -37,6 +41,9 @@ pub enum EventKind {
         workflow: String,
         /// Workflow input.
         input: Value,
+        /// The parent run and its `seq`, when this run is a child run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
     },
     /// A remote step attempt was dispatched (the command was persisted, then sent).
     TaskScheduled {
@@ -93,6 +100,14 @@ pub enum EventKind {
         seq: u64,
         /// The timer that fired.
         timer_id: String,
+    },
+    /// The workflow started waiting for a signal (`ctx.wait_for_signal`). The issuing record of
+    /// the wait, so replay can check the code still waits for the same signal at this `seq`.
+    SignalWaitStarted {
+        /// Operation number.
+        seq: u64,
+        /// Signal name.
+        name: String,
     },
     /// A signal arrived. Buffered: consumed by the first `wait_for_signal(name)` in replay order.
     SignalReceived {
@@ -154,6 +169,7 @@ impl EventKind {
             | Self::StepFailed { seq, .. }
             | Self::TimerStarted { seq, .. }
             | Self::TimerFired { seq, .. }
+            | Self::SignalWaitStarted { seq, .. }
             | Self::ValueRecorded { seq, .. }
             | Self::ChildStarted { seq, .. } => Some(*seq),
             _ => None,

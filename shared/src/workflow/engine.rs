@@ -1,0 +1,340 @@
+//! The activation: `(history, incoming) -> (new events, commands, status)`.
+//!
+//! The run moves through explicit states ([`Phase`]): the workflow is first replayed against
+//! the recorded history (recorded incoming events revealed one by one, in order), then each
+//! new incoming item is applied and revealed the same way, until the workflow is blocked or
+//! finished. Between reveals the workflow *settles*: it is polled until it is blocked on
+//! durable operations with no inline step in flight.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use serde_json::Value;
+
+use super::registry::WorkflowFuture;
+use super::state::{lock, State, Terminal};
+use super::{
+    Command, EngineError, EventKind, HistoryEvent, Incoming, RunOutcome, RunStatus,
+    WorkflowContext, WorkflowError, Workflows, CANCELLED_CODE,
+};
+
+/// One activation of one run.
+#[derive(Debug)]
+pub struct ActivationRequest<'a> {
+    /// The run.
+    pub run_id: &'a str,
+    /// Its checkpointed history, in order (empty for a new run).
+    pub history: &'a [HistoryEvent],
+    /// What arrived for it, in arrival order.
+    pub incoming: Vec<Incoming>,
+    /// The engine's clock, epoch milliseconds (stamps new events, bases new timers).
+    pub now_ms: u64,
+}
+
+/// What an activation decided. Persist `appended` (after the history) and the run status in
+/// one write, then send `commands` (outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activation {
+    /// New events, in order.
+    pub appended: Vec<HistoryEvent>,
+    /// Commands to send after persisting.
+    pub commands: Vec<Command>,
+    /// The run's status afterwards.
+    pub status: RunStatus,
+}
+
+/// The engine's states and transitions within one activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Replaying the recorded history: recorded incoming events are revealed in order.
+    Replaying,
+    /// Applying new incoming items, each revealed then settled.
+    Live,
+    /// The workflow returned (this activation or before): nothing more is applied.
+    Finished,
+}
+
+/// Runs one activation. The future is `Send`; it does no I/O except the workflow's inline
+/// steps.
+pub async fn activate(
+    workflows: &Workflows,
+    req: ActivationRequest<'_>,
+) -> Result<Activation, EngineError> {
+    let ActivationRequest {
+        run_id,
+        history,
+        mut incoming,
+        now_ms,
+    } = req;
+    let mut state = State::new(run_id, now_ms);
+    // No op can have a seq above the number of events: bounds the seq index.
+    let limit = u64::try_from(history.len()).unwrap_or(u64::MAX);
+    for event in history {
+        state.index_recorded(event, limit)?;
+    }
+    if !history.is_empty() && state.workflow.is_none() {
+        return Err(EngineError::InvalidInput(
+            "history does not start with RunStarted".into(),
+        ));
+    }
+    if let Some(terminal) = &state.terminal {
+        return Ok(Activation {
+            appended: Vec::new(),
+            commands: Vec::new(),
+            status: terminal_status(terminal),
+        });
+    }
+    if state.workflow.is_none() {
+        let position = incoming
+            .iter()
+            .position(|i| matches!(i, Incoming::Start { .. }));
+        let Some(Incoming::Start {
+            workflow,
+            input,
+            parent,
+        }) = position.map(|p| incoming.remove(p))
+        else {
+            return Err(EngineError::NotStarted);
+        };
+        if !workflows.contains(&workflow) {
+            return Err(EngineError::UnknownWorkflow(workflow));
+        }
+        state.append(EventKind::RunStarted {
+            workflow,
+            input,
+            parent,
+        });
+    }
+    let name = state.workflow.clone().unwrap_or_default();
+    let input = state.input.clone();
+    let shared = Arc::new(Mutex::new(state));
+    let future = workflows
+        .start(&name, WorkflowContext::new(shared.clone()), input)
+        .ok_or_else(|| EngineError::UnknownWorkflow(name.clone()))?;
+    let mut driver = Driver::new(future, shared.clone());
+
+    driver.settle().await?;
+    let mut phase = Phase::Replaying;
+    let mut incoming = incoming.into_iter();
+    loop {
+        if driver.outcome.is_some() {
+            phase = Phase::Finished;
+        }
+        match phase {
+            Phase::Replaying | Phase::Live => {
+                let revealed = lock(&shared).reveal_next();
+                if revealed {
+                    if driver.flag.woken.load(Ordering::Acquire) {
+                        driver.settle().await?;
+                    }
+                    continue;
+                }
+                phase = Phase::Live;
+                let Some(item) = incoming.next() else { break };
+                if let Err(dropped) = lock(&shared).apply_incoming(item) {
+                    tracing::debug!(run_id, ?dropped, "incoming item dropped");
+                }
+            }
+            Phase::Finished => break,
+        }
+    }
+    let outcome = driver.finish();
+    let mut state = std::mem::take(&mut *lock(&shared));
+    finish(&mut state, outcome)
+}
+
+/// Turns the workflow's outcome into the last events and commands.
+fn finish(
+    state: &mut State,
+    outcome: Option<Result<Value, WorkflowError>>,
+) -> Result<Activation, EngineError> {
+    if let Some(fatal) = state.fatal.take() {
+        return Err(fatal);
+    }
+    // A recorded operation the replay never reached: the code no longer issues it.
+    let next = usize::try_from(state.next_seq).unwrap_or(usize::MAX);
+    if let Some((seq, slot)) = state
+        .ops
+        .iter()
+        .enumerate()
+        .skip(next)
+        .find(|(_, s)| s.recorded && s.kind.is_some())
+    {
+        let actual = match &outcome {
+            Some(_) => "nothing: the workflow returned before issuing it",
+            None => "nothing: the workflow is blocked before issuing it",
+        };
+        return Err(EngineError::NonDeterminism {
+            seq: seq as u64,
+            recorded: slot.kind.as_ref().map(|k| k.describe()).unwrap_or_default(),
+            actual: actual.to_owned(),
+        });
+    }
+    let status = match outcome {
+        None => RunStatus::Running,
+        Some(Ok(output)) => {
+            report(
+                state,
+                RunOutcome::Completed {
+                    output: output.clone(),
+                },
+            );
+            state.append(EventKind::RunCompleted { output });
+            RunStatus::Completed
+        }
+        Some(Err(WorkflowError::ContinueAsNew(input))) => {
+            let workflow = state.workflow.clone().unwrap_or_default();
+            let parent = state.parent.clone();
+            state.append(EventKind::ContinuedAsNew {
+                input: input.clone(),
+            });
+            state.commands.push(Command::ContinueAsNew {
+                workflow,
+                input,
+                parent,
+            });
+            RunStatus::ContinuedAsNew
+        }
+        Some(Err(error)) => {
+            let status = if error.is_cancelled() {
+                RunStatus::Cancelled
+            } else {
+                RunStatus::Failed
+            };
+            let error = error.to_step_error();
+            report(
+                state,
+                RunOutcome::Failed {
+                    error: error.clone(),
+                },
+            );
+            state.append(EventKind::RunFailed { error });
+            status
+        }
+    };
+    Ok(Activation {
+        appended: std::mem::take(&mut state.appended),
+        commands: std::mem::take(&mut state.commands),
+        status,
+    })
+}
+
+fn report(state: &mut State, outcome: RunOutcome) {
+    if let Some(parent) = state.parent.clone() {
+        state
+            .commands
+            .push(Command::ReportToParent { parent, outcome });
+    }
+}
+
+fn terminal_status(terminal: &Terminal) -> RunStatus {
+    match terminal {
+        Terminal::Completed => RunStatus::Completed,
+        Terminal::Failed(error) if error.code.as_deref() == Some(CANCELLED_CODE) => {
+            RunStatus::Cancelled
+        }
+        Terminal::Failed(_) => RunStatus::Failed,
+        Terminal::ContinuedAsNew => RunStatus::ContinuedAsNew,
+    }
+}
+
+/// Records wake-ups of the workflow future and forwards them to the executor's waker (so an
+/// inline step's real I/O resumes the activation).
+#[derive(Debug, Default)]
+struct Flag {
+    woken: AtomicBool,
+    outer: Mutex<Option<Waker>>,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(waker) = lock(&self.outer).as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+}
+
+/// Polls the workflow future.
+struct Driver {
+    future: Option<WorkflowFuture>,
+    flag: Arc<Flag>,
+    waker: Waker,
+    shared: Arc<Mutex<State>>,
+    outcome: Option<Result<Value, WorkflowError>>,
+}
+
+impl Driver {
+    fn new(future: WorkflowFuture, shared: Arc<Mutex<State>>) -> Self {
+        let flag = Arc::new(Flag::default());
+        Self {
+            future: Some(future),
+            waker: Waker::from(flag.clone()),
+            flag,
+            shared,
+            outcome: None,
+        }
+    }
+
+    /// Polls until the workflow returns or is blocked with no inline step in flight.
+    async fn settle(&mut self) -> Result<(), EngineError> {
+        std::future::poll_fn(|cx| self.poll_settle(cx)).await
+    }
+
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), EngineError>> {
+        *lock(&self.flag.outer) = Some(cx.waker().clone());
+        loop {
+            let Some(future) = self.future.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            self.flag.woken.store(false, Ordering::Release);
+            let mut inner = Context::from_waker(&self.waker);
+            let polled =
+                std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut inner)));
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(panic) => {
+                    self.future = None;
+                    return Poll::Ready(Err(EngineError::Panicked(panic_message(panic.as_ref()))));
+                }
+            };
+            let in_flight = {
+                let mut state = lock(&self.shared);
+                if let Some(fatal) = state.fatal.take() {
+                    return Poll::Ready(Err(fatal));
+                }
+                state.inline_in_flight
+            };
+            match polled {
+                Poll::Ready(outcome) => {
+                    self.outcome = Some(outcome);
+                    self.future = None;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending if self.flag.woken.load(Ordering::Acquire) => {}
+                Poll::Pending if in_flight > 0 => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+
+    /// Drops the workflow future (releasing its context) and returns the outcome.
+    fn finish(mut self) -> Option<Result<Value, WorkflowError>> {
+        self.future = None;
+        self.outcome.take()
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}

@@ -1,0 +1,238 @@
+//! What an activation receives: [`Incoming`] items, checked against the run's history and
+//! turned into events, or dropped as duplicates ("a stepId is applied at most once").
+
+use serde_json::Value;
+
+use super::error::TIMEOUT_CODE;
+use super::ops::attempts::timeout_timer_id;
+use super::state::{OpKind, State};
+use super::EventKind;
+use crate::contract::{ParentRef, StepError};
+
+/// One message for a run, decoded by the engine Lambda from the results queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// Start the run (ignored if it already started).
+    Start {
+        /// Registered workflow name.
+        workflow: String,
+        /// Workflow input.
+        input: Value,
+        /// The parent run and `seq`, for a child run (`ControlMessage::StartRun.parent`).
+        parent: Option<ParentRef>,
+    },
+    /// The outcome of a remote step attempt or of a child run.
+    StepResult {
+        /// Operation number.
+        seq: u64,
+        /// The attempt it answers; `None` means the latest dispatched one.
+        attempt: Option<u32>,
+        /// Output or error.
+        outcome: Result<Value, StepError>,
+    },
+    /// A durable timer is due.
+    TimerFired {
+        /// The id from the `StartTimer` command.
+        timer_id: String,
+    },
+    /// A signal (deduplicated by the caller, e.g. by signal id).
+    Signal {
+        /// Signal name.
+        name: String,
+        /// Payload.
+        payload: Value,
+    },
+    /// Cancel the run.
+    Cancel {
+        /// Why, if said.
+        reason: Option<String>,
+    },
+}
+
+impl Incoming {
+    /// A completed result for `seq`'s latest attempt.
+    pub fn completed(seq: u64, output: Value) -> Self {
+        Self::StepResult {
+            seq,
+            attempt: None,
+            outcome: Ok(output),
+        }
+    }
+
+    /// A failed result for `seq`'s latest attempt.
+    pub fn failed(seq: u64, error: StepError) -> Self {
+        Self::StepResult {
+            seq,
+            attempt: None,
+            outcome: Err(error),
+        }
+    }
+}
+
+/// Why an incoming item was dropped (for logs; dropping is never an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    AlreadyStarted,
+    UnknownSeq,
+    StaleAttempt,
+    AlreadyResolved,
+    UnknownTimer,
+    TimerAlreadyFired,
+    AlreadyCancelled,
+}
+
+impl State {
+    /// Appends the events of one incoming item (queued for reveal), or drops it.
+    pub(crate) fn apply_incoming(&mut self, incoming: Incoming) -> Result<(), Dropped> {
+        match incoming {
+            Incoming::Start { .. } => Err(Dropped::AlreadyStarted),
+            Incoming::StepResult {
+                seq,
+                attempt,
+                outcome,
+            } => {
+                let slot = self.slot(seq).ok_or(Dropped::UnknownSeq)?;
+                if !matches!(slot.kind, Some(OpKind::Remote(_) | OpKind::Child(_)))
+                    || slot.attempts == 0
+                {
+                    return Err(Dropped::UnknownSeq);
+                }
+                let attempt = attempt.unwrap_or(slot.attempts);
+                if attempt != slot.attempts {
+                    return Err(Dropped::StaleAttempt);
+                }
+                if slot.result(attempt).is_some() {
+                    return Err(Dropped::AlreadyResolved);
+                }
+                self.append(match outcome {
+                    Ok(output) => EventKind::StepCompleted {
+                        seq,
+                        attempt,
+                        output,
+                    },
+                    Err(error) => EventKind::StepFailed {
+                        seq,
+                        attempt,
+                        error,
+                    },
+                });
+                Ok(())
+            }
+            Incoming::TimerFired { timer_id } => {
+                let &(seq, index) = self.timer_ids.get(&timer_id).ok_or(Dropped::UnknownTimer)?;
+                let slot = self.slot(seq).ok_or(Dropped::UnknownTimer)?;
+                if slot.timers[index].fired {
+                    return Err(Dropped::TimerAlreadyFired);
+                }
+                // A start-to-close timeout of the current attempt fails that attempt.
+                let attempt = slot.attempts;
+                let times_out = matches!(slot.kind, Some(OpKind::Remote(_)))
+                    && timer_id == timeout_timer_id(seq, attempt)
+                    && slot.result(attempt).is_none();
+                self.append(EventKind::TimerFired { seq, timer_id });
+                if times_out {
+                    let error = StepError::retryable(format!(
+                        "attempt {attempt} timed out (start-to-close)"
+                    ))
+                    .with_code(TIMEOUT_CODE);
+                    self.append(EventKind::StepFailed {
+                        seq,
+                        attempt,
+                        error,
+                    });
+                }
+                Ok(())
+            }
+            Incoming::Signal { name, payload } => {
+                self.append(EventKind::SignalReceived { name, payload });
+                Ok(())
+            }
+            Incoming::Cancel { reason } => {
+                if self.cancel.requested {
+                    return Err(Dropped::AlreadyCancelled);
+                }
+                self.append(EventKind::CancelRequested { reason });
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scheduled() -> State {
+        let mut state = State::new("r", 5);
+        state.append(EventKind::TaskScheduled {
+            seq: 1,
+            name: "s".into(),
+            group: "s".into(),
+            input: Value::Null,
+            attempt: 2,
+        });
+        state
+    }
+
+    #[test]
+    fn results_apply_once_for_the_current_attempt() {
+        let mut state = scheduled();
+        assert_eq!(
+            state.apply_incoming(Incoming::completed(9, Value::Null)),
+            Err(Dropped::UnknownSeq)
+        );
+        let stale = Incoming::StepResult {
+            seq: 1,
+            attempt: Some(1),
+            outcome: Ok(Value::Null),
+        };
+        assert_eq!(state.apply_incoming(stale), Err(Dropped::StaleAttempt));
+        assert_eq!(
+            state.apply_incoming(Incoming::completed(1, Value::from(1))),
+            Ok(())
+        );
+        assert_eq!(
+            state.apply_incoming(Incoming::completed(1, Value::from(2))),
+            Err(Dropped::AlreadyResolved)
+        );
+        assert_eq!(state.appended.len(), 2);
+    }
+
+    #[test]
+    fn timers_and_cancel_apply_once() {
+        let mut state = scheduled();
+        state.append(EventKind::TimerStarted {
+            seq: 1,
+            timer_id: "1:timeout:2".into(),
+            fire_at_ms: 9,
+        });
+        assert_eq!(
+            state.apply_incoming(Incoming::TimerFired {
+                timer_id: "x".into()
+            }),
+            Err(Dropped::UnknownTimer)
+        );
+        assert_eq!(
+            state.apply_incoming(Incoming::TimerFired {
+                timer_id: "1:timeout:2".into()
+            }),
+            Ok(())
+        );
+        assert!(matches!(
+            state.appended.last().map(|e| &e.kind),
+            Some(EventKind::StepFailed { attempt: 2, .. })
+        ));
+        let again = Incoming::TimerFired {
+            timer_id: "1:timeout:2".into(),
+        };
+        assert_eq!(state.apply_incoming(again), Err(Dropped::TimerAlreadyFired));
+        assert_eq!(
+            state.apply_incoming(Incoming::Cancel { reason: None }),
+            Ok(())
+        );
+        assert_eq!(
+            state.apply_incoming(Incoming::Cancel { reason: None }),
+            Err(Dropped::AlreadyCancelled)
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! Remote steps: work dispatched as a `RemoteTask` to the tasks queue of the step's group and
+//! answered by a worker's `StepResult`.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::attempts::{timeout_timer_id, walk, AttemptState};
+use crate::workflow::context::{decode, encode, OpGuard};
+use crate::workflow::state::OpKind;
+use crate::workflow::{Command, EventKind, RetryPolicy, WorkflowContext, WorkflowError};
+
+/// A remote step, declared once (typically as a `const`) and shared by the workflow that calls
+/// it and the worker that serves it.
+///
+/// ```
+/// use cairn::workflow::{RemoteStep, RetryPolicy};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Charge;
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Receipt;
+/// pub const CHARGE_CARD: RemoteStep<Charge, Receipt> = RemoteStep::new("payments.charge-card")
+///     .with_partition("eu")
+///     .with_retry(RetryPolicy::DEFAULT);
+/// assert_eq!(CHARGE_CARD.group(), "payments.charge-card@eu");
+/// ```
+pub struct RemoteStep<I, O> {
+    name: &'static str,
+    partition: Option<&'static str>,
+    retry: RetryPolicy,
+    timeout_ms: Option<u64>,
+    types: PhantomData<fn(I) -> O>,
+}
+
+impl<I, O> Clone for RemoteStep<I, O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<I, O> Copy for RemoteStep<I, O> {}
+
+impl<I, O> std::fmt::Debug for RemoteStep<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteStep")
+            .field("name", &self.name)
+            .field("partition", &self.partition)
+            .field("retry", &self.retry)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+impl<I, O> RemoteStep<I, O> {
+    /// A step named `name` (e.g. `payments.charge-card`), default retry policy, no timeout.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            partition: None,
+            retry: RetryPolicy::DEFAULT,
+            timeout_ms: None,
+            types: PhantomData,
+        }
+    }
+
+    /// Routes the step to the partition queue `name@partition`.
+    pub const fn with_partition(mut self, partition: &'static str) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the retry policy.
+    pub const fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets a start-to-close timeout per attempt: an attempt without a result by then fails
+    /// (retryable, code `timeout`), and a late result for it is dropped.
+    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout_ms = Some(timeout.as_millis() as u64);
+        self
+    }
+
+    /// The step name workers register handlers under.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The partition, if any.
+    pub const fn partition(&self) -> Option<&'static str> {
+        self.partition
+    }
+
+    /// The queue token: `name`, or `name@partition`.
+    pub fn group(&self) -> String {
+        match self.partition {
+            Some(partition) => format!("{}@{partition}", self.name),
+            None => self.name.to_owned(),
+        }
+    }
+
+    /// The retry policy.
+    pub const fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The start-to-close timeout per attempt.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout_ms.map(Duration::from_millis)
+    }
+}
+
+impl WorkflowContext {
+    /// Calls a remote step: dispatches its input to the step's queue and resolves with the
+    /// worker's output (after retries per the step's policy), or
+    /// [`WorkflowError::StepFailed`] when it fails for good.
+    pub fn remote<I, O>(&self, step: &RemoteStep<I, O>, input: I) -> RemoteCall<O>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+    {
+        let call = RemoteCall {
+            guard: OpGuard {
+                ctx: self.clone(),
+                seq: None,
+            },
+            name: step.name,
+            group: step.group(),
+            retry: step.retry,
+            timeout_ms: step.timeout_ms,
+            input: Value::Null,
+            early: None,
+            output: PhantomData,
+        };
+        self.start_remote(call, &input)
+    }
+
+    fn start_remote<I: Serialize, O>(&self, mut call: RemoteCall<O>, input: &I) -> RemoteCall<O> {
+        match encode(input) {
+            Ok(input) => call.input = input,
+            Err(e) => {
+                call.early = Some(e);
+                return call;
+            }
+        }
+        match self.issue(OpKind::Remote(call.name.to_owned()), true) {
+            Ok(issued) => call.guard.seq = Some(issued.seq),
+            Err(e) => call.early = Some(e),
+        }
+        call
+    }
+}
+
+/// The future of a remote step call.
+#[derive(Debug)]
+#[must_use = "a remote step is dispatched when called, but its result arrives only when awaited"]
+pub struct RemoteCall<O> {
+    guard: OpGuard,
+    name: &'static str,
+    group: String,
+    retry: RetryPolicy,
+    timeout_ms: Option<u64>,
+    input: Value,
+    early: Option<WorkflowError>,
+    output: PhantomData<fn() -> O>,
+}
+
+impl<O> Unpin for RemoteCall<O> {}
+
+impl<O: DeserializeOwned> Future for RemoteCall<O> {
+    type Output = Result<O, WorkflowError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(error) = this.early.take() {
+            return Poll::Ready(Err(error));
+        }
+        let Some(seq) = this.guard.seq else {
+            return Poll::Pending;
+        };
+        let mut state = this.guard.ctx.state();
+        if let Some(early) = state.poll_prelude(seq) {
+            return early;
+        }
+        loop {
+            match walk(&mut state, seq, &this.retry) {
+                AttemptState::Done(Ok(output), _) => return state.resolve(seq, decode(&output)),
+                AttemptState::Done(Err(error), attempts) => {
+                    return state.resolve(seq, Err(WorkflowError::StepFailed { error, attempts }))
+                }
+                AttemptState::Waiting | AttemptState::Running(_) => return state.park(seq, cx),
+                AttemptState::Start(attempt) => {
+                    if state.fatal.is_some() {
+                        return Poll::Pending;
+                    }
+                    state.produce(
+                        EventKind::TaskScheduled {
+                            seq,
+                            name: this.name.to_owned(),
+                            group: this.group.clone(),
+                            input: this.input.clone(),
+                            attempt,
+                        },
+                        Some(Command::DispatchTask {
+                            seq,
+                            name: this.name.to_owned(),
+                            group: this.group.clone(),
+                            input: this.input.clone(),
+                            attempt,
+                            timeout_ms: this.timeout_ms,
+                        }),
+                    );
+                    if let Some(timeout) = this.timeout_ms {
+                        let timer_id = timeout_timer_id(seq, attempt);
+                        let fire_at_ms = state.now_ms.saturating_add(timeout);
+                        state.produce(
+                            EventKind::TimerStarted {
+                                seq,
+                                timer_id: timer_id.clone(),
+                                fire_at_ms,
+                            },
+                            Some(Command::StartTimer {
+                                seq,
+                                timer_id,
+                                fire_at_ms,
+                            }),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::test_support::*;
+    use super::*;
+    use crate::contract::StepError;
+    use crate::workflow::{Incoming, RunStatus};
+
+    const DOUBLE: RemoteStep<u32, u32> = RemoteStep::new("math.double").with_partition("eu");
+    const FLAKY: RemoteStep<u32, u32> = RemoteStep::new("flaky")
+        .with_retry(RetryPolicy::fixed(2, Duration::from_secs(5)))
+        .with_timeout(Duration::from_secs(30));
+
+    fn workflows() -> crate::workflow::Workflows {
+        let mut w = crate::workflow::Workflows::new();
+        w.register("double", |ctx: WorkflowContext, n: u32| async move {
+            ctx.remote(&DOUBLE, n).await
+        });
+        w.register("flaky", |ctx: WorkflowContext, n: u32| async move {
+            match ctx.remote(&FLAKY, n).await {
+                Ok(v) => Ok(v),
+                Err(WorkflowError::StepFailed { attempts, .. }) => Ok(1000 + attempts),
+                Err(e) => Err(e),
+            }
+        });
+        w
+    }
+
+    #[test]
+    fn dispatches_then_completes() {
+        let w = workflows();
+        let mut sim = Sim::new(&w, "r1");
+        let a = sim.step(vec![start("double", 21)]);
+        assert_eq!(a.status, RunStatus::Running);
+        assert!(
+            matches!(&a.commands[..], [Command::DispatchTask { seq: 1, group, attempt: 1, .. }] if group == "math.double@eu")
+        );
+        let a = sim.step(vec![ok(1, 42)]);
+        assert_eq!(a.status, RunStatus::Completed);
+        assert_eq!(sim.output(), Some(Value::from(42)));
+    }
+
+    #[test]
+    fn timeout_fails_attempt_and_retries() {
+        let w = workflows();
+        let mut sim = Sim::new(&w, "r2");
+        let a = sim.step(vec![start("flaky", 1)]);
+        assert_eq!(
+            a.commands.len(),
+            2,
+            "dispatch + timeout timer: {:?}",
+            a.commands
+        );
+        let a = sim.step(vec![Incoming::TimerFired {
+            timer_id: "1:timeout:1".into(),
+        }]);
+        assert!(
+            matches!(&a.commands[..], [Command::StartTimer { timer_id, .. }] if timer_id == "1:retry:1")
+        );
+        // The late result of attempt 1 is stale now.
+        let a = sim.step(vec![ok(1, 5)]);
+        assert!(a.appended.is_empty() && a.commands.is_empty());
+        let a = sim.step(vec![Incoming::TimerFired {
+            timer_id: "1:retry:1".into(),
+        }]);
+        assert!(matches!(
+            &a.commands[0],
+            Command::DispatchTask { attempt: 2, .. }
+        ));
+        let a = sim.step(vec![Incoming::StepResult {
+            seq: 1,
+            attempt: Some(2),
+            outcome: Err(StepError::retryable("x")),
+        }]);
+        assert_eq!(a.status, RunStatus::Completed);
+        assert_eq!(sim.output(), Some(Value::from(1002)));
+    }
+}

@@ -1,0 +1,424 @@
+//! The run state one activation works on: the history indexed by `seq` (built once, O(n)),
+//! what the replay has revealed so far, and what it produced.
+//!
+//! Replay reveals the history's *incoming* events (remote/child results, fired timers,
+//! signals, cancel requests) one at a time, in history order, and lets the workflow settle
+//! after each; the live engine applies new incoming events exactly the same way. So a replay
+//! sees every race (`select`, a signal against its timeout) resolve as it did live. Events the
+//! engine itself produced (`TaskScheduled`, `TimerStarted`, inline results, values...) are
+//! matched by `seq` instead, and the first op that has no record is new: its events and
+//! commands make the activation's output.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+
+use serde_json::Value;
+
+use super::{Command, EngineError, EventKind, HistoryEvent};
+use crate::contract::{ParentRef, StepError};
+
+/// Locks a mutex, ignoring poisoning (a panic in workflow code is reported separately).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The kind of a durable operation, with the name it is checked by on replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Remote(String),
+    Inline(String),
+    Timer,
+    Signal(String),
+    Value(String),
+    Child(String),
+}
+
+impl OpKind {
+    /// How errors name the operation.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Remote(name) => format!("remote step {name:?}"),
+            Self::Inline(name) => format!("inline step {name:?}"),
+            Self::Timer => "timer (sleep)".to_owned(),
+            Self::Signal(name) => format!("wait for signal {name:?}"),
+            Self::Value(kind) => format!("recorded value {kind:?}"),
+            Self::Child(name) => format!("child workflow {name:?}"),
+        }
+    }
+}
+
+/// The outcome of one attempt of a step.
+#[derive(Debug)]
+pub(crate) struct AttemptResult {
+    pub attempt: u32,
+    pub outcome: Result<Value, StepError>,
+    /// Revealed to the workflow yet.
+    pub visible: bool,
+}
+
+/// A durable timer of an operation (sleep, retry backoff, timeout).
+#[derive(Debug)]
+pub(crate) struct TimerSlot {
+    pub id: String,
+    /// A `TimerFired` exists (for dedupe).
+    pub fired: bool,
+    /// ... and was revealed to the workflow.
+    pub visible: bool,
+}
+
+/// Everything known about one `seq`.
+#[derive(Debug, Default)]
+pub(crate) struct OpSlot {
+    /// The recorded or produced issuing event's kind.
+    pub kind: Option<OpKind>,
+    /// Whether `kind` came from the recorded history (vs. produced in this activation).
+    pub recorded: bool,
+    /// Whether the replay has issued this op.
+    pub issued: bool,
+    /// Highest attempt scheduled/started.
+    pub attempts: u32,
+    pub results: Vec<AttemptResult>,
+    pub timers: Vec<TimerSlot>,
+    pub value: Option<Value>,
+    pub child_run_id: Option<String>,
+    pub waker: Option<Waker>,
+    /// The cancel request was delivered to this op.
+    pub cancelled: bool,
+}
+
+impl OpSlot {
+    pub(crate) fn timer(&self, id: &str) -> Option<&TimerSlot> {
+        self.timers.iter().find(|t| t.id == id)
+    }
+
+    pub(crate) fn result(&self, attempt: u32) -> Option<&AttemptResult> {
+        self.results.iter().find(|r| r.attempt == attempt)
+    }
+}
+
+/// An incoming event to reveal, in history order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Gate {
+    Result { seq: u64, index: usize },
+    Timer { seq: u64, index: usize },
+    Signal(usize),
+    Cancel,
+}
+
+/// A received signal.
+#[derive(Debug)]
+pub(crate) struct SignalSlot {
+    pub name: String,
+    pub payload: Value,
+}
+
+/// Cancellation progress.
+#[derive(Debug, Default)]
+pub(crate) struct CancelState {
+    /// A `CancelRequested` exists.
+    pub requested: bool,
+    pub reason: Option<String>,
+    /// Revealed to the workflow.
+    pub revealed: bool,
+    /// Revealed, but no op was open: the next op issued gets it.
+    pub pending_delivery: bool,
+}
+
+/// How the history says the run ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Terminal {
+    Completed,
+    Failed(StepError),
+    ContinuedAsNew,
+}
+
+/// The state shared between the engine and the workflow's [`WorkflowContext`](super::WorkflowContext).
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub run_id: String,
+    pub now_ms: u64,
+    pub workflow: Option<String>,
+    pub input: Value,
+    pub parent: Option<ParentRef>,
+    /// Indexed by `seq` (seqs are dense from 1; slot 0 unused).
+    pub ops: Vec<OpSlot>,
+    /// Timer id -> (seq, index in that slot's timers).
+    pub timer_ids: HashMap<String, (u64, usize)>,
+    pub signals: Vec<SignalSlot>,
+    /// Revealed, not yet consumed signals, per name.
+    pub signal_queues: HashMap<String, VecDeque<usize>>,
+    /// Waits blocked on a signal name.
+    pub signal_waiters: HashMap<String, Vec<u64>>,
+    pub patches: HashSet<String>,
+    pub cancel: CancelState,
+    pub terminal: Option<Terminal>,
+    /// Next seq the replay will hand out.
+    pub next_seq: u64,
+    /// Highest seq with a recorded issuing event.
+    pub max_recorded_seq: u64,
+    /// Issued ops whose futures are alive and unresolved (cancel is delivered to them).
+    pub open: BTreeSet<u64>,
+    /// Incoming events still to reveal.
+    pub gates: VecDeque<(Gate, bool)>,
+    /// True while indexing the recorded history (vs. appending new events).
+    pub indexing_recorded: bool,
+    pub appended: Vec<HistoryEvent>,
+    pub commands: Vec<Command>,
+    pub fatal: Option<EngineError>,
+    pub inline_in_flight: usize,
+}
+
+impl State {
+    pub(crate) fn new(run_id: &str, now_ms: u64) -> Self {
+        Self {
+            run_id: run_id.to_owned(),
+            now_ms,
+            next_seq: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The slot of `seq`, created if needed.
+    pub(crate) fn slot_mut(&mut self, seq: u64) -> &mut OpSlot {
+        let index = usize::try_from(seq).unwrap_or(usize::MAX);
+        if index >= self.ops.len() {
+            self.ops.resize_with(index + 1, OpSlot::default);
+        }
+        &mut self.ops[index]
+    }
+
+    /// The slot of `seq`, if anything is known about it.
+    pub(crate) fn slot(&self, seq: u64) -> Option<&OpSlot> {
+        usize::try_from(seq).ok().and_then(|i| self.ops.get(i))
+    }
+
+    /// Indexes one recorded event.
+    pub(crate) fn index_recorded(
+        &mut self,
+        event: &HistoryEvent,
+        limit: u64,
+    ) -> Result<(), EngineError> {
+        if let Some(seq) = event.kind.seq() {
+            if seq == 0 || seq > limit {
+                return Err(EngineError::InvalidInput(format!(
+                    "history event with seq {seq} out of range"
+                )));
+            }
+        }
+        self.indexing_recorded = true;
+        self.index(&event.kind, false);
+        self.indexing_recorded = false;
+        Ok(())
+    }
+
+    /// Appends a new event (output of this activation) and indexes it. `gated` events are
+    /// queued for reveal; the caller reveals them.
+    pub(crate) fn append(&mut self, kind: EventKind) {
+        self.index(&kind, true);
+        self.appended.push(HistoryEvent::new(self.now_ms, kind));
+    }
+
+    /// Records what an event tells; queues incoming events for reveal.
+    fn index(&mut self, kind: &EventKind, new: bool) {
+        let recorded = self.indexing_recorded;
+        match kind {
+            EventKind::RunStarted {
+                workflow,
+                input,
+                parent,
+            } => {
+                self.workflow = Some(workflow.clone());
+                self.input = input.clone();
+                self.parent = parent.clone();
+            }
+            EventKind::TaskScheduled {
+                seq, name, attempt, ..
+            } => {
+                self.issue_record(*seq, OpKind::Remote(name.clone()), recorded);
+                let slot = self.slot_mut(*seq);
+                slot.attempts = slot.attempts.max(*attempt);
+            }
+            EventKind::InlineStepStarted { seq, name, attempt } => {
+                self.issue_record(*seq, OpKind::Inline(name.clone()), recorded);
+                let slot = self.slot_mut(*seq);
+                slot.attempts = slot.attempts.max(*attempt);
+            }
+            EventKind::StepCompleted {
+                seq,
+                attempt,
+                output,
+            } => {
+                self.index_result(*seq, *attempt, Ok(output.clone()), new);
+            }
+            EventKind::StepFailed {
+                seq,
+                attempt,
+                error,
+            } => {
+                self.index_result(*seq, *attempt, Err(error.clone()), new);
+            }
+            EventKind::TimerStarted { seq, timer_id, .. } => {
+                if *timer_id == seq.to_string() {
+                    self.issue_record(*seq, OpKind::Timer, recorded);
+                }
+                let slot = self.slot_mut(*seq);
+                slot.timers.push(TimerSlot {
+                    id: timer_id.clone(),
+                    fired: false,
+                    visible: false,
+                });
+                let index = slot.timers.len() - 1;
+                self.timer_ids.insert(timer_id.clone(), (*seq, index));
+            }
+            EventKind::TimerFired { timer_id, .. } => {
+                if let Some(&(seq, index)) = self.timer_ids.get(timer_id) {
+                    self.slot_mut(seq).timers[index].fired = true;
+                    self.gates.push_back((Gate::Timer { seq, index }, new));
+                }
+            }
+            EventKind::SignalWaitStarted { seq, name } => {
+                self.issue_record(*seq, OpKind::Signal(name.clone()), recorded);
+            }
+            EventKind::SignalReceived { name, payload } => {
+                self.signals.push(SignalSlot {
+                    name: name.clone(),
+                    payload: payload.clone(),
+                });
+                self.gates
+                    .push_back((Gate::Signal(self.signals.len() - 1), new));
+            }
+            EventKind::ValueRecorded { seq, kind, value } => {
+                if let Some(change) = kind.strip_prefix(super::ops::values::PATCH_PREFIX) {
+                    self.patches.insert(change.to_owned());
+                } else {
+                    self.issue_record(*seq, OpKind::Value(kind.clone()), recorded);
+                    self.slot_mut(*seq).value = Some(value.clone());
+                }
+            }
+            EventKind::ChildStarted {
+                seq,
+                workflow,
+                run_id,
+                ..
+            } => {
+                self.issue_record(*seq, OpKind::Child(workflow.clone()), recorded);
+                let slot = self.slot_mut(*seq);
+                slot.child_run_id = Some(run_id.clone());
+                slot.attempts = slot.attempts.max(1);
+            }
+            EventKind::CancelRequested { reason } => {
+                if !self.cancel.requested {
+                    self.cancel.requested = true;
+                    self.cancel.reason = reason.clone();
+                    self.gates.push_back((Gate::Cancel, new));
+                }
+            }
+            EventKind::RunCompleted { .. } => self.terminal = Some(Terminal::Completed),
+            EventKind::RunFailed { error } => self.terminal = Some(Terminal::Failed(error.clone())),
+            EventKind::ContinuedAsNew { .. } => self.terminal = Some(Terminal::ContinuedAsNew),
+        }
+    }
+
+    fn issue_record(&mut self, seq: u64, kind: OpKind, recorded: bool) {
+        if recorded {
+            self.max_recorded_seq = self.max_recorded_seq.max(seq);
+        }
+        let slot = self.slot_mut(seq);
+        if slot.kind.is_none() {
+            slot.kind = Some(kind);
+            slot.recorded = recorded;
+        }
+    }
+
+    fn index_result(
+        &mut self,
+        seq: u64,
+        attempt: u32,
+        outcome: Result<Value, StepError>,
+        new: bool,
+    ) {
+        let slot = self.slot_mut(seq);
+        // Inline results are produced by the replay itself: visible at once. Remote and child
+        // results are incoming: revealed in history order.
+        let inline = matches!(slot.kind, Some(OpKind::Inline(_)));
+        slot.results.push(AttemptResult {
+            attempt,
+            outcome,
+            visible: inline,
+        });
+        let index = slot.results.len() - 1;
+        if !inline {
+            self.gates.push_back((Gate::Result { seq, index }, new));
+        }
+    }
+
+    /// Reveals the next queued incoming event to the workflow; wakes whoever waits on it.
+    /// Returns false when there is none.
+    pub(crate) fn reveal_next(&mut self) -> bool {
+        let Some((gate, new)) = self.gates.pop_front() else {
+            return false;
+        };
+        match gate {
+            Gate::Result { seq, index } => {
+                let slot = self.slot_mut(seq);
+                slot.results[index].visible = true;
+                wake(slot);
+            }
+            Gate::Timer { seq, index } => {
+                let slot = self.slot_mut(seq);
+                slot.timers[index].visible = true;
+                wake(slot);
+            }
+            Gate::Signal(index) => {
+                let name = self.signals[index].name.clone();
+                self.signal_queues
+                    .entry(name.clone())
+                    .or_default()
+                    .push_back(index);
+                for seq in self.signal_waiters.remove(&name).unwrap_or_default() {
+                    wake(self.slot_mut(seq));
+                }
+            }
+            Gate::Cancel => self.deliver_cancel(new),
+        }
+        true
+    }
+
+    /// Delivers the cancel request to every open op, or to the next op issued if none is open.
+    fn deliver_cancel(&mut self, new: bool) {
+        self.cancel.revealed = true;
+        if self.open.is_empty() {
+            self.cancel.pending_delivery = true;
+            return;
+        }
+        let open: Vec<u64> = self.open.iter().copied().collect();
+        for seq in open {
+            let slot = self.slot_mut(seq);
+            slot.cancelled = true;
+            let child = slot.child_run_id.clone();
+            wake(slot);
+            if let (Some(run_id), true) = (child, new) {
+                self.commands.push(Command::CancelChild { run_id });
+            }
+        }
+    }
+
+    /// Records a fatal error (the first one wins).
+    pub(crate) fn fail(&mut self, error: EngineError) {
+        if self.fatal.is_none() {
+            self.fatal = Some(error);
+        }
+    }
+
+    /// A deterministic seed for `seq` in this run.
+    pub(crate) fn seed(&self, seq: u64) -> u64 {
+        super::retry::seed_of(&self.run_id, seq)
+    }
+}
+
+fn wake(slot: &mut OpSlot) {
+    if let Some(waker) = slot.waker.take() {
+        waker.wake();
+    }
+}
