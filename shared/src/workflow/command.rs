@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{ParentRef, StepError};
+use crate::contract::StepError;
 
 /// Something the engine must send after checkpointing an activation (outbox entries).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,9 +57,6 @@ pub enum Command {
     /// The run finished: report to the parent, if any. (The run record itself is updated in
     /// the same write as the events.)
     ReportToParent {
-        /// The parent run and the `seq` of its child call (the result's `stepId` is
-        /// `"<parent.runId>:<parent.seq>"`).
-        parent: ParentRef,
         /// The outcome: output or error.
         outcome: RunOutcome,
     },
@@ -69,9 +66,6 @@ pub enum Command {
         workflow: String,
         /// Input of the next run.
         input: Value,
-        /// The parent, handed on to the next run of the chain (the chain's last run reports).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        parent: Option<ParentRef>,
     },
 }
 

@@ -16,8 +16,8 @@ use serde_json::Value;
 use super::registry::WorkflowFuture;
 use super::state::{lock, State, Terminal};
 use super::{
-    Command, EngineError, EventKind, HistoryEvent, Incoming, RunOutcome, RunStatus,
-    WorkflowContext, WorkflowError, Workflows, CANCELLED_CODE,
+    Command, EngineError, EventKind, HistoryEvent, Incoming, RunStatus, WorkflowContext,
+    WorkflowError, Workflows, CANCELLED_CODE,
 };
 
 /// One activation of one run.
@@ -90,22 +90,13 @@ pub async fn activate(
         let position = incoming
             .iter()
             .position(|i| matches!(i, Incoming::Start { .. }));
-        let Some(Incoming::Start {
-            workflow,
-            input,
-            parent,
-        }) = position.map(|p| incoming.remove(p))
-        else {
+        let Some(Incoming::Start { workflow, input }) = position.map(|p| incoming.remove(p)) else {
             return Err(EngineError::NotStarted);
         };
         if !workflows.contains(&workflow) {
             return Err(EngineError::UnknownWorkflow(workflow));
         }
-        state.append(EventKind::RunStarted {
-            workflow,
-            input,
-            parent,
-        });
+        state.append(EventKind::RunStarted { workflow, input });
     }
     let name = state.workflow.clone().unwrap_or_default();
     let input = state.input.clone();
@@ -175,26 +166,17 @@ fn finish(
     let status = match outcome {
         None => RunStatus::Running,
         Some(Ok(output)) => {
-            report(
-                state,
-                RunOutcome::Completed {
-                    output: output.clone(),
-                },
-            );
             state.append(EventKind::RunCompleted { output });
             RunStatus::Completed
         }
         Some(Err(WorkflowError::ContinueAsNew(input))) => {
             let workflow = state.workflow.clone().unwrap_or_default();
-            let parent = state.parent.clone();
             state.append(EventKind::ContinuedAsNew {
                 input: input.clone(),
             });
-            state.commands.push(Command::ContinueAsNew {
-                workflow,
-                input,
-                parent,
-            });
+            state
+                .commands
+                .push(Command::ContinueAsNew { workflow, input });
             RunStatus::ContinuedAsNew
         }
         Some(Err(error)) => {
@@ -204,12 +186,6 @@ fn finish(
                 RunStatus::Failed
             };
             let error = error.to_step_error();
-            report(
-                state,
-                RunOutcome::Failed {
-                    error: error.clone(),
-                },
-            );
             state.append(EventKind::RunFailed { error });
             status
         }
@@ -219,14 +195,6 @@ fn finish(
         commands: std::mem::take(&mut state.commands),
         status,
     })
-}
-
-fn report(state: &mut State, outcome: RunOutcome) {
-    if let Some(parent) = state.parent.clone() {
-        state
-            .commands
-            .push(Command::ReportToParent { parent, outcome });
-    }
 }
 
 fn terminal_status(terminal: &Terminal) -> RunStatus {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{ParentRef, StepError};
+use crate::contract::StepError;
 
 /// One entry of a run's history, with the time the engine recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,9 +41,6 @@ pub enum EventKind {
         workflow: String,
         /// Workflow input.
         input: Value,
-        /// The parent run and its `seq`, when this run is a child run.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        parent: Option<ParentRef>,
     },
     /// A remote step attempt was dispatched (the command was persisted, then sent).
     TaskScheduled {

@@ -7,7 +7,7 @@ use super::error::TIMEOUT_CODE;
 use super::ops::attempts::timeout_timer_id;
 use super::state::{OpKind, State};
 use super::EventKind;
-use crate::contract::{ParentRef, StepError};
+use crate::contract::StepError;
 
 /// One message for a run, decoded by the engine Lambda from the results queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,8 +18,6 @@ pub enum Incoming {
         workflow: String,
         /// Workflow input.
         input: Value,
-        /// The parent run and `seq`, for a child run (`ControlMessage::StartRun.parent`).
-        parent: Option<ParentRef>,
     },
     /// The outcome of a remote step attempt or of a child run.
     StepResult {

@@ -86,7 +86,7 @@
 //! let activation = activate(&workflows, ActivationRequest {
 //!     run_id: "run-1",
 //!     history: &[],
-//!     incoming: vec![Incoming::Start { workflow: "checkout".into(), input, parent: None }],
+//!     incoming: vec![Incoming::Start { workflow: "checkout".into(), input }],
 //!     now_ms: 1_700_000_000_000,
 //! })
 //! .await?;

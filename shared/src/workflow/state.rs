@@ -16,7 +16,7 @@ use std::task::Waker;
 use serde_json::Value;
 
 use super::{Command, EngineError, EventKind, HistoryEvent};
-use crate::contract::{ParentRef, StepError};
+use crate::contract::StepError;
 
 /// Locks a mutex, ignoring poisoning (a panic in workflow code is reported separately).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,7 +140,6 @@ pub(crate) struct State {
     pub now_ms: u64,
     pub workflow: Option<String>,
     pub input: Value,
-    pub parent: Option<ParentRef>,
     /// Indexed by `seq` (seqs are dense from 1; slot 0 unused).
     pub ops: Vec<OpSlot>,
     /// Timer id -> (seq, index in that slot's timers).
@@ -223,14 +222,9 @@ impl State {
     fn index(&mut self, kind: &EventKind, new: bool) {
         let recorded = self.indexing_recorded;
         match kind {
-            EventKind::RunStarted {
-                workflow,
-                input,
-                parent,
-            } => {
+            EventKind::RunStarted { workflow, input } => {
                 self.workflow = Some(workflow.clone());
                 self.input = input.clone();
-                self.parent = parent.clone();
             }
             EventKind::TaskScheduled {
                 seq, name, attempt, ..

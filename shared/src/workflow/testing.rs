@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{EventKind, HistoryEvent};
-use crate::contract::{ParentRef, StepError};
+use crate::contract::StepError;
 
 /// Builds a run history event by event (times advance by 1 ms per event unless set).
 ///
@@ -27,16 +27,6 @@ impl HistoryBuilder {
         Self::default().at(1_000).event(EventKind::RunStarted {
             workflow: workflow.into(),
             input,
-            parent: None,
-        })
-    }
-
-    /// A child run's history.
-    pub fn start_child(workflow: &str, input: Value, parent: ParentRef) -> Self {
-        Self::default().at(1_000).event(EventKind::RunStarted {
-            workflow: workflow.into(),
-            input,
-            parent: Some(parent),
         })
     }
 

@@ -127,8 +127,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::super::test_support::*;
     use super::*;
-    use crate::contract::ParentRef;
-    use crate::workflow::{Incoming, RunOutcome, RunStatus, Workflows};
+    use crate::workflow::{Incoming, RunStatus, Workflows};
     use serde_json::json;
 
     fn workflows() -> Workflows {
@@ -161,29 +160,6 @@ mod tests {
         let a = sim.step(vec![ok(1, 8)]);
         assert_eq!(a.status, RunStatus::Completed);
         assert_eq!(sim.output(), Some(json!(9)));
-    }
-
-    #[test]
-    fn child_reports_to_parent() {
-        let w = workflows();
-        let mut sim = Sim::new(&w, "p-child-1");
-        let parent = ParentRef {
-            run_id: "p".into(),
-            seq: 1,
-        };
-        sim.step(vec![Incoming::Start {
-            workflow: "kid".into(),
-            input: json!(4),
-            parent: Some(parent.clone()),
-        }]);
-        let a = sim.step(vec![fire("1")]);
-        assert_eq!(
-            a.commands,
-            vec![Command::ReportToParent {
-                parent,
-                outcome: RunOutcome::Completed { output: json!(8) }
-            }]
-        );
     }
 
     #[test]

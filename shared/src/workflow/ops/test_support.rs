@@ -66,7 +66,6 @@ pub(crate) fn start(workflow: &str, input: impl Serialize) -> Incoming {
     Incoming::Start {
         workflow: workflow.into(),
         input: serde_json::to_value(input).unwrap(),
-        parent: None,
     }
 }
 

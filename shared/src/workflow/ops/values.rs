@@ -200,8 +200,7 @@ mod tests {
             a.commands,
             vec![Command::ContinueAsNew {
                 workflow: "loop".into(),
-                input: json!(2),
-                parent: None
+                input: json!(2)
             }]
         );
     }
