@@ -56,10 +56,31 @@ impl AwsClients {
     }
 }
 
-/// Counts AWS requests per `(service, operation)`, one per transmitted attempt.
+/// Counts AWS requests per `(service, operation)`, one per transmitted attempt, and the
+/// DynamoDB items those requests write.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    items_written: Arc<Mutex<u64>>,
+}
+
+/// Items a DynamoDB write request writes, read from its JSON body.
+fn items_written(operation: &str, body: Option<&[u8]>) -> u64 {
+    let parsed = || body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+    match operation {
+        "PutItem" | "UpdateItem" | "DeleteItem" => 1,
+        "TransactWriteItems" => parsed()
+            .and_then(|v| v.get("TransactItems").and_then(|t| t.as_array()).map(|a| a.len() as u64))
+            .unwrap_or(0),
+        "BatchWriteItem" => parsed()
+            .and_then(|v| {
+                v.get("RequestItems")
+                    .and_then(|r| r.as_object())
+                    .map(|tables| tables.values().filter_map(|w| w.as_array()).map(|w| w.len() as u64).sum())
+            })
+            .unwrap_or(0),
+        _ => 0,
+    }
 }
 
 impl RequestCounter {
@@ -73,10 +94,18 @@ impl RequestCounter {
         self.counts.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// DynamoDB items written so far (each item of a transaction counts).
+    pub fn dynamodb_items_written(&self) -> u64 {
+        self.items_written.lock().map(|n| *n).unwrap_or(0)
+    }
+
     /// Resets every count to zero.
     pub fn reset(&self) {
         if let Ok(mut counts) = self.counts.lock() {
             counts.clear();
+        }
+        if let Ok(mut items) = self.items_written.lock() {
+            *items = 0;
         }
     }
 }
@@ -88,16 +117,43 @@ impl Intercept for RequestCounter {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(metadata) = cfg.load::<Metadata>() {
             let key = (metadata.service().to_owned(), metadata.name().to_owned());
+            let written = items_written(metadata.name(), context.request().body().bytes());
             if let Ok(mut counts) = self.counts.lock() {
                 *counts.entry(key).or_default() += 1;
             }
+            if written > 0 {
+                if let Ok(mut items) = self.items_written.lock() {
+                    *items += written;
+                }
+            }
         }
         Ok(())
+    }
+}
+
+impl AwsClients {
+    /// The DynamoDB checkpoint store named by `config`.
+    pub fn store(&self, config: &crate::config::Config) -> crate::store::DynamoStore {
+        crate::store::DynamoStore::new(self.dynamodb.clone(), &config.table_name, config.retention_days)
+    }
+
+    /// The claim-check blob store (same table).
+    pub fn blobs(&self, config: &crate::config::Config) -> crate::store::DynamoBlobStore {
+        crate::store::DynamoBlobStore::new(self.dynamodb.clone(), &config.table_name, config.retention_days)
+    }
+
+    /// The SQS transport named by `config`.
+    pub fn transport(&self, config: &crate::config::Config) -> crate::transport::SqsTransport<crate::store::DynamoBlobStore> {
+        crate::transport::SqsTransport::new(
+            self.sqs.clone(),
+            self.blobs(config),
+            crate::transport::SqsTransportConfig::from_config(config),
+        )
     }
 }

@@ -74,7 +74,17 @@ where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let records = event.records;
+    let confirmed = process_records(&event.records, options, handle).await;
+    batch_response(&event.records, &confirmed, options.fifo)
+}
+
+/// Runs `handle` for every record (see [`process_batch`]) and returns the ids of the records
+/// it confirmed, for callers that have more to do before answering.
+pub async fn process_records<F, Fut>(records: &[SqsMessage], options: BatchOptions, handle: F) -> HashSet<String>
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let confirmed = Mutex::new(HashSet::new());
     let run_one = |record: SqsMessage| {
         let id = message_id(&record).to_owned();
@@ -134,8 +144,7 @@ where
         }
         None => all.await,
     }
-    let confirmed = confirmed.into_inner().unwrap_or_default();
-    batch_response(&records, &confirmed, options.fifo)
+    confirmed.into_inner().unwrap_or_default()
 }
 
 /// The text of a panic payload.

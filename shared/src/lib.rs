@@ -11,10 +11,30 @@
 //! | [`batch`] | one SQS batch: per-record handling, batch item failures, FIFO rule |
 //! | [`aws`] | SDK clients (local-stack aware) and a request counter |
 //! | [`workflow`] | the workflow API (`WorkflowContext`) and the replay engine |
+//! | [`store`] | the checkpoint store port: DynamoDB and in-memory |
+//! | [`transport`] | the task/result transport port: SQS (with claim checks) and in-memory |
+//! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
+//! | [`worker`] | the worker runtime: step handlers behind a tasks queue |
+//! | [`client`] | start, signal, cancel and read runs |
+//! | [`reconciler`] | re-drives runs stuck with unsent commands |
+//! | [`inspect`] | a run as people read it: steps, attempts, timing |
+//! | [`event_source`] | a local SQS event source mapping (what Lambda's trigger does) |
+//! | [`local_runtime`] | engine and workers behind local mappings, for the local stack |
+//! | [`telemetry`] | logging set-up for the binaries |
 
 pub mod aws;
 pub mod batch;
+pub mod client;
 pub mod config;
 pub mod contract;
+pub mod engine;
+pub mod event_source;
+pub mod inspect;
+pub mod local_runtime;
 pub mod queue_name;
+pub mod reconciler;
+pub mod store;
+pub mod telemetry;
+pub mod transport;
+pub mod worker;
 pub mod workflow;

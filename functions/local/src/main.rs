@@ -1,1 +1,11 @@
-fn main() {}
+//! The main job: the demo end to end on the local stack. Wiring only; see `cairn-local --help`.
+
+mod job;
+
+use clap::Parser;
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    cairn::telemetry::init();
+    job::run(job::Args::parse()).await
+}

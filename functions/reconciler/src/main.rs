@@ -1,1 +1,20 @@
-fn main() {}
+//! The reconciler Lambda: on a schedule, re-drives runs stuck with unsent commands. Wiring only.
+
+use cairn::aws::{sdk_config, AwsClients};
+use cairn::config::Config;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    cairn::telemetry::init();
+    let config = Config::from_env()?;
+    let clients = AwsClients::new(&sdk_config(config.endpoint_url.as_deref()).await);
+    let (store, transport) = (clients.store(&config), clients.transport(&config));
+    let (store, transport, config) = (&store, &transport, &config);
+    lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
+        let report = cairn::reconciler::reconcile_stalled(store, transport, config.stall_seconds).await?;
+        Ok::<_, Error>(serde_json::json!(report))
+    }))
+    .await
+}

@@ -1,0 +1,168 @@
+//! What the main job does: provision from `template.yaml`, run the engine and workers behind
+//! local event source mappings, start checkout runs, signal the one waiting for approval,
+//! wait, and print each run's status and step timeline as read back from DynamoDB.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use cairn::aws::{sdk_config, AwsClients, RequestCounter};
+use cairn::client::Client;
+use cairn::config::Config;
+use cairn::engine::{Engine, EngineOptions};
+use cairn::event_source::MappingOptions;
+use cairn::local_runtime::LocalRuntime;
+use cairn::local_stack::{provision_from_template, TemplateParams};
+use cairn::workflow::RunStatus;
+use serde_json::json;
+
+/// Command-line options.
+#[derive(Debug, clap::Parser)]
+#[command(about = "Run the cairn demo end to end on the local stack (moto)")]
+pub struct Args {
+    /// Local stack endpoint (set by `scripts/local-stack start`).
+    #[arg(long, env = "CAIRN_ENDPOINT_URL")]
+    endpoint_url: String,
+    /// Queue and table prefix.
+    #[arg(long, default_value = "durable")]
+    prefix: String,
+    /// Extra plain checkout runs, for measuring (prints request and write counts).
+    #[arg(long, default_value_t = 0)]
+    checkouts: usize,
+    /// How long to wait for the runs.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let sdk = sdk_config(Some(&args.endpoint_url)).await;
+    let counter = RequestCounter::new();
+    let clients = AwsClients::counted(&sdk, &counter);
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml"))
+        .context("reading template.yaml")?;
+    let params = TemplateParams { prefix: args.prefix.clone(), ..TemplateParams::default() };
+    let resources = provision_from_template(&template, &params, &clients.sqs, &clients.dynamodb)
+        .await
+        .context("creating the queues and table from template.yaml")?;
+    println!("local stack {}: table {}, {} tasks queues (from template.yaml)", args.endpoint_url, resources.table_name, resources.task_queue_urls.len());
+
+    let config = Config {
+        table_name: resources.table_name.clone(),
+        prefix: args.prefix.clone(),
+        results_queue_url: Some(resources.results_queue_url.clone()),
+        task_queue_urls: resources.task_queue_urls.clone(),
+        timer_chunk_seconds: 900,
+        endpoint_url: Some(args.endpoint_url.clone()),
+        ..Config::default()
+    };
+    let mapping = MappingOptions { visibility_timeout: Some(5), ..MappingOptions::default() };
+    let mut runtime = LocalRuntime::new();
+    let engine = Arc::new(Engine::new(
+        Arc::new(cairn_demo::workflows()),
+        clients.store(&config),
+        clients.transport(&config),
+        clients.blobs(&config),
+        EngineOptions::default(),
+    ));
+    runtime
+        .map(&clients.sqs, &resources.results_queue_url, mapping.clone(), Arc::new(move |event| {
+            let engine = engine.clone();
+            async move { engine.handle(event).await }
+        }))
+        .await?;
+    let worker = Arc::new(cairn_demo::worker());
+    for url in resources.task_queue_urls.values() {
+        let (worker, results, blobs) = (worker.clone(), Arc::new(clients.transport(&config)), Arc::new(clients.blobs(&config)));
+        runtime
+            .map(&clients.sqs, url, mapping.clone(), Arc::new(move |event| {
+                let (worker, results, blobs) = (worker.clone(), results.clone(), blobs.clone());
+                async move { worker.run(results.as_ref(), blobs.as_ref(), event).await }
+            }))
+            .await?;
+    }
+
+    let client = Client::new(clients.store(&config), clients.transport(&config));
+    let batch = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let order = |id: &str, card: &str| json!({ "orderId": id, "amountCents": 4200, "card": card, "email": "ada@example.com" });
+    let mut demo = Vec::new();
+    let started = Instant::now();
+    let id = |name: &str| format!("{name}-{batch}");
+    let mut happy = order(&id("order-ok"), "tok_flaky");
+    happy["coolingOffSecs"] = json!(2);
+    demo.push(client.start("checkout", happy, Some(id("order-ok"))).await?);
+    demo.push(client.start("checkout", order(&id("order-declined"), "tok_declined"), Some(id("order-declined"))).await?);
+    let mut approval = order(&id("order-approval"), "tok_visa");
+    approval["needsApproval"] = json!(true);
+    let approval_id = client.start("checkout", approval, Some(id("order-approval"))).await?;
+    demo.push(approval_id.clone());
+    let report = json!({ "userId": 42, "startDate": "2026-11-01", "endDate": "2026-11-26", "simulatedMs": 1500 });
+    demo.push(client.start("report", report, Some(id("report"))).await?);
+
+    // The approval arrives a little later, as a seed-style IWorkflowEvent.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let event = serde_json::from_value(json!({ "topic": "approval", "urn": approval_id, "payload": { "approved": true, "by": "ops@example.com" }, "attempt": 0 }))?;
+    client.signal_event(event).await?;
+    println!("sent the approval signal to {approval_id}");
+
+    let timeout = Duration::from_secs(args.timeout_secs);
+    for run_id in &demo {
+        client.wait(run_id, timeout).await?;
+    }
+    println!("demo runs finished in {:.1}s\n", started.elapsed().as_secs_f64());
+    for run_id in &demo {
+        println!("{}", cairn::inspect::render_text(&client.get(run_id).await?));
+    }
+    let expected = [RunStatus::Completed, RunStatus::Failed, RunStatus::Completed, RunStatus::Completed];
+    for (run_id, want) in demo.iter().zip(expected) {
+        let got = client.get(run_id).await?.run.status;
+        if got != want {
+            bail!("run {run_id} ended {got}, expected {want}");
+        }
+    }
+    if args.checkouts > 0 {
+        measure(&client, &counter, args.checkouts, &batch, timeout).await?;
+    }
+    runtime.stop();
+    println!("all demo runs ended as expected");
+    Ok(())
+}
+
+/// Runs `n` plain checkouts and prints AWS requests per remote step and items written.
+async fn measure(
+    client: &Client<cairn::store::DynamoStore, cairn::transport::SqsTransport<cairn::store::DynamoBlobStore>>,
+    counter: &RequestCounter,
+    n: usize,
+    batch: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    counter.reset();
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("bench-{batch}-{i}");
+        let input = json!({ "orderId": id, "amountCents": 100 + i, "card": "tok_visa", "email": "bench@example.com" });
+        ids.push(client.start("checkout", input, Some(id.clone())).await?);
+    }
+    for id in &ids {
+        let run = client.wait(id, timeout).await?;
+        if run.status != RunStatus::Completed {
+            bail!("benchmark run {id} ended {}", run.status);
+        }
+    }
+    let wall = started.elapsed();
+    // Snapshot before anything else talks to AWS (the polling loops keep receiving).
+    let counts = counter.snapshot();
+    let items = counter.dynamodb_items_written();
+    // Per checkout: 2 remote steps (charge, email) and 1 inline step.
+    let remote_steps = (n * 2) as f64;
+    println!("\n{n} checkouts: wall {:.1}s ({:.1} runs/s)", wall.as_secs_f64(), n as f64 / wall.as_secs_f64());
+    println!("AWS requests per remote step (all components, polling included):");
+    let mut total = 0;
+    for ((service, operation), count) in &counts {
+        total += count;
+        println!("  {service:<9} {operation:<20} {count:>7}  {:>6.2}/step", *count as f64 / remote_steps);
+    }
+    println!("  total                          {total:>7}  {:>6.2}/step", total as f64 / remote_steps);
+    println!("DynamoDB items written: {items} ({:.2} per remote step, {:.1} per run)", items as f64 / remote_steps, items as f64 / n as f64);
+    Ok(())
+}

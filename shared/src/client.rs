@@ -1,0 +1,110 @@
+//! The client API: start, signal and cancel runs, and read them back.
+//!
+//! Starting and signalling go through the results queue like everything else, so the engine
+//! is the only writer of runs; reading goes straight to the store.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::contract::{ControlMessage, WorkflowEvent};
+use crate::store::{CheckpointStore, LoadedRun, RunFilter, RunPage, RunRecord, StoreError};
+use crate::transport::{ControlSender, TransportError};
+
+/// A client failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The run does not exist.
+    #[error("run {0} not found")]
+    NotFound(String),
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Sending the message failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The run did not finish in time.
+    #[error("run {run_id} still {status} after {waited:?}")]
+    Timeout {
+        /// The run.
+        run_id: String,
+        /// Its status when the wait gave up.
+        status: String,
+        /// How long the wait was.
+        waited: Duration,
+    },
+}
+
+/// Starts, signals, cancels and reads runs.
+#[derive(Debug, Clone)]
+pub struct Client<S, T> {
+    store: S,
+    transport: T,
+}
+
+impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
+    /// A client over a store (reads) and a transport (commands).
+    pub fn new(store: S, transport: T) -> Self {
+        Self { store, transport }
+    }
+
+    /// Starts a run of `workflow`. Idempotent by run id: starting an existing id again does
+    /// nothing. Returns the run id (a new UUID when `run_id` is `None`).
+    pub async fn start(&self, workflow: &str, input: Value, run_id: Option<String>) -> Result<String, ClientError> {
+        let run_id = run_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let message = ControlMessage::StartRun { run_id: run_id.clone(), workflow: workflow.to_owned(), input, parent: None };
+        self.transport.send_control(&[(message, 0)]).await?;
+        Ok(run_id)
+    }
+
+    /// Sends signal `name` to a run.
+    pub async fn signal(&self, run_id: &str, name: &str, payload: Value) -> Result<(), ClientError> {
+        let message = ControlMessage::Signal {
+            run_id: run_id.to_owned(),
+            name: name.to_owned(),
+            payload,
+            signal_id: Some(uuid::Uuid::new_v4().to_string()),
+        };
+        self.transport.send_control(&[(message, 0)]).await?;
+        Ok(())
+    }
+
+    /// Sends a seed-style `IWorkflowEvent` as a signal (`topic` → name, `urn` → run id).
+    pub async fn signal_event(&self, event: WorkflowEvent) -> Result<(), ClientError> {
+        let run_id = event.run_id();
+        self.signal(&run_id, &event.topic, event.payload.unwrap_or(Value::Null)).await
+    }
+
+    /// Asks a run to cancel.
+    pub async fn cancel(&self, run_id: &str, reason: Option<String>) -> Result<(), ClientError> {
+        let message = ControlMessage::CancelRun { run_id: run_id.to_owned(), reason };
+        self.transport.send_control(&[(message, 0)]).await?;
+        Ok(())
+    }
+
+    /// A run with its checkpoints.
+    pub async fn get(&self, run_id: &str) -> Result<LoadedRun, ClientError> {
+        self.store.load(run_id).await?.ok_or_else(|| ClientError::NotFound(run_id.to_owned()))
+    }
+
+    /// Lists runs.
+    pub async fn list(&self, filter: &RunFilter) -> Result<RunPage, ClientError> {
+        Ok(self.store.list_runs(filter).await?)
+    }
+
+    /// Polls until the run is finished (completed, failed, cancelled, continued).
+    pub async fn wait(&self, run_id: &str, timeout: Duration) -> Result<RunRecord, ClientError> {
+        let started = std::time::Instant::now();
+        let mut last_status = "missing".to_owned();
+        while started.elapsed() < timeout {
+            if let Some(loaded) = self.store.load(run_id).await? {
+                if loaded.run.status.is_terminal() {
+                    return Ok(loaded.run);
+                }
+                last_status = loaded.run.status.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(ClientError::Timeout { run_id: run_id.to_owned(), status: last_status, waited: timeout })
+    }
+}

@@ -1,0 +1,247 @@
+//! The engine Lambda's logic: consume the results queue, checkpoint, replay, send.
+//!
+//! For each record: decode (claim checks resolved) → load the run → activation (replay) →
+//! commit events + outbox atomically → send the outbox → clear it. A lost race
+//! ([`StoreError::Conflict`]) re-runs the activation on fresh state; anything else fails the
+//! record alone, so SQS redelivers it (and dead-letters it after `maxReceiveCount`).
+
+mod outbox;
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::LambdaEvent;
+
+use crate::batch::{process_batch, BatchOptions};
+use crate::contract::{decode_results_message, ControlMessage, DecodeError, ResultsMessage, StepStatus};
+use crate::store::{BlobStore, CheckpointStore, Commit, RunRecord, StoreError};
+use crate::transport::{resolve_body, ControlSender, ResultSender, TaskSender, TransportError};
+use crate::workflow::{activate, ActivationRequest, EngineError, EventKind, Incoming, RunStatus, Workflows};
+
+pub use outbox::send_outbox;
+
+/// How often a conflicting activation is re-run before the record is handed back to SQS.
+const MAX_CONFLICT_RETRIES: usize = 5;
+
+/// Why one results-queue record was not processed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The record has no body.
+    #[error("record has no body")]
+    NoBody,
+    /// The body is not a valid results-queue message.
+    #[error("malformed message: {0}")]
+    Decode(#[from] DecodeError),
+    /// A result or signal for a run that does not exist.
+    #[error("run {0} does not exist")]
+    UnknownRun(String),
+    /// Replay failed (non-determinism, unknown workflow, ...).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The store failed, or conflicts persisted past the retries.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Sending commands failed; they stay in the outbox for redelivery or the reconciler.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Anything that can send what the engine sends.
+pub trait EngineTransport: TaskSender + ResultSender + ControlSender {}
+impl<T: TaskSender + ResultSender + ControlSender> EngineTransport for T {}
+
+/// The engine: its workflows and its ports.
+pub struct Engine<S, T, B> {
+    workflows: Arc<Workflows>,
+    store: S,
+    transport: T,
+    blobs: B,
+    options: EngineOptions,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// FIFO results queue.
+    pub fifo: bool,
+    /// Runs processed at once within a batch.
+    pub concurrency: usize,
+    /// Longest single delay for timers; longer ones are chained.
+    pub timer_chunk_seconds: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { fifo: false, concurrency: 10, timer_chunk_seconds: 900 }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
+    /// An engine hosting `workflows`.
+    pub fn new(workflows: Arc<Workflows>, store: S, transport: T, blobs: B, options: EngineOptions) -> Self {
+        Self { workflows, store, transport, blobs, options }
+    }
+
+    /// The store (for tests and tools).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The Lambda handler: one results-queue batch in, its batch item failures out.
+    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let time_left = event.context.deadline().duration_since(std::time::SystemTime::now()).ok();
+        // `Context::default()` has a zero deadline: treat "already past" as "no deadline".
+        let time_left = time_left.filter(|d| !d.is_zero());
+        let options = BatchOptions { fifo: self.options.fifo, concurrency: self.options.concurrency, time_left };
+        Ok(process_batch(event.payload, options, |record| async move {
+            self.process_record(&record).await.map_err(|e| e.to_string())
+        })
+        .await)
+    }
+
+    /// Processes one record end to end.
+    pub async fn process_record(&self, record: &SqsMessage) -> Result<(), RecordError> {
+        let body = record.body.as_deref().ok_or(RecordError::NoBody)?;
+        let body = resolve_body(body, &self.blobs).await?;
+        let message = decode_results_message(&body)?;
+        let message_id = record.message_id.clone().unwrap_or_default();
+        self.apply(message, &message_id).await
+    }
+
+    /// Applies one decoded message to its run.
+    pub async fn apply(&self, message: ResultsMessage, message_id: &str) -> Result<(), RecordError> {
+        if let ResultsMessage::Control(ControlMessage::TimerFired { run_id, timer_id, fire_at_ms }) = &message {
+            let now = now_ms();
+            if *fire_at_ms > now + 500 {
+                // One hop of a chained delay: not due yet, schedule the next hop.
+                let delay = outbox::delay_seconds(*fire_at_ms, now, self.options.timer_chunk_seconds);
+                let next = ControlMessage::TimerFired { run_id: run_id.clone(), timer_id: timer_id.clone(), fire_at_ms: *fire_at_ms };
+                self.transport.send_control(&[(next, delay)]).await?;
+                return Ok(());
+            }
+        }
+        let run_id = message.run_id().to_owned();
+        let (incoming, parent) = to_incoming(message, message_id);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.activate_once(&run_id, &incoming, parent.clone()).await {
+                Err(RecordError::Store(StoreError::Conflict { .. })) if attempt < MAX_CONFLICT_RETRIES => {
+                    tracing::debug!(%run_id, attempt, "activation lost a race; re-running on fresh state");
+                }
+                Err(RecordError::Engine(err)) => {
+                    // Loud: the run keeps its state, the record goes back to SQS (and to the
+                    // DLQ), and the reason is on the run for `cairn runs show`.
+                    tracing::error!(%run_id, error = %err, "activation failed");
+                    let _ = self.store.note_problem(&run_id, &err.to_string()).await;
+                    return Err(RecordError::Engine(err));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn activate_once(
+        &self,
+        run_id: &str,
+        incoming: &Incoming,
+        parent: Option<crate::contract::ParentRef>,
+    ) -> Result<(), RecordError> {
+        let loaded = self.store.load(run_id).await?;
+        let now = now_ms();
+        let (run, history, pending) = match loaded {
+            Some(loaded) => (loaded.run, loaded.history, loaded.outbox),
+            None => match incoming {
+                Incoming::Start { workflow, input } => {
+                    let run = RunRecord {
+                        run_id: run_id.to_owned(),
+                        workflow: workflow.clone(),
+                        status: RunStatus::Running,
+                        input: input.clone(),
+                        output: None,
+                        error: None,
+                        version: 0,
+                        history_len: 0,
+                        created_at_ms: now,
+                        updated_at_ms: now,
+                        parent,
+                        last_error: None,
+                    };
+                    (run, Vec::new(), Vec::new())
+                }
+                _ => return Err(RecordError::UnknownRun(run_id.to_owned())),
+            },
+        };
+        let is_new = run.version == 0 && history.is_empty();
+        let request = ActivationRequest { run_id, history: &history, incoming: vec![incoming.clone()], now_ms: now };
+        let activation = activate(&self.workflows, request).await?;
+        if activation.appended.is_empty() {
+            // Duplicate or no-op: nothing to write, but repair an outbox a crash left behind.
+            if !pending.is_empty() {
+                send_outbox(&self.transport, &self.store, &run, pending).await?;
+            }
+            return Ok(());
+        }
+        let was_terminal = run.status.is_terminal();
+        let mut next = run.clone();
+        next.version = run.version + 1;
+        next.history_len = run.history_len + activation.appended.len() as u64;
+        next.updated_at_ms = now;
+        next.status = activation.status;
+        next.last_error = None;
+        for event in &activation.appended {
+            match &event.kind {
+                EventKind::RunCompleted { output } => next.output = Some(output.clone()),
+                EventKind::RunFailed { error } => next.error = Some(error.clone()),
+                _ => {}
+            }
+        }
+        let mut commands = activation.commands;
+        if !was_terminal && next.status.is_terminal() {
+            outbox::ensure_parent_report(&next, &mut commands);
+        }
+        let commit = Commit {
+            run: next,
+            expected_version: if is_new { None } else { Some(run.version) },
+            events: activation.appended,
+            outbox: commands,
+        };
+        self.store.commit(&commit).await?;
+        let mut batches = pending;
+        if !commit.outbox.is_empty() {
+            batches.push(crate::store::OutboxBatch { key: commit.first_index(), commands: commit.outbox.clone() });
+        }
+        if !batches.is_empty() {
+            send_outbox(&self.transport, &self.store, &commit.run, batches).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The engine input for a message, and the parent of a starting child run.
+fn to_incoming(message: ResultsMessage, message_id: &str) -> (Incoming, Option<crate::contract::ParentRef>) {
+    match message {
+        ResultsMessage::Step(result) => {
+            let outcome = match result.status {
+                StepStatus::Completed => Ok(result.output.unwrap_or(serde_json::Value::Null)),
+                StepStatus::Failed => Err(result.error.unwrap_or_else(|| {
+                    crate::contract::StepError::retryable("worker reported failure without an error")
+                })),
+            };
+            (Incoming::StepResult { seq: result.seq, attempt: result.attempt, outcome }, None)
+        }
+        ResultsMessage::Control(control) => match control {
+            ControlMessage::StartRun { workflow, input, parent, .. } => (Incoming::Start { workflow, input }, parent),
+            ControlMessage::Signal { name, payload, .. } => {
+                let _ = message_id;
+                (Incoming::Signal { name, payload }, None)
+            }
+            ControlMessage::TimerFired { timer_id, .. } => (Incoming::TimerFired { timer_id }, None),
+            ControlMessage::CancelRun { reason, .. } => (Incoming::Cancel { reason }, None),
+        },
+    }
+}

@@ -1,0 +1,154 @@
+//! Turning commands into messages, and the outbox discipline: send, then clear.
+
+use crate::contract::{step_id, ControlMessage, ParentRef, RemoteTask, StepResult, StepStatus};
+use crate::store::{CheckpointStore, OutboxBatch, RunRecord};
+use crate::workflow::{Command, RunOutcome, RunStatus};
+
+use super::{EngineTransport, RecordError};
+
+/// Seconds to delay the next hop of a timer due at `fire_at_ms`.
+pub(crate) fn delay_seconds(fire_at_ms: u64, now_ms: u64, chunk_seconds: u32) -> u32 {
+    let remaining = fire_at_ms.saturating_sub(now_ms).div_ceil(1000);
+    remaining.min(u64::from(chunk_seconds)) as u32
+}
+
+/// Adds a `ReportToParent` for a child run that just finished, if the engine did not.
+pub(crate) fn ensure_parent_report(run: &RunRecord, commands: &mut Vec<Command>) {
+    if run.parent.is_none() || commands.iter().any(|c| matches!(c, Command::ReportToParent { .. })) {
+        return;
+    }
+    let outcome = match (&run.status, &run.output, &run.error) {
+        (RunStatus::Completed, output, _) => RunOutcome::Completed { output: output.clone().unwrap_or_default() },
+        (_, _, Some(error)) => RunOutcome::Failed { error: error.clone() },
+        (status, _, None) => RunOutcome::Failed {
+            error: crate::contract::StepError::terminal(format!("child run ended {status}")).with_code("child_failed"),
+        },
+    };
+    commands.push(Command::ReportToParent { outcome });
+}
+
+/// The id of the next run of a `continue_as_new` chain: `<base>~<n+1>`.
+pub(crate) fn next_run_id(run_id: &str) -> String {
+    match run_id.rsplit_once('~') {
+        Some((base, n)) if n.parse::<u64>().is_ok() => format!("{base}~{}", n.parse::<u64>().unwrap_or(0) + 1),
+        _ => format!("{run_id}~1"),
+    }
+}
+
+#[derive(Default)]
+struct Messages {
+    tasks: Vec<RemoteTask>,
+    results: Vec<StepResult>,
+    control: Vec<(ControlMessage, u32)>,
+}
+
+fn messages_for(run: &RunRecord, commands: &[Command], now_ms: u64) -> Messages {
+    let mut out = Messages::default();
+    for command in commands {
+        match command {
+            Command::DispatchTask { seq, name, group, input, attempt, timeout_ms } => {
+                let mut task = RemoteTask::new(&run.run_id, *seq, name, group, input.clone(), *attempt);
+                let mut context = serde_json::Map::new();
+                context.insert("workflow".into(), run.workflow.clone().into());
+                if let Some(timeout) = timeout_ms {
+                    context.insert("deadlineMs".into(), (now_ms + timeout).into());
+                }
+                task.context = Some(context);
+                out.tasks.push(task);
+            }
+            Command::StartTimer { timer_id, fire_at_ms, .. } => {
+                let delay = delay_seconds(*fire_at_ms, now_ms, 900);
+                let message = ControlMessage::TimerFired { run_id: run.run_id.clone(), timer_id: timer_id.clone(), fire_at_ms: *fire_at_ms };
+                out.control.push((message, delay));
+            }
+            Command::StartChild { seq, workflow, run_id, input } => out.control.push((
+                ControlMessage::StartRun {
+                    run_id: run_id.clone(),
+                    workflow: workflow.clone(),
+                    input: input.clone(),
+                    parent: Some(ParentRef { run_id: run.run_id.clone(), seq: *seq }),
+                },
+                0,
+            )),
+            Command::CancelChild { run_id } => out.control.push((
+                ControlMessage::CancelRun { run_id: run_id.clone(), reason: Some(format!("parent {} cancelled", run.run_id)) },
+                0,
+            )),
+            Command::ReportToParent { outcome } => {
+                if let Some(parent) = &run.parent {
+                    let (status, output, error) = match outcome {
+                        RunOutcome::Completed { output } => (StepStatus::Completed, Some(output.clone()), None),
+                        RunOutcome::Failed { error } => (StepStatus::Failed, None, Some(error.clone())),
+                    };
+                    out.results.push(StepResult {
+                        run_id: parent.run_id.clone(),
+                        seq: parent.seq,
+                        step_id: step_id(&parent.run_id, parent.seq),
+                        status,
+                        output,
+                        error,
+                        started_at: Some(run.created_at_ms),
+                        events: None,
+                        attempt: None,
+                    });
+                }
+            }
+            Command::ContinueAsNew { workflow, input } => out.control.push((
+                ControlMessage::StartRun {
+                    run_id: next_run_id(&run.run_id),
+                    workflow: workflow.clone(),
+                    input: input.clone(),
+                    parent: run.parent.clone(),
+                },
+                0,
+            )),
+        }
+    }
+    out
+}
+
+/// Sends the commands of `batches` and clears them from the outbox once all were sent.
+///
+/// If a send fails, the batches stay in the outbox: the record is redelivered (or the
+/// reconciler finds the run) and they are sent again. Receivers are idempotent (`stepId`
+/// dedupe, timer ids, start-by-run-id), so a repeat is harmless.
+pub async fn send_outbox<T: EngineTransport, S: CheckpointStore>(
+    transport: &T,
+    store: &S,
+    run: &RunRecord,
+    batches: Vec<OutboxBatch>,
+) -> Result<(), RecordError> {
+    let commands: Vec<Command> = batches.iter().flat_map(|b| b.commands.iter().cloned()).collect();
+    let messages = messages_for(run, &commands, super::now_ms());
+    if !messages.tasks.is_empty() {
+        transport.send_tasks(&messages.tasks).await?;
+    }
+    if !messages.results.is_empty() {
+        transport.send_results(&messages.results).await?;
+    }
+    if !messages.control.is_empty() {
+        transport.send_control(&messages.control).await?;
+    }
+    store.clear_outbox(&run.run_id, &batches).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_longer_than_a_chunk_are_chained() {
+        assert_eq!(delay_seconds(10_000, 0, 900), 10);
+        assert_eq!(delay_seconds(3_600_000, 0, 900), 900);
+        assert_eq!(delay_seconds(5_000, 0, 2), 2);
+        assert_eq!(delay_seconds(0, 10, 900), 0);
+    }
+
+    #[test]
+    fn continue_as_new_ids_count_up() {
+        assert_eq!(next_run_id("order-1"), "order-1~1");
+        assert_eq!(next_run_id("order-1~1"), "order-1~2");
+        assert_eq!(next_run_id("a~b"), "a~b~1");
+    }
+}

@@ -1,0 +1,237 @@
+//! Reading a run the way a person wants to: one line per durable operation, with attempts,
+//! timing and errors, derived from the checkpointed history. Used by the main job and the CLI.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::contract::StepError;
+use crate::store::LoadedRun;
+use crate::workflow::EventKind;
+
+/// What kind of durable operation a step line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StepKind {
+    /// `ctx.remote`.
+    Remote,
+    /// `ctx.step`.
+    Inline,
+    /// `ctx.sleep`.
+    Sleep,
+    /// A child run.
+    Child,
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StepState {
+    /// Dispatched or started, no result yet.
+    Pending,
+    /// Finished with an output.
+    Completed,
+    /// Last attempt failed.
+    Failed,
+}
+
+/// One durable operation of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepView {
+    /// Operation number.
+    pub seq: u64,
+    /// Kind.
+    pub kind: StepKind,
+    /// Step name (`sleep` for timers).
+    pub name: String,
+    /// Queue token for remote steps.
+    pub group: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the first attempt started, epoch ms.
+    pub started_at_ms: u64,
+    /// When it finished, epoch ms.
+    pub finished_at_ms: Option<u64>,
+    /// State.
+    pub state: StepState,
+    /// Errors of failed attempts, in order, with the time they were recorded.
+    pub errors: Vec<(u64, StepError)>,
+    /// Start times of every attempt (retries visible), epoch ms.
+    pub attempt_starts_ms: Vec<u64>,
+    /// The output, when completed.
+    pub output: Option<Value>,
+}
+
+impl StepView {
+    /// Duration in ms, when finished.
+    pub fn duration_ms(&self) -> Option<u64> {
+        self.finished_at_ms.map(|f| f.saturating_sub(self.started_at_ms))
+    }
+}
+
+/// A signal the run received.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalView {
+    /// Signal name.
+    pub name: String,
+    /// When it arrived, epoch ms.
+    pub at_ms: u64,
+    /// Payload.
+    pub payload: Value,
+}
+
+/// The steps and signals of a run, in `seq` order.
+pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
+    let mut steps: BTreeMap<u64, StepView> = BTreeMap::new();
+    let mut signals = Vec::new();
+    let new = |seq, kind, name: &str, group: Option<String>, at| StepView {
+        seq,
+        kind,
+        name: name.to_owned(),
+        group,
+        attempts: 0,
+        started_at_ms: at,
+        finished_at_ms: None,
+        state: StepState::Pending,
+        errors: Vec::new(),
+        attempt_starts_ms: Vec::new(),
+        output: None,
+    };
+    for event in &run.history {
+        let at = event.at_ms;
+        match &event.kind {
+            EventKind::TaskScheduled { seq, name, group, attempt, .. } => {
+                let step = steps.entry(*seq).or_insert_with(|| new(*seq, StepKind::Remote, name, Some(group.clone()), at));
+                step.attempts = step.attempts.max(*attempt);
+                step.attempt_starts_ms.push(at);
+                step.state = StepState::Pending;
+            }
+            EventKind::InlineStepStarted { seq, name, attempt } => {
+                let step = steps.entry(*seq).or_insert_with(|| new(*seq, StepKind::Inline, name, None, at));
+                step.attempts = step.attempts.max(*attempt);
+                step.attempt_starts_ms.push(at);
+                step.state = StepState::Pending;
+            }
+            EventKind::ChildStarted { seq, workflow, .. } => {
+                let step = steps.entry(*seq).or_insert_with(|| new(*seq, StepKind::Child, workflow, None, at));
+                step.attempts = 1;
+                step.attempt_starts_ms.push(at);
+            }
+            EventKind::TimerStarted { seq, .. } => {
+                steps.entry(*seq).or_insert_with(|| {
+                    let mut sleep = new(*seq, StepKind::Sleep, "sleep", None, at);
+                    sleep.attempts = 1;
+                    sleep.attempt_starts_ms.push(at);
+                    sleep
+                });
+            }
+            EventKind::TimerFired { seq, .. } => {
+                if let Some(step) = steps.get_mut(seq).filter(|s| s.kind == StepKind::Sleep) {
+                    step.finished_at_ms = Some(at);
+                    step.state = StepState::Completed;
+                }
+            }
+            EventKind::StepCompleted { seq, output, .. } => {
+                if let Some(step) = steps.get_mut(seq) {
+                    step.finished_at_ms = Some(at);
+                    step.state = StepState::Completed;
+                    step.output = Some(output.clone());
+                }
+            }
+            EventKind::StepFailed { seq, error, .. } => {
+                if let Some(step) = steps.get_mut(seq) {
+                    step.finished_at_ms = Some(at);
+                    step.state = StepState::Failed;
+                    step.errors.push((at, error.clone()));
+                }
+            }
+            EventKind::SignalReceived { name, payload } => {
+                signals.push(SignalView { name: name.clone(), at_ms: at, payload: payload.clone() });
+            }
+            _ => {}
+        }
+    }
+    (steps.into_values().collect(), signals)
+}
+
+/// A payload for people: pretty JSON, or a summary when large.
+pub fn summarize(value: &Value, max_chars: usize) -> String {
+    let text = value.to_string();
+    if text.len() <= max_chars {
+        return text;
+    }
+    let kind = match value {
+        Value::String(s) => format!("string of {} chars", s.chars().count()),
+        Value::Array(a) => format!("array of {} items", a.len()),
+        Value::Object(o) => format!("object with {} keys", o.len()),
+        _ => "value".to_owned(),
+    };
+    let head: String = text.chars().take(max_chars.min(60)).collect();
+    format!("{head}… ({kind}, {} bytes)", text.len())
+}
+
+fn fmt_ms(ms: u64) -> String {
+    if ms >= 60_000 {
+        format!("{:.1}m", ms as f64 / 60_000.0)
+    } else if ms >= 1000 {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The text shown by `cairn runs show` and the main job.
+pub fn render_text(run: &LoadedRun) -> String {
+    let r = &run.run;
+    let mut out = String::new();
+    let _ = writeln!(out, "run {}  workflow {}  status {}", r.run_id, r.workflow, r.status);
+    let _ = writeln!(out, "  input:  {}", summarize(&r.input, 200));
+    if let Some(output) = &r.output {
+        let _ = writeln!(out, "  output: {}", summarize(output, 200));
+    }
+    if let Some(error) = &r.error {
+        let _ = writeln!(out, "  error:  {error}");
+    }
+    if let Some(problem) = &r.last_error {
+        let _ = writeln!(out, "  engine problem: {problem}");
+    }
+    let _ = writeln!(out, "  {} events, version {}, {} ms from start to last change", r.history_len, r.version, r.updated_at_ms.saturating_sub(r.created_at_ms));
+    let (steps, signals) = steps(run);
+    let _ = writeln!(out, "  {:>4}  {:<7} {:<28} {:>8} {:>9} {:>9}  {}", "seq", "kind", "name", "attempts", "start", "duration", "result");
+    for step in &steps {
+        let kind = match step.kind {
+            StepKind::Remote => "remote",
+            StepKind::Inline => "inline",
+            StepKind::Sleep => "sleep",
+            StepKind::Child => "child",
+        };
+        let result = match step.state {
+            StepState::Pending => "pending".to_owned(),
+            StepState::Completed => format!("ok {}", step.output.as_ref().map(|o| summarize(o, 60)).unwrap_or_default()),
+            StepState::Failed => format!("FAILED {}", step.errors.last().map(|(_, e)| e.to_string()).unwrap_or_default()),
+        };
+        let retries: Vec<String> = step.errors.iter().map(|(_, e)| e.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:<7} {:<28} {:>8} {:>9} {:>9}  {}",
+            step.seq,
+            kind,
+            step.name,
+            step.attempts,
+            format!("+{}", fmt_ms(step.started_at_ms.saturating_sub(r.created_at_ms))),
+            step.duration_ms().map(fmt_ms).unwrap_or_else(|| "-".into()),
+            result
+        );
+        if step.state == StepState::Completed && !retries.is_empty() {
+            let _ = writeln!(out, "        retried after: {}", retries.join("; "));
+        }
+    }
+    for signal in &signals {
+        let _ = writeln!(out, "  signal {:<20} at +{}  {}", signal.name, fmt_ms(signal.at_ms.saturating_sub(r.created_at_ms)), summarize(&signal.payload, 80));
+    }
+    out
+}

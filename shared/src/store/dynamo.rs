@@ -1,0 +1,359 @@
+//! [`CheckpointStore`] on DynamoDB (see [`items`](super::items) for the layout).
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+
+use super::items::{self, Item};
+use super::{CheckpointStore, Commit, LoadedRun, OutboxBatch, RunFilter, RunPage, RunRecord, StoreError};
+use crate::workflow::{Command, EventKind, HistoryEvent, RunStatus};
+
+/// DynamoDB allows at most 100 items in one transaction.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// The production checkpoint store: one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    retention_days: u32,
+}
+
+impl DynamoStore {
+    /// A store on `table`; finished runs expire after `retention_days`.
+    pub fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
+        Self { client, table: table.into(), retention_days }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+pub(crate) fn backend<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Backend { operation, message: DisplayErrorContext(&err).to_string() }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn chunk_puts(table: &str, pk: &str, sk: impl Fn(usize) -> String, data: &[u8]) -> Result<Vec<TransactWriteItem>, StoreError> {
+    items::chunks(data)
+        .into_iter()
+        .enumerate()
+        .map(|(part, bytes)| {
+            let put = Put::builder()
+                .table_name(table)
+                .item("pk", s(pk))
+                .item("sk", s(sk(part)))
+                .item("data", AttributeValue::B(bytes.to_vec().into()))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| StoreError::Backend { operation: "TransactWriteItems", message: e.to_string() })?;
+            Ok(TransactWriteItem::builder().put(put).build())
+        })
+        .collect()
+}
+
+fn decode_batches<T: serde::de::DeserializeOwned>(
+    key: &str,
+    parts: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
+) -> Result<Vec<(u64, Vec<T>)>, StoreError> {
+    parts
+        .into_iter()
+        .map(|(index, mut chunks)| {
+            chunks.sort_by_key(|(part, _)| *part);
+            let data: Vec<u8> = chunks.into_iter().flat_map(|(_, bytes)| bytes).collect();
+            serde_json::from_slice(&data)
+                .map(|values| (index, values))
+                .map_err(|e| StoreError::Corrupt { key: format!("{key}/{index}"), reason: e.to_string() })
+        })
+        .collect()
+}
+
+/// Restores payloads the run item leaves out when they are large.
+fn restore_payloads(run: &mut RunRecord, history: &[HistoryEvent]) {
+    if run.input.is_null() {
+        if let Some(EventKind::RunStarted { input, .. }) = history.first().map(|e| &e.kind) {
+            run.input = input.clone();
+        }
+    }
+    if run.output.is_none() && run.status == RunStatus::Completed {
+        run.output = history.iter().rev().find_map(|e| match &e.kind {
+            EventKind::RunCompleted { output } => Some(output.clone()),
+            _ => None,
+        });
+    }
+}
+
+impl DynamoStore {
+    async fn query_all(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn query_runs(
+        &self,
+        index: &str,
+        key_condition: &str,
+        values: HashMap<String, AttributeValue>,
+        filter: Option<&str>,
+        forward: bool,
+        limit: u32,
+        cursor: Option<Item>,
+    ) -> Result<(Vec<RunRecord>, Option<Item>), StoreError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression(key_condition)
+            .set_filter_expression(filter.map(str::to_owned))
+            .set_expression_attribute_values(Some(values))
+            .scan_index_forward(forward)
+            .limit(limit.max(1) as i32)
+            .set_exclusive_start_key(cursor)
+            .send()
+            .await
+            .map_err(|e| backend("Query", e))?;
+        let runs = page.items.unwrap_or_default().iter().map(items::run_from_item).collect::<Result<_, _>>()?;
+        Ok((runs, page.last_evaluated_key.filter(|k| !k.is_empty())))
+    }
+}
+
+fn encode_cursor(key: Option<Item>) -> Option<String> {
+    let key = key?;
+    let map: BTreeMap<String, String> =
+        key.into_iter().filter_map(|(k, v)| v.as_s().ok().map(|v| (k, v.clone()))).collect();
+    serde_json::to_string(&map).ok()
+}
+
+fn decode_cursor(cursor: Option<&str>) -> Result<Option<Item>, StoreError> {
+    let Some(raw) = cursor else { return Ok(None) };
+    let map: BTreeMap<String, String> = serde_json::from_str(raw)
+        .map_err(|e| StoreError::Corrupt { key: "cursor".into(), reason: e.to_string() })?;
+    Ok(Some(map.into_iter().map(|(k, v)| (k, s(v))).collect()))
+}
+
+impl CheckpointStore for DynamoStore {
+    async fn load(&self, run_id: &str) -> Result<Option<LoadedRun>, StoreError> {
+        let pk = items::run_pk(run_id);
+        let mut run = None;
+        let mut events: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
+        let mut outbox: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
+        for item in self.query_all(&pk).await? {
+            let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            if sk == items::RUN_SK {
+                run = Some(items::run_from_item(&item)?);
+                continue;
+            }
+            let (kind, index, part) = items::parse_chunk_sk(&sk)
+                .ok_or_else(|| StoreError::Corrupt { key: format!("{pk}/{sk}"), reason: "unknown sort key".into() })?;
+            let data = item.get("data").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default();
+            match kind {
+                "EVT" => events.entry(index).or_default().push((part, data)),
+                "OUT" => outbox.entry(index).or_default().push((part, data)),
+                _ => {}
+            }
+        }
+        let Some(mut run) = run else { return Ok(None) };
+        let history: Vec<HistoryEvent> =
+            decode_batches::<HistoryEvent>(&pk, events)?.into_iter().flat_map(|(_, batch)| batch).collect();
+        // Chunks written by a transaction whose run update was lost cannot exist (all or
+        // nothing), so a length mismatch means the table was edited by hand.
+        if history.len() as u64 != run.history_len {
+            return Err(StoreError::Corrupt {
+                key: pk,
+                reason: format!("run says {} history events, found {}", run.history_len, history.len()),
+            });
+        }
+        restore_payloads(&mut run, &history);
+        let outbox = decode_batches::<Command>(&pk, outbox)?
+            .into_iter()
+            .map(|(key, commands)| OutboxBatch { key, commands })
+            .collect();
+        Ok(Some(LoadedRun { run, history, outbox }))
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let run = &commit.run;
+        let pk = items::run_pk(&run.run_id);
+        let first = commit.first_index();
+        let mut writes = Vec::new();
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(items::run_to_item(run, self.retention_days)));
+        put = match commit.expected_version {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => put
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
+        };
+        let put = put.build().map_err(|e| StoreError::Backend { operation: "TransactWriteItems", message: e.to_string() })?;
+        writes.push(TransactWriteItem::builder().put(put).build());
+        if !commit.events.is_empty() {
+            let data = serde_json::to_vec(&commit.events).map_err(|e| StoreError::Corrupt { key: pk.clone(), reason: e.to_string() })?;
+            writes.extend(chunk_puts(&self.table, &pk, |part| items::events_sk(first, part), &data)?);
+        }
+        if !commit.outbox.is_empty() {
+            let data = serde_json::to_vec(&commit.outbox).map_err(|e| StoreError::Corrupt { key: pk.clone(), reason: e.to_string() })?;
+            writes.extend(chunk_puts(&self.table, &pk, |part| items::outbox_sk(first, part), &data)?);
+        }
+        if writes.len() > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::TooLarge {
+                run_id: run.run_id.clone(),
+                reason: format!("{} items in one transaction (limit {MAX_TRANSACTION_ITEMS})", writes.len()),
+            });
+        }
+        match self.client.transact_write_items().set_transact_items(Some(writes)).send().await {
+            Ok(_) => Ok(()),
+            Err(err) => match err.into_service_error() {
+                TransactWriteItemsError::TransactionCanceledException(cancel)
+                    if cancel.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+                {
+                    Err(StoreError::Conflict { run_id: run.run_id.clone(), expected: commit.expected_version })
+                }
+                other => Err(StoreError::Backend {
+                    operation: "TransactWriteItems",
+                    message: DisplayErrorContext(&other).to_string(),
+                }),
+            },
+        }
+    }
+
+    async fn clear_outbox(&self, run_id: &str, batches: &[OutboxBatch]) -> Result<(), StoreError> {
+        let pk = items::run_pk(run_id);
+        let mut deletes = Vec::new();
+        for batch in batches {
+            let size = serde_json::to_vec(&batch.commands).map(|d| d.len()).unwrap_or(0);
+            let parts = size.div_ceil(items::CHUNK_BYTES).max(1);
+            for part in 0..parts {
+                deletes.push(items::outbox_sk(batch.key, part));
+            }
+        }
+        if let [sk] = deletes.as_slice() {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s(sk))
+                .send()
+                .await
+                .map_err(|e| backend("DeleteItem", e))?;
+            return Ok(());
+        }
+        // Deleting is idempotent, so a plain transaction of deletes (≤ 100) is enough.
+        for group in deletes.chunks(MAX_TRANSACTION_ITEMS) {
+            let writes = group
+                .iter()
+                .map(|sk| {
+                    Delete::builder()
+                        .table_name(&self.table)
+                        .key("pk", s(&pk))
+                        .key("sk", s(sk))
+                        .build()
+                        .map(|d| TransactWriteItem::builder().delete(d).build())
+                        .map_err(|e| StoreError::Backend { operation: "TransactWriteItems", message: e.to_string() })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.client
+                .transact_write_items()
+                .set_transact_items(Some(writes))
+                .send()
+                .await
+                .map_err(|e| backend("TransactWriteItems", e))?;
+        }
+        Ok(())
+    }
+
+    async fn note_problem(&self, run_id: &str, problem: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(items::run_pk(run_id)))
+            .key("sk", s(items::RUN_SK))
+            .update_expression("SET lastError = :p")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":p", s(problem))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => Ok(()),
+                other => Err(StoreError::Backend { operation: "UpdateItem", message: DisplayErrorContext(&other).to_string() }),
+            })
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        let cursor = decode_cursor(filter.cursor.as_deref())?;
+        let since = filter.since_ms.unwrap_or(0);
+        let mut values = HashMap::from([(":since".to_owned(), s(items::time_sk(since, "")))]);
+        let (runs, next) = if let Some(status) = &filter.status {
+            values.insert(":pk".into(), s(items::status_pk(&status.to_string())));
+            let filter_expr = filter.workflow.as_ref().map(|w| {
+                values.insert(":wf".into(), s(w));
+                "workflow = :wf"
+            });
+            self.query_runs("byStatus", "gsi1pk = :pk AND gsi1sk >= :since", values, filter_expr, false, filter.limit, cursor)
+                .await?
+        } else if let Some(workflow) = &filter.workflow {
+            values.insert(":pk".into(), s(format!("WF#{workflow}")));
+            self.query_runs("byWorkflow", "gsi2pk = :pk AND gsi2sk >= :since", values, None, false, filter.limit, cursor)
+                .await?
+        } else {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :run AND createdAt >= :since")
+                .expression_attribute_values(":run", s(items::RUN_SK))
+                .expression_attribute_values(":since", AttributeValue::N(since.to_string()))
+                .limit(filter.limit.max(1) as i32)
+                .set_exclusive_start_key(cursor)
+                .send()
+                .await
+                .map_err(|e| backend("Scan", e))?;
+            let mut runs: Vec<RunRecord> =
+                page.items.unwrap_or_default().iter().map(items::run_from_item).collect::<Result<_, _>>()?;
+            runs.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms));
+            (runs, page.last_evaluated_key.filter(|k| !k.is_empty()))
+        };
+        Ok(RunPage { runs, next_cursor: encode_cursor(next) })
+    }
+
+    async fn stalled_runs(&self, before_ms: u64, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let values = HashMap::from([
+            (":pk".to_owned(), s(items::status_pk(&RunStatus::Running.to_string()))),
+            (":before".to_owned(), s(items::time_sk(before_ms, ""))),
+        ]);
+        let (runs, _) =
+            self.query_runs("byStatus", "gsi1pk = :pk AND gsi1sk < :before", values, None, true, limit, None).await?;
+        Ok(runs)
+    }
+}
+

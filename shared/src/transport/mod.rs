@@ -1,0 +1,71 @@
+//! Transports: how tasks reach workers and results (and control messages) reach the engine.
+//!
+//! [`SqsTransport`] is the production implementation; [`MemoryTransport`] records what was sent,
+//! for unit tests. Callers take the narrowest trait: workers need only [`ResultSender`].
+
+mod claim_check;
+mod memory;
+mod sqs;
+
+use std::future::Future;
+
+use crate::contract::{ControlMessage, RemoteTask, StepResult};
+
+pub use claim_check::{resolve_body, ClaimCheck, CLAIM_CHECK_THRESHOLD};
+pub use memory::MemoryTransport;
+pub use sqs::{SqsTransport, SqsTransportConfig};
+
+/// A send that failed, in whole or for some messages.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Some messages of a batch were not accepted; their indexes in the input slice.
+    #[error("{} of the messages were not sent: {message}", failed.len())]
+    Partial {
+        /// Indexes (into the slice passed to the send call) of the messages not sent.
+        failed: Vec<usize>,
+        /// What SQS said.
+        message: String,
+    },
+    /// The queue for a group cannot be found or created.
+    #[error("no queue for {what}: {message}")]
+    NoQueue {
+        /// The group or queue name.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// A claim-check payload could not be stored or fetched.
+    #[error("claim check failed: {0}")]
+    ClaimCheck(String),
+    /// The transport cannot do this (e.g. per-message delay on a FIFO queue).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl TransportError {
+    /// Indexes of the messages that were not sent (all of `len` unless partial).
+    pub fn failed_indexes(&self, len: usize) -> Vec<usize> {
+        match self {
+            Self::Partial { failed, .. } => failed.clone(),
+            _ => (0..len).collect(),
+        }
+    }
+}
+
+/// Sends tasks to the tasks queues of their groups.
+pub trait TaskSender: Send + Sync {
+    /// Sends every task to `<prefix>-tasks-<task.group>` (or its configured URL).
+    fn send_tasks(&self, tasks: &[RemoteTask]) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// Sends step results to the results queue.
+pub trait ResultSender: Send + Sync {
+    /// Sends results to `<prefix>-results`.
+    fn send_results(&self, results: &[StepResult]) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// Sends control messages to the results queue, optionally delayed (durable timers).
+pub trait ControlSender: Send + Sync {
+    /// Sends control messages, each visible after its delay in seconds (≤ 900).
+    fn send_control(&self, messages: &[(ControlMessage, u32)]) -> impl Future<Output = Result<(), TransportError>> + Send;
+}

@@ -1,0 +1,294 @@
+//! [`SqsTransport`]: tasks and results over SQS, standard or FIFO, with claim checks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client;
+use sha2::{Digest, Sha256};
+
+use super::claim_check::offload;
+use super::{ControlSender, ResultSender, TaskSender, TransportError};
+use crate::contract::{encode, ControlMessage, RemoteTask, StepResult};
+use crate::queue_name::{results_queue_name, tasks_queue_name, QueueKind};
+use crate::store::BlobStore;
+
+/// SQS accepts at most 10 entries and 256 KiB per `SendMessageBatch`.
+const MAX_BATCH_ENTRIES: usize = 10;
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Where the transport finds its queues.
+#[derive(Debug, Clone, Default)]
+pub struct SqsTransportConfig {
+    /// Queue name prefix (default `durable`).
+    pub prefix: String,
+    /// FIFO queues (`.fifo` names, group and dedup ids).
+    pub fifo: bool,
+    /// The results queue; resolved by name when `None`.
+    pub results_queue_url: Option<String>,
+    /// Tasks queues by group; other groups are resolved by name.
+    pub task_queue_urls: BTreeMap<String, String>,
+    /// Create by-name queues that do not exist (development convenience).
+    pub auto_create: bool,
+}
+
+impl SqsTransportConfig {
+    /// The transport settings of a runtime [`Config`](crate::config::Config).
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            prefix: config.prefix.clone(),
+            fifo: config.fifo,
+            results_queue_url: config.results_queue_url.clone(),
+            task_queue_urls: config.task_queue_urls.clone(),
+            auto_create: false,
+        }
+    }
+}
+
+/// Sends tasks, results and control messages over SQS.
+#[derive(Debug)]
+pub struct SqsTransport<B> {
+    client: Client,
+    blobs: B,
+    config: SqsTransportConfig,
+    resolved: Mutex<HashMap<String, String>>,
+}
+
+struct Outgoing {
+    body: String,
+    group_id: Option<String>,
+    dedup_id: Option<String>,
+    delay_seconds: u32,
+}
+
+/// FIFO dedup ids allow 128 characters; longer ones are hashed.
+fn dedup_id(raw: String) -> String {
+    if raw.len() <= 128 && raw.chars().all(|c| c.is_ascii_graphic()) {
+        raw
+    } else {
+        format!("{:x}", Sha256::digest(raw.as_bytes()))
+    }
+}
+
+impl<B: BlobStore> SqsTransport<B> {
+    /// A transport on `client`; large bodies go to `blobs`.
+    pub fn new(client: Client, blobs: B, config: SqsTransportConfig) -> Self {
+        Self { client, blobs, config, resolved: Mutex::new(HashMap::new()) }
+    }
+
+    fn kind(&self) -> QueueKind {
+        if self.config.fifo {
+            QueueKind::Fifo
+        } else {
+            QueueKind::Standard
+        }
+    }
+
+    /// The URL of the tasks queue of `group`.
+    pub async fn tasks_queue_url(&self, group: &str) -> Result<String, TransportError> {
+        if let Some(url) = self.config.task_queue_urls.get(group) {
+            return Ok(url.clone());
+        }
+        let name = tasks_queue_name(&self.config.prefix, group, self.kind())
+            .map_err(|e| TransportError::NoQueue { what: group.to_owned(), message: e.to_string() })?;
+        self.resolve(&name).await
+    }
+
+    /// The URL of the results queue.
+    pub async fn results_queue_url(&self) -> Result<String, TransportError> {
+        if let Some(url) = &self.config.results_queue_url {
+            return Ok(url.clone());
+        }
+        let name = results_queue_name(&self.config.prefix, self.kind())
+            .map_err(|e| TransportError::NoQueue { what: "results".into(), message: e.to_string() })?;
+        self.resolve(&name).await
+    }
+
+    async fn resolve(&self, name: &str) -> Result<String, TransportError> {
+        if let Some(url) = self.resolved.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(url);
+        }
+        let url = match self.client.get_queue_url().queue_name(name).send().await {
+            Ok(out) => out.queue_url.unwrap_or_default(),
+            Err(err) => match err.into_service_error() {
+                GetQueueUrlError::QueueDoesNotExist(_) if self.config.auto_create => {
+                    let mut create = self.client.create_queue().queue_name(name);
+                    if self.config.fifo {
+                        create = create.attributes(QueueAttributeName::FifoQueue, "true");
+                    }
+                    let out = create.send().await.map_err(|e| TransportError::NoQueue {
+                        what: name.to_owned(),
+                        message: DisplayErrorContext(&e).to_string(),
+                    })?;
+                    out.queue_url.unwrap_or_default()
+                }
+                other => {
+                    return Err(TransportError::NoQueue {
+                        what: name.to_owned(),
+                        message: DisplayErrorContext(&other).to_string(),
+                    })
+                }
+            },
+        };
+        if let Ok(mut map) = self.resolved.lock() {
+            map.insert(name.to_owned(), url.clone());
+        }
+        Ok(url)
+    }
+
+    /// Sends `messages` to `url` in batches; reports the indexes that failed.
+    async fn send_to(&self, url: &str, messages: Vec<(usize, Outgoing)>) -> Vec<(usize, String)> {
+        let mut failed = Vec::new();
+        let mut batch: Vec<(usize, Outgoing)> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut batches = Vec::new();
+        for (index, mut message) in messages {
+            match offload(std::mem::take(&mut message.body), &self.blobs).await {
+                Ok(body) => message.body = body,
+                Err(e) => {
+                    failed.push((index, e.to_string()));
+                    continue;
+                }
+            }
+            if batch.len() == MAX_BATCH_ENTRIES || batch_bytes + message.body.len() > MAX_BATCH_BYTES {
+                batches.push(std::mem::take(&mut batch));
+                batch_bytes = 0;
+            }
+            batch_bytes += message.body.len();
+            batch.push((index, message));
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        for batch in batches {
+            let ids: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
+            let entries: Result<Vec<_>, _> = batch
+                .into_iter()
+                .map(|(index, m)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .message_body(m.body)
+                        .set_message_group_id(m.group_id)
+                        .set_message_deduplication_id(m.dedup_id)
+                        .set_delay_seconds((m.delay_seconds > 0).then_some(m.delay_seconds as i32))
+                        .build()
+                })
+                .collect();
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(e) => {
+                    failed.extend(ids.iter().map(|i| (*i, e.to_string())));
+                    continue;
+                }
+            };
+            match self.client.send_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
+                Ok(out) => failed.extend(
+                    out.failed.iter().filter_map(|f| f.id.parse().ok().map(|i| (i, f.message.clone().unwrap_or_default()))),
+                ),
+                Err(e) => {
+                    let message = DisplayErrorContext(&e).to_string();
+                    failed.extend(ids.iter().map(|i| (*i, message.clone())));
+                }
+            }
+        }
+        failed
+    }
+
+    async fn send_all(&self, by_queue: Vec<(Result<String, TransportError>, Vec<(usize, Outgoing)>)>) -> Result<(), TransportError> {
+        let mut failed = Vec::new();
+        for (url, messages) in by_queue {
+            match url {
+                Ok(url) => failed.extend(self.send_to(&url, messages).await),
+                Err(e) => failed.extend(messages.iter().map(|(i, _)| (*i, e.to_string()))),
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        failed.sort_by_key(|(i, _)| *i);
+        let message = failed.first().map(|(_, m)| m.clone()).unwrap_or_default();
+        Err(TransportError::Partial { failed: failed.into_iter().map(|(i, _)| i).collect(), message })
+    }
+
+    fn fifo_ids(&self, group: impl FnOnce() -> String, dedup: impl FnOnce() -> String) -> (Option<String>, Option<String>) {
+        if self.config.fifo {
+            (Some(dedup_id(group())), Some(dedup_id(dedup())))
+        } else {
+            (None, None)
+        }
+    }
+}
+
+impl<B: BlobStore> TaskSender for SqsTransport<B> {
+    async fn send_tasks(&self, tasks: &[RemoteTask]) -> Result<(), TransportError> {
+        let mut groups: BTreeMap<&str, Vec<(usize, Outgoing)>> = BTreeMap::new();
+        for (index, task) in tasks.iter().enumerate() {
+            // FIFO: one message group per partition (or per run when unpartitioned), so a
+            // partition's tasks stay ordered while others proceed.
+            let (group_id, dedup) = self.fifo_ids(
+                || match task.group.split_once('@') {
+                    Some((_, partition)) => partition.to_owned(),
+                    None => task.run_id.clone(),
+                },
+                || format!("{}:{}", task.step_id, task.attempt),
+            );
+            let message = Outgoing { body: encode(task), group_id, dedup_id: dedup, delay_seconds: 0 };
+            groups.entry(task.group.as_str()).or_default().push((index, message));
+        }
+        let mut by_queue = Vec::new();
+        for (group, messages) in groups {
+            by_queue.push((self.tasks_queue_url(group).await, messages));
+        }
+        self.send_all(by_queue).await
+    }
+}
+
+impl<B: BlobStore> ResultSender for SqsTransport<B> {
+    async fn send_results(&self, results: &[StepResult]) -> Result<(), TransportError> {
+        let messages = results
+            .iter()
+            .enumerate()
+            .map(|(index, result)| {
+                let (group_id, dedup) = self.fifo_ids(
+                    || result.run_id.clone(),
+                    || format!("{}:{}", result.step_id, result.attempt.unwrap_or(0)),
+                );
+                (index, Outgoing { body: encode(result), group_id, dedup_id: dedup, delay_seconds: 0 })
+            })
+            .collect();
+        self.send_all(vec![(self.results_queue_url().await, messages)]).await
+    }
+}
+
+impl<B: BlobStore> ControlSender for SqsTransport<B> {
+    async fn send_control(&self, messages: &[(ControlMessage, u32)]) -> Result<(), TransportError> {
+        if self.config.fifo && messages.iter().any(|(_, delay)| *delay > 0) {
+            // SQS FIFO queues have no per-message delay.
+            return Err(TransportError::Unsupported(
+                "durable timers need per-message delays, which FIFO results queues do not have".into(),
+            ));
+        }
+        let outgoing = messages
+            .iter()
+            .enumerate()
+            .map(|(index, (message, delay))| {
+                let (group_id, dedup) = self.fifo_ids(
+                    || message.run_id().to_owned(),
+                    || match message {
+                        ControlMessage::StartRun { run_id, .. } => format!("start:{run_id}"),
+                        ControlMessage::CancelRun { run_id, .. } => format!("cancel:{run_id}"),
+                        ControlMessage::TimerFired { run_id, timer_id, fire_at_ms } => {
+                            format!("timer:{run_id}:{timer_id}:{fire_at_ms}")
+                        }
+                        ControlMessage::Signal { signal_id: Some(id), run_id, .. } => format!("signal:{run_id}:{id}"),
+                        ControlMessage::Signal { .. } => uuid::Uuid::new_v4().to_string(),
+                    },
+                );
+                (index, Outgoing { body: encode(message), group_id, dedup_id: dedup, delay_seconds: (*delay).min(900) })
+            })
+            .collect();
+        self.send_all(vec![(self.results_queue_url().await, outgoing)]).await
+    }
+}
