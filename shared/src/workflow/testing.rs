@@ -1,9 +1,107 @@
-//! Test helpers: build histories by hand and load recorded ones.
+//! Test helpers: build histories by hand, load recorded ones, drive a run in memory.
 
+use serde::Serialize;
 use serde_json::Value;
 
-use super::{EventKind, HistoryEvent};
 use crate::contract::StepError;
+use crate::workflow::{
+    activate, Activation, ActivationRequest, EventKind, HistoryEvent, Incoming, Workflows,
+};
+
+/// Drives one run through activations in memory, persisting `appended` like the engine
+/// Lambda would. The clock starts at 1000 and advances 1000 ms per activation.
+pub struct TestRun<'w> {
+    /// The registry the run's workflow is looked up in (swap it to test a code change).
+    pub workflows: &'w Workflows,
+    /// The run id.
+    pub run_id: String,
+    /// The persisted history.
+    pub history: Vec<HistoryEvent>,
+    /// The clock of the next activation.
+    pub now_ms: u64,
+}
+
+impl<'w> TestRun<'w> {
+    /// A run with an empty history.
+    pub fn new(workflows: &'w Workflows, run_id: &str) -> Self {
+        Self {
+            workflows,
+            run_id: run_id.to_owned(),
+            history: Vec::new(),
+            now_ms: 1_000,
+        }
+    }
+
+    /// Runs one activation and persists its events.
+    pub fn try_step(
+        &mut self,
+        incoming: Vec<Incoming>,
+    ) -> Result<Activation, crate::workflow::EngineError> {
+        let req = ActivationRequest {
+            run_id: &self.run_id,
+            history: &self.history,
+            incoming,
+            now_ms: self.now_ms,
+        };
+        let activation = futures::executor::block_on(activate(self.workflows, req))?;
+        self.history.extend(activation.appended.iter().cloned());
+        self.now_ms += 1_000;
+        Ok(activation)
+    }
+
+    /// Runs one activation and persists its events; panics on an engine error.
+    pub fn step(&mut self, incoming: Vec<Incoming>) -> Activation {
+        self.try_step(incoming).expect("test activation failed")
+    }
+
+    /// The run's output, once completed.
+    pub fn output(&self) -> Option<Value> {
+        self.history.iter().find_map(|e| match &e.kind {
+            EventKind::RunCompleted { output } => Some(output.clone()),
+            _ => None,
+        })
+    }
+
+    /// The run's error, once failed or cancelled.
+    pub fn failure(&self) -> Option<StepError> {
+        self.history.iter().find_map(|e| match &e.kind {
+            EventKind::RunFailed { error } => Some(error.clone()),
+            _ => None,
+        })
+    }
+}
+
+/// `Incoming::Start`.
+pub fn start(workflow: &str, input: impl Serialize) -> Incoming {
+    Incoming::Start {
+        workflow: workflow.into(),
+        input: serde_json::to_value(input).unwrap_or_default(),
+    }
+}
+
+/// A completed result for `seq`'s latest attempt.
+pub fn ok(seq: u64, output: impl Serialize) -> Incoming {
+    Incoming::StepResult {
+        seq,
+        attempt: None,
+        outcome: Ok(serde_json::to_value(output).unwrap_or_default()),
+    }
+}
+
+/// A signal.
+pub fn signal(name: &str, payload: impl Serialize) -> Incoming {
+    Incoming::Signal {
+        name: name.into(),
+        payload: serde_json::to_value(payload).unwrap_or_default(),
+    }
+}
+
+/// A fired timer.
+pub fn fire(timer_id: &str) -> Incoming {
+    Incoming::TimerFired {
+        timer_id: timer_id.into(),
+    }
+}
 
 /// Builds a run history event by event (times advance by 1 ms per event unless set).
 ///
