@@ -20,6 +20,7 @@
 //! | [`inspect`] | a run as people read it: steps, attempts, timing |
 //! | [`event_source`] | a local SQS event source mapping (what Lambda's trigger does) |
 //! | [`local_runtime`] | engine and workers behind local mappings, for the local stack |
+//! | [`local_stack`] | the local stack's queues and table, created from `template.yaml` |
 //! | [`telemetry`] | logging set-up for the binaries |
 
 pub mod aws;
@@ -31,6 +32,7 @@ pub mod engine;
 pub mod event_source;
 pub mod inspect;
 pub mod local_runtime;
+pub mod local_stack;
 pub mod queue_name;
 pub mod reconciler;
 pub mod store;

@@ -1,0 +1,279 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::queue_name::{dlq_name, results_queue_name, tasks_queue_name, QueueKind};
+
+const GROUPS: [&str; 3] = [
+    "notifications.send-email",
+    "payments.charge-card",
+    "reports.generate",
+];
+
+fn declared(params: &TemplateParams) -> TemplateResources {
+    TemplateResources::from_template(TEMPLATE_YAML, params).unwrap()
+}
+
+#[test]
+fn default_params_are_the_templates_defaults() {
+    assert_eq!(
+        TemplateParams::from_template_defaults(TEMPLATE_YAML).unwrap(),
+        TemplateParams::default()
+    );
+}
+
+#[test]
+fn standard_queues_match_queue_name_and_have_dlqs() {
+    for prefix in ["durable", "a", "p-32-characters-long-prefix-xxxx"] {
+        let found = declared(&TemplateParams::with_prefix(prefix));
+        let results = found.results_queue().unwrap();
+        assert_eq!(
+            results.name,
+            results_queue_name(prefix, QueueKind::Standard).unwrap()
+        );
+        assert_eq!(
+            found.dead_letter_of(results).unwrap().name,
+            dlq_name(&results.name)
+        );
+        let tasks = found.tasks_queues();
+        assert_eq!(tasks.keys().copied().collect::<Vec<_>>(), GROUPS);
+        for (group, queue) in tasks {
+            assert_eq!(
+                queue.name,
+                tasks_queue_name(prefix, group, QueueKind::Standard).unwrap()
+            );
+            let dlq = found.dead_letter_of(queue).unwrap();
+            assert_eq!(dlq.name, dlq_name(&queue.name));
+            assert_eq!(dlq.role, QueueRole::DeadLetter);
+            assert!(!queue.fifo && !queue.attributes.contains_key("FifoQueue"));
+            assert_eq!(queue.redrive.as_ref().unwrap().max_receive_count, 5);
+        }
+        assert_eq!(found.queues.len(), 8);
+    }
+}
+
+#[test]
+fn fifo_parameter_switches_names_and_attributes() {
+    let params = TemplateParams {
+        fifo: true,
+        max_receive_count: 3,
+        ..TemplateParams::default()
+    };
+    let found = declared(&params);
+    for queue in &found.queues {
+        assert!(queue.fifo, "{}", queue.name);
+        assert!(queue.name.ends_with(".fifo"));
+        assert_eq!(queue.attributes["FifoQueue"], "true");
+        if queue.role != QueueRole::DeadLetter {
+            assert_eq!(queue.attributes["ContentBasedDeduplication"], "true");
+            assert_eq!(queue.redrive.as_ref().unwrap().max_receive_count, 3);
+            assert_eq!(
+                found.dead_letter_of(queue).unwrap().name,
+                dlq_name(&queue.name)
+            );
+        }
+    }
+    let results = found.results_queue().unwrap();
+    assert_eq!(
+        results.name,
+        results_queue_name("durable", QueueKind::Fifo).unwrap()
+    );
+    for (group, queue) in found.tasks_queues() {
+        assert_eq!(
+            queue.name,
+            tasks_queue_name("durable", group, QueueKind::Fifo).unwrap()
+        );
+    }
+}
+
+#[test]
+fn visibility_timeouts_cover_six_consumer_timeouts() {
+    let found = declared(&TemplateParams::default());
+    for queue in found
+        .queues
+        .iter()
+        .filter(|q| q.role != QueueRole::DeadLetter)
+    {
+        let consumer = queue
+            .consumer
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no consumer", queue.name));
+        assert!(
+            queue.visibility_timeout() >= 6 * consumer.timeout_seconds,
+            "{}: visibility {} < 6 x {}",
+            queue.name,
+            queue.visibility_timeout(),
+            consumer.timeout_seconds
+        );
+        assert_eq!(queue.attributes["SqsManagedSseEnabled"], "true");
+    }
+    let results = found.results_queue().unwrap().consumer.clone().unwrap();
+    assert_eq!(
+        (results.binary.as_deref(), results.timeout_seconds),
+        (Some("engine"), 30)
+    );
+    for queue in found.tasks_queues().values() {
+        assert_eq!(
+            queue.consumer.as_ref().unwrap().binary.as_deref(),
+            Some("worker")
+        );
+    }
+}
+
+#[test]
+fn table_has_keys_indexes_and_ttl() {
+    let table = declared(&TemplateParams::with_prefix("x")).table;
+    assert_eq!(table.name, "x-runs");
+    fn keys(k: &[KeyAttribute]) -> Vec<(&str, &str)> {
+        k.iter()
+            .map(|k| (k.name.as_str(), k.key_type.as_str()))
+            .collect()
+    }
+    assert_eq!(keys(&table.key_schema), [("pk", "HASH"), ("sk", "RANGE")]);
+    let indexes: BTreeMap<_, _> = table
+        .global_secondary_indexes
+        .iter()
+        .map(|i| {
+            (
+                i.name.as_str(),
+                (keys(&i.key_schema), i.projection_type.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        indexes["byStatus"],
+        (vec![("gsi1pk", "HASH"), ("gsi1sk", "RANGE")], "ALL")
+    );
+    assert_eq!(
+        indexes["byWorkflow"],
+        (vec![("gsi2pk", "HASH"), ("gsi2sk", "RANGE")], "ALL")
+    );
+    assert_eq!(table.ttl_attribute.as_deref(), Some("expiresAt"));
+    assert!(table.point_in_time_recovery && table.sse);
+    assert_eq!(table.billing_mode, "PAY_PER_REQUEST");
+    assert!(table.attribute_types.values().all(|t| t == "S"));
+}
+
+#[test]
+fn parameters_are_checked_against_the_template() {
+    let bad = |params: TemplateParams| {
+        TemplateResources::from_template(TEMPLATE_YAML, &params).unwrap_err()
+    };
+    let long = TemplateParams::with_prefix("p".repeat(33));
+    assert!(matches!(bad(long), TemplateError::Parameter { name, .. } if name == "Prefix"));
+    let zero = TemplateParams {
+        max_receive_count: 0,
+        ..TemplateParams::default()
+    };
+    assert!(
+        matches!(bad(zero), TemplateError::Parameter { name, .. } if name == "MaxReceiveCount")
+    );
+    let mut unknown = TemplateParams::default();
+    unknown
+        .overrides
+        .insert("NoSuchParameter".into(), "1".into());
+    assert!(
+        matches!(bad(unknown), TemplateError::Parameter { name, .. } if name == "NoSuchParameter")
+    );
+    let mut batch = TemplateParams::default();
+    batch.overrides.insert("BatchSize".into(), "4".into());
+    let found = TemplateResources::from_template(TEMPLATE_YAML, &batch).unwrap();
+    assert_eq!(
+        found
+            .results_queue()
+            .unwrap()
+            .consumer
+            .as_ref()
+            .unwrap()
+            .batch_size,
+        4
+    );
+}
+
+const MINI: &str = r#"
+Parameters:
+  Prefix: { Type: String, Default: demo }
+  Fifo: { Type: String, Default: "false", AllowedValues: ["true", "false"] }
+  MaxReceiveCount: { Type: Number, Default: 2 }
+  RetentionDays: { Type: Number, Default: 1 }
+Conditions:
+  IsFifo: !Equals [!Ref Fifo, "true"]
+  NotFifo: !Not [!Condition IsFifo]
+  Both: !And [!Condition NotFifo, !Or [!Equals [a, a], !Condition IsFifo]]
+Resources:
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      TableName: !Join ["-", [!Ref Prefix, runs]]
+      AttributeDefinitions: [{ AttributeName: pk, AttributeType: S }]
+      KeySchema: [{ AttributeName: pk, KeyType: HASH }]
+  Dlq:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: !Sub ["${P}-r-dlq${!x}", { P: !Ref Prefix }]
+      Tags: [{ Key: "cairn:role", Value: dlq }]
+  Results:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: { "Fn::Sub": "${Prefix}-${AWS::Region}" }
+      VisibilityTimeout: !If [Both, 60, !Ref AWS::NoValue]
+      DelaySeconds: !If [IsFifo, 5, !Ref AWS::NoValue]
+      RedrivePolicy:
+        deadLetterTargetArn: { "Fn::GetAtt": [Dlq, Arn] }
+        maxReceiveCount: !Ref MaxReceiveCount
+      Tags: [{ Key: "cairn:role", Value: results }]
+"#;
+
+#[test]
+fn short_and_long_intrinsic_forms_resolve() {
+    let found =
+        TemplateResources::from_template(MINI, &TemplateParams::with_prefix("demo")).unwrap();
+    assert_eq!(found.table.name, "demo-runs");
+    assert_eq!(found.queue("Dlq").unwrap().name, "demo-r-dlq${x}");
+    let results = found.results_queue().unwrap();
+    assert_eq!(results.name, "demo-us-east-1");
+    assert_eq!(
+        results.attributes,
+        BTreeMap::from([("VisibilityTimeout".to_owned(), "60".to_owned())])
+    );
+    assert_eq!(
+        results.redrive,
+        Some(Redrive {
+            dead_letter_logical_id: "Dlq".into(),
+            max_receive_count: 5
+        })
+    );
+    assert_eq!(found.table.ttl_attribute, None);
+    assert!(results.consumer.is_none());
+}
+
+#[test]
+fn unsupported_constructs_fail_loudly() {
+    let with = |from: &str, to: &str| {
+        let template = MINI.replace(from, to);
+        TemplateResources::from_template(&template, &TemplateParams::with_prefix("demo"))
+            .unwrap_err()
+    };
+    let err = with(
+        "VisibilityTimeout: !If [Both, 60, !Ref AWS::NoValue]",
+        "VisibilityTimeout: !Ref Table",
+    );
+    assert!(matches!(err, TemplateError::Unsupported { .. }), "{err}");
+    let err = with("DelaySeconds:", "Policy: {}\n      DelaySeconds:");
+    assert!(matches!(err, TemplateError::Invalid { .. }), "{err}");
+    let err = with(
+        "{ \"Fn::GetAtt\": [Dlq, Arn] }",
+        "arn:aws:sqs:us-east-1:1:x",
+    );
+    assert!(err.to_string().contains("deadLetterTargetArn"), "{err}");
+    let err = with(
+        "{ Key: \"cairn:role\", Value: results }",
+        "{ Key: \"cairn:role\", Value: tasks }",
+    );
+    assert!(err.to_string().contains("cairn:group"), "{err}");
+    assert!(matches!(
+        with("Resources:", "Resources: ["),
+        TemplateError::Yaml(_)
+    ));
+}
