@@ -1,1 +1,154 @@
-//! Support for the integration suite.
+//! Support for the integration suite: the local stack (moto server over HTTP), resources
+//! provisioned from `template.yaml` under a unique prefix per test, and the engine and
+//! workers running behind local event source mappings.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use cairn::aws::{sdk_config, AwsClients, RequestCounter};
+use cairn::client::Client;
+use cairn::config::Config;
+use cairn::engine::{Engine, EngineOptions};
+use cairn::event_source::MappingOptions;
+use cairn::local_runtime::LocalRuntime;
+use cairn::local_stack::{provision_from_template, StackResources, TemplateParams};
+use cairn::store::{DynamoBlobStore, DynamoStore};
+use cairn::transport::SqsTransport;
+use cairn::worker::Worker;
+use cairn::workflow::Workflows;
+
+pub type AwsEngine = Engine<DynamoStore, SqsTransport<DynamoBlobStore>, DynamoBlobStore>;
+pub type AwsClient = Client<DynamoStore, SqsTransport<DynamoBlobStore>>;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The local stack's endpoint: `CAIRN_ENDPOINT_URL`, or a server started once by
+/// `scripts/local-stack start`.
+pub fn endpoint() -> String {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("CAIRN_ENDPOINT_URL") {
+                return url;
+            }
+            let out = std::process::Command::new(repo_root().join("scripts/local-stack"))
+                .arg("start")
+                .output()
+                .expect("run scripts/local-stack");
+            assert!(out.status.success(), "local stack failed: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("export CAIRN_ENDPOINT_URL=").map(str::to_owned))
+                .expect("endpoint line")
+        })
+        .clone()
+}
+
+/// A unique resource prefix for one test (queues and table are per test).
+pub fn unique_prefix(test: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("t{}-{}", &id[..8], test.replace('_', "-"))
+        .chars()
+        .take(30)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_owned()
+}
+
+/// SDK configuration for the local stack.
+pub async fn local_sdk_config() -> SdkConfig {
+    sdk_config(Some(&endpoint())).await
+}
+
+/// One test's world: resources from the template, clients, config.
+pub struct TestEnv {
+    pub clients: AwsClients,
+    pub counter: RequestCounter,
+    pub resources: StackResources,
+    pub config: Config,
+}
+
+impl TestEnv {
+    /// Provisions the template's resources under a fresh prefix.
+    pub async fn new(test: &str, fifo: bool) -> Self {
+        Self::with_receive_count(test, fifo, 3).await
+    }
+
+    /// As [`TestEnv::new`], with the DLQ redrive threshold.
+    pub async fn with_receive_count(test: &str, fifo: bool, max_receive_count: u32) -> Self {
+        let sdk = local_sdk_config().await;
+        let counter = RequestCounter::new();
+        let clients = AwsClients::counted(&sdk, &counter);
+        let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+        let params = TemplateParams { prefix: unique_prefix(test), fifo, max_receive_count, ..TemplateParams::default() };
+        let resources = provision_from_template(&template, &params, &clients.sqs, &clients.dynamodb).await.unwrap();
+        let config = Config {
+            table_name: resources.table_name.clone(),
+            prefix: params.prefix.clone(),
+            results_queue_url: Some(resources.results_queue_url.clone()),
+            task_queue_urls: resources.task_queue_urls.clone(),
+            fifo,
+            timer_chunk_seconds: 2,
+            endpoint_url: Some(endpoint()),
+            ..Config::default()
+        };
+        Self { clients, counter, resources, config }
+    }
+
+    pub fn engine(&self, workflows: Workflows) -> AwsEngine {
+        let options = EngineOptions { fifo: self.config.fifo, timer_chunk_seconds: self.config.timer_chunk_seconds, ..Default::default() };
+        Engine::new(
+            Arc::new(workflows),
+            self.clients.store(&self.config),
+            self.clients.transport(&self.config),
+            self.clients.blobs(&self.config),
+            options,
+        )
+    }
+
+    pub fn client(&self) -> AwsClient {
+        Client::new(self.clients.store(&self.config), self.clients.transport(&self.config))
+    }
+
+    /// Mapping options fit for tests: short visibility timeout so failures come back fast.
+    pub fn mapping(&self) -> MappingOptions {
+        MappingOptions { batch_size: 10, wait_seconds: 1, visibility_timeout: Some(2), function_timeout: Duration::from_secs(30) }
+    }
+
+    /// Runs `engine` on the results queue and `worker` on every tasks queue.
+    pub async fn run(&self, engine: AwsEngine, worker: Worker) -> LocalRuntime {
+        let mut runtime = LocalRuntime::new();
+        let engine = Arc::new(engine);
+        runtime
+            .map(&self.clients.sqs, &self.resources.results_queue_url, self.mapping(), {
+                let engine = engine.clone();
+                Arc::new(move |event| {
+                    let engine = engine.clone();
+                    async move { engine.handle(event).await }
+                })
+            })
+            .await
+            .unwrap();
+        let worker = Arc::new(worker.fifo(self.config.fifo));
+        for url in self.resources.task_queue_urls.values() {
+            let (worker, results, blobs) =
+                (worker.clone(), Arc::new(self.clients.transport(&self.config)), Arc::new(self.clients.blobs(&self.config)));
+            runtime
+                .map(&self.clients.sqs, url, self.mapping(), Arc::new(move |event| {
+                    let (worker, results, blobs) = (worker.clone(), results.clone(), blobs.clone());
+                    async move { worker.run(results.as_ref(), blobs.as_ref(), event).await }
+                }))
+                .await
+                .unwrap();
+        }
+        runtime
+    }
+}

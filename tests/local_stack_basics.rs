@@ -1,0 +1,80 @@
+//! The local stack from Rust: resources from the template over HTTP (moto), a `RemoteTask`
+//! through a real queue, and a lost conditional write surfacing as a typed `Conflict`.
+
+#![allow(clippy::unwrap_used)]
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use cairn::contract::{decode_task, encode, RemoteTask};
+use cairn::store::{CheckpointStore, Commit, RunRecord, StoreError};
+use cairn::workflow::{EventKind, HistoryEvent, RunStatus};
+use cairn_tests::TestEnv;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_remote_task_travels_through_a_queue_with_a_dlq() {
+    let env = TestEnv::new("basics-queue", false).await;
+    let url = &env.resources.task_queue_urls["payments.charge-card"];
+    let attrs = env
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .unwrap();
+    let redrive = &attrs.attributes.unwrap()[&QueueAttributeName::RedrivePolicy];
+    assert!(redrive.contains("-dlq"), "tasks queue redrives to its DLQ: {redrive}");
+
+    let task = RemoteTask::new("run-1", 3, "payments.charge-card", "payments.charge-card", json!({"orderId": "o-1", "amountCents": 1250}), 1);
+    env.clients.sqs.send_message().queue_url(url).message_body(encode(&task)).send().await.unwrap();
+    let received = env.clients.sqs.receive_message().queue_url(url).wait_time_seconds(2).send().await.unwrap();
+    let body = received.messages.unwrap().remove(0).body.unwrap();
+    assert_eq!(decode_task(&body).unwrap(), task);
+    assert_eq!(task.step_id, "run-1:3");
+}
+
+fn started(run_id: &str) -> Commit {
+    let run = RunRecord {
+        run_id: run_id.into(),
+        workflow: "checkout".into(),
+        status: RunStatus::Running,
+        input: json!({}),
+        output: None,
+        error: None,
+        version: 1,
+        history_len: 1,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        parent: None,
+        last_error: None,
+    };
+    let event = HistoryEvent::new(1, EventKind::RunStarted { workflow: "checkout".into(), input: json!({}) });
+    Commit { run, expected_version: None, events: vec![event], outbox: vec![] }
+}
+
+#[tokio::test]
+async fn a_lost_conditional_write_is_a_typed_conflict() {
+    let env = TestEnv::new("basics-conflict", false).await;
+    let store = env.clients.store(&env.config);
+    store.commit(&started("r-1")).await.unwrap();
+
+    // Creating the same run again loses the `attribute_not_exists` condition.
+    let err = store.commit(&started("r-1")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { ref run_id, expected: None } if run_id == "r-1"), "{err:?}");
+
+    // Two activations that both read version 1: the second loses.
+    let mut next = started("r-1");
+    next.expected_version = Some(1);
+    next.run.version = 2;
+    next.run.history_len = 2;
+    next.events = vec![HistoryEvent::new(2, EventKind::SignalReceived { name: "a".into(), payload: json!(1) })];
+    store.commit(&next).await.unwrap();
+    let err = store.commit(&next).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { expected: Some(1), .. }), "{err:?}");
+    assert!(err.is_retryable());
+
+    let loaded = store.load("r-1").await.unwrap().unwrap();
+    assert_eq!(loaded.run.version, 2);
+    assert_eq!(loaded.history.len(), 2, "the losing write left nothing behind");
+}
