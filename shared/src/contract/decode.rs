@@ -85,11 +85,16 @@ fn typed<T: DeserializeOwned>(message_type: &'static str, value: Value) -> Resul
     })
 }
 
-/// Whether `step_id` has the `"<runId>:<seq>"` shape (the schemas' `^.+:[0-9]+$`).
+/// Whether `step_id` has the `"<runId>:<seq>"` shape: the schemas' `^.+:[0-9]+$`, where `.`
+/// is ECMA-262's (any character but a line terminator), as JSON Schema specifies.
 fn is_step_id(step_id: &str) -> bool {
+    let is_line_terminator = |c: char| matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}');
     match step_id.rsplit_once(':') {
         Some((run, seq)) => {
-            !run.is_empty() && !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit())
+            !run.is_empty()
+                && !run.contains(is_line_terminator)
+                && !seq.is_empty()
+                && seq.bytes().all(|b| b.is_ascii_digit())
         }
         None => false,
     }
@@ -107,6 +112,30 @@ fn check_step_id(message_type: &'static str, step_id: &str) -> Result<(), Decode
             ),
         })
     }
+}
+
+/// Rejects a present `field` whose JSON type serde's derives would accept but the schemas do
+/// not: derived structs also read a JSON array positionally (`"error": ["boom"]`) and derived
+/// enums also read a one-key object (`"status": {"failed": null}`).
+fn check_type(
+    message_type: &'static str,
+    value: &Value,
+    field: &str,
+    ok: fn(&Value) -> bool,
+    expected: &str,
+) -> Result<(), DecodeError> {
+    match value.get(field) {
+        Some(found) if !ok(found) => Err(DecodeError::Field {
+            message_type,
+            path: field.to_owned(),
+            message: format!("invalid type: {}, expected {expected}", json_type(found)),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn is_object_or_null(v: &Value) -> bool {
+    v.is_object() || v.is_null()
 }
 
 /// Decodes a tasks-queue body.
@@ -129,7 +158,16 @@ fn decode_control(value: Value) -> Result<ControlMessage, DecodeError> {
     }
     let ControlTag { control } = typed(TYPE, value.clone())?;
     match control {
-        ControlKind::StartRun => typed::<StartRunFields>(TYPE, value).map(Into::into),
+        ControlKind::StartRun => {
+            check_type(
+                TYPE,
+                &value,
+                "parent",
+                is_object_or_null,
+                "struct ParentRef",
+            )?;
+            typed::<StartRunFields>(TYPE, value).map(Into::into)
+        }
         ControlKind::Signal => typed::<SignalFields>(TYPE, value).map(Into::into),
         ControlKind::TimerFired => typed::<TimerFiredFields>(TYPE, value).map(Into::into),
         ControlKind::CancelRun => typed::<CancelRunFields>(TYPE, value).map(Into::into),
@@ -167,6 +205,14 @@ pub fn decode_results_message(body: &str) -> Result<ResultsMessage, DecodeError>
         return decode_workflow_event(value)
             .map(|event| ResultsMessage::Control(event.into_signal()));
     }
+    check_type("StepResult", &value, "status", Value::is_string, "a string")?;
+    check_type(
+        "StepResult",
+        &value,
+        "error",
+        is_object_or_null,
+        "struct StepError",
+    )?;
     let result: StepResult = typed("StepResult", value)?;
     check_step_id("StepResult", &result.step_id)?;
     Ok(ResultsMessage::Step(result))
