@@ -235,3 +235,47 @@ pub fn render_text(run: &LoadedRun) -> String {
     }
     out
 }
+
+/// A duration for people: `250ms`, `1.50s`, `2.5m`.
+pub fn format_duration_ms(ms: u64) -> String {
+    fmt_ms(ms)
+}
+
+/// An epoch-ms time as RFC 3339 UTC with milliseconds: `2026-11-26T05:40:01.123Z`.
+pub fn utc_timestamp(ms: u64) -> String {
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod time_format_tests {
+    use super::*;
+
+    #[test]
+    fn utc_timestamps_are_rfc3339() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_timestamp(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(utc_timestamp(1_795_671_601_123), "2026-11-26T05:40:01.123Z");
+    }
+}

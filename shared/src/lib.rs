@@ -22,6 +22,7 @@
 //! | [`local_runtime`] | engine and workers behind local mappings, for the local stack |
 //! | [`local_stack`] | the local stack's queues and table, created from `template.yaml` |
 //! | [`telemetry`] | logging set-up for the binaries |
+//! | [`timeline`] | a run as a self-contained HTML timeline (`cairn runs timeline`) |
 
 pub mod aws;
 pub mod batch;
@@ -37,6 +38,7 @@ pub mod queue_name;
 pub mod reconciler;
 pub mod store;
 pub mod telemetry;
+pub mod timeline;
 pub mod transport;
 pub mod worker;
 pub mod workflow;
