@@ -306,3 +306,129 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use futures::future::{select, Either};
+    use serde_json::json;
+
+    use super::*;
+    use crate::workflow::testing::{fire, ok, start, TestRun};
+    use crate::workflow::RemoteStep;
+
+    const STEP: RemoteStep<u32, u32> = RemoteStep::new("step");
+
+    fn workflows() -> Workflows {
+        let mut w = Workflows::new();
+        w.register("race", |ctx: WorkflowContext, _: ()| async move {
+            let step = ctx.remote(&STEP, 1);
+            let timer = ctx.sleep(Duration::from_secs(5));
+            match select(step, timer).await {
+                Either::Left((output, _)) => Ok(json!({ "step": output? })),
+                Either::Right((fired, _)) => {
+                    fired?;
+                    Ok(json!("timeout"))
+                }
+            }
+        });
+        w.register("panics", |_ctx: WorkflowContext, _: ()| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok(())
+        });
+        w
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn activation_future_and_context_are_thread_safe() {
+        assert_send_sync::<WorkflowContext>();
+        assert_send_sync::<Workflows>();
+        let w = workflows();
+        let history = [];
+        let req = ActivationRequest {
+            run_id: "r",
+            history: &history,
+            incoming: vec![],
+            now_ms: 0,
+        };
+        assert_send(&activate(&w, req));
+    }
+
+    #[test]
+    fn lifecycle_errors_are_typed() {
+        let w = workflows();
+        let mut run = TestRun::new(&w, "r");
+        assert_eq!(run.try_step(vec![ok(1, 1)]), Err(EngineError::NotStarted));
+        assert_eq!(
+            run.try_step(vec![start("nope", ())]),
+            Err(EngineError::UnknownWorkflow("nope".into()))
+        );
+        let err = run.try_step(vec![start("panics", ())]).unwrap_err();
+        assert_eq!(err, EngineError::Panicked("boom".into()));
+        let bad = [HistoryEvent::new(
+            1,
+            EventKind::CancelRequested { reason: None },
+        )];
+        let req = ActivationRequest {
+            run_id: "r",
+            history: &bad,
+            incoming: vec![],
+            now_ms: 0,
+        };
+        let err = futures::executor::block_on(activate(&w, req)).unwrap_err();
+        assert!(matches!(err, EngineError::InvalidInput(_)));
+    }
+
+    #[test]
+    fn a_race_replays_the_way_it_was_decided() {
+        let w = workflows();
+        // Live: the timer fires first, then the step's result arrives in the same batch.
+        let mut run = TestRun::new(&w, "r");
+        run.step(vec![start("race", ())]);
+        let a = run.step(vec![fire("2"), ok(1, 7)]);
+        assert_eq!(a.status, RunStatus::Completed);
+        assert_eq!(run.output(), Some(json!("timeout")));
+        // Replaying the history reveals the events in the same order: same decision, nothing new.
+        let req = ActivationRequest {
+            run_id: "r",
+            history: &run.history,
+            incoming: vec![],
+            now_ms: 0,
+        };
+        let again = futures::executor::block_on(activate(&w, req)).unwrap();
+        assert!(again.appended.is_empty() && again.commands.is_empty());
+        // The other order decides the other way.
+        let mut other = TestRun::new(&w, "r2");
+        other.step(vec![start("race", ())]);
+        other.step(vec![ok(1, 7), fire("2")]);
+        assert_eq!(other.output(), Some(json!({ "step": 7 })));
+    }
+
+    #[test]
+    fn finished_runs_take_nothing() {
+        let w = workflows();
+        let mut run = TestRun::new(&w, "r");
+        run.step(vec![start("race", ()), ok(1, 1)]);
+        let a = run.step(vec![
+            start("race", ()),
+            ok(1, 2),
+            fire("2"),
+            Incoming::Cancel { reason: None },
+        ]);
+        assert_eq!(
+            a,
+            Activation {
+                appended: vec![],
+                commands: vec![],
+                status: RunStatus::Completed
+            }
+        );
+    }
+}
