@@ -10,7 +10,7 @@
 //! | [`config`] | runtime configuration from the environment |
 //! | [`batch`] | one SQS batch: per-record handling, batch item failures, FIFO rule |
 //! | [`aws`] | SDK clients (local-stack aware) and a request counter |
-//! | [`workflow`] | the workflow API (`WorkflowContext`) and the replay engine |
+//! | [`workflow`] | write workflows ([`WorkflowContext`](workflow::WorkflowContext): remote and inline steps, timers, signals, children; [`RemoteStep`](workflow::RemoteStep), [`RetryPolicy`](workflow::RetryPolicy)) and the deterministic replay engine ([`activate`](workflow::activate)); with a checkout example |
 //! | [`store`] | the checkpoint store port: DynamoDB and in-memory |
 //! | [`transport`] | the task/result transport port: SQS (with claim checks) and in-memory |
 //! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
