@@ -19,6 +19,16 @@ pub fn child_run_id(parent_run_id: &str, seq: u64) -> String {
 }
 
 impl WorkflowContext {
+    /// Starts a child run now and returns its handle: await it for the outcome, or drop it to
+    /// let the child run on its own (fire-and-forget). Same as [`child`](Self::child).
+    pub fn start_child<I: Serialize, O: DeserializeOwned>(
+        &self,
+        workflow: &str,
+        input: &I,
+    ) -> ChildCall<O> {
+        self.child(workflow, input)
+    }
+
     /// Starts the child workflow `workflow` with `input` (at once) and returns a future of its
     /// output. A failed child resolves with [`WorkflowError::StepFailed`]; cancelling this run
     /// cancels its unfinished children.

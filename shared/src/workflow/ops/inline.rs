@@ -1,6 +1,11 @@
 //! Inline steps: a closure the engine runs itself, inside the activation, with its result
 //! checkpointed (`InlineStepStarted`, then `StepCompleted` / `StepFailed`). Replay returns the
 //! checkpoint without running the closure again. Retries wait on durable backoff timers.
+//!
+//! The engine waits for an inline step in flight (real I/O, driven by the activation's waker)
+//! before it treats the workflow as blocked, and reveals no new event meanwhile. Racing an
+//! inline step in a `select` against another operation is therefore decided by the step's own
+//! timing the first time, and by replay order afterwards: do not race inline steps.
 
 use std::future::Future;
 use std::pin::Pin;
