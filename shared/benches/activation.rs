@@ -44,10 +44,36 @@ async fn bench_workflow(ctx: WorkflowContext, cycles: u64) -> Result<u64, Workfl
     Ok(total)
 }
 
+/// One fan-out of `width` remote steps awaited together, then a sleep (2 events per step).
+async fn wide_workflow(ctx: WorkflowContext, width: u64) -> Result<u64, WorkflowError> {
+    let calls: Vec<_> = (0..width).map(|i| ctx.remote(&CHARGE, json!(i))).collect();
+    let mut total = 0;
+    for result in join_all(calls).await {
+        total += result?.as_u64().unwrap_or_default();
+    }
+    ctx.sleep(Duration::from_secs(60)).await?;
+    Ok(total)
+}
+
 fn workflows() -> Workflows {
     let mut w = Workflows::new();
     w.register("bench", bench_workflow);
+    w.register("wide", wide_workflow);
     w
+}
+
+/// The history of a fan-out of `width` whose results arrive in reverse order.
+fn record_wide(w: &Workflows, width: u64) -> Vec<HistoryEvent> {
+    let mut incoming = vec![Incoming::Start {
+        workflow: "wide".into(),
+        input: json!(width),
+    }];
+    incoming.extend(
+        (1..=width)
+            .rev()
+            .map(|seq| Incoming::completed(seq, json!(1))),
+    );
+    run(w, &[], incoming).appended
 }
 
 fn run(w: &Workflows, history: &[HistoryEvent], incoming: Vec<Incoming>) -> Activation {
@@ -110,13 +136,28 @@ fn measure(w: &Workflows, history: &[HistoryEvent]) -> (Duration, stats_alloc::S
 fn main() {
     let w = workflows();
     println!("activation (replay of the whole history, no new events), best of N runs");
+    println!("sequential cycles: fan-out of 4, remote step, inline step, sleep");
+    header();
+    for target in [100u64, 1_000, 10_000] {
+        row(&w, &record(&w, target / 14));
+    }
+    println!("one wide fan-out (join_all), results in reverse order");
+    header();
+    for target in [100u64, 1_000, 10_000] {
+        row(&w, &record_wide(&w, target / 2));
+    }
+}
+
+fn header() {
     println!(
         "{:>8} {:>12} {:>12} {:>12} {:>12} {:>14}",
         "events", "time", "ns/event", "allocs", "allocs/event", "bytes alloc'd"
     );
-    for target in [100u64, 1_000, 10_000] {
-        let history = record(&w, target / 14);
-        let (time, stats) = measure(&w, &history);
+}
+
+fn row(w: &Workflows, history: &[HistoryEvent]) {
+    {
+        let (time, stats) = measure(w, history);
         let n = history.len() as f64;
         println!(
             "{:>8} {:>12.3?} {:>12.0} {:>12} {:>12.1} {:>14}",
