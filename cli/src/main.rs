@@ -1,1 +1,73 @@
-fn main() {}
+//! `cairn`: the command-line tool for cairn's durable workflows — start, list, show, signal,
+//! cancel and redrive runs, and draw a run's timeline. Wiring only: parsing is in [`args`],
+//! each command group in its own module, errors and exit codes in [`failure`].
+
+mod args;
+mod context;
+mod control;
+mod dlq;
+mod failure;
+mod runs;
+mod show;
+mod since;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::args::{Cli, Command};
+use crate::context::Ctx;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                failure::code::USAGE
+            } else {
+                0
+            });
+        }
+    };
+    // The SDK reads these from the environment; set them before any thread exists.
+    if let Some(region) = &cli.global.region {
+        std::env::set_var("AWS_REGION", region);
+    }
+    if let Some(profile) = &cli.global.profile {
+        std::env::set_var("AWS_PROFILE", profile);
+    }
+    let config = match context::config(&cli.global) {
+        Ok(config) => config,
+        Err(e) => return report(&e, &failure::Target::default()),
+    };
+    let target = context::target(&config, &cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return report(&e.into(), &target),
+    };
+    runtime.block_on(async {
+        let ctx = Ctx::new(&cli.global, config, target).await;
+        let result = match cli.command {
+            Command::Runs(command) => runs::run(&ctx, command).await,
+            Command::Start(args) => control::start(&ctx, args).await,
+            Command::Signal(args) => control::signal(&ctx, args).await,
+            Command::Cancel(args) => control::cancel(&ctx, args).await,
+            Command::Dlq(command) => dlq::run(&ctx, command).await,
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&e, &ctx.target),
+        }
+    })
+}
+
+fn report(error: &anyhow::Error, target: &failure::Target) -> ExitCode {
+    let (code, message) = failure::classify(error, target);
+    eprintln!("cairn: {message}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,455 @@
+//! `cairn dlq list | redrive`: peek at a dead-letter queue, and move its messages back.
+//!
+//! Redrive sends each message to the target queue first and deletes it from the DLQ only once
+//! SQS has accepted the copy, so a crash or a failed send can duplicate a message (consumers
+//! dedupe by `stepId`) but never lose one. Message attributes travel with the body; for FIFO
+//! queues so do the message group id and deduplication id.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context as _;
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+use cairn::inspect::{summarize, utc_timestamp};
+use cairn::queue_name::{dlq_name, results_queue_name, tasks_queue_name, QueueKind};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::args::{DlqCommand, DlqListArgs, RedriveArgs};
+use crate::context::Ctx;
+use crate::failure::Failure;
+
+/// How long received messages stay hidden while we work on them.
+const WORK_VISIBILITY_SECS: i32 = 120;
+/// Show a progress bar from this many messages on.
+const PROGRESS_FROM: u64 = 20;
+
+/// Runs one `cairn dlq` command.
+pub async fn run(ctx: &Ctx, command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List(args) => list(ctx, args).await,
+        DlqCommand::Redrive(args) => redrive(ctx, args).await,
+    }
+}
+
+fn sqs_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    op: &str,
+    e: SdkError<E, R>,
+) -> anyhow::Error {
+    anyhow::anyhow!("SQS {op} failed: {}", DisplayErrorContext(&e))
+}
+
+/// The URL of queue `name`, or `None` if SQS says it does not exist.
+async fn queue_url(sqs: &Client, name: &str) -> anyhow::Result<Option<String>> {
+    match sqs.get_queue_url().queue_name(name).send().await {
+        Ok(out) => Ok(out.queue_url().map(str::to_owned)),
+        Err(SdkError::ServiceError(_)) => Ok(None),
+        Err(e) => Err(sqs_error("GetQueueUrl", e)),
+    }
+}
+
+fn name_of(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+fn is_queue_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// The DLQ named by `queue` (see [`DlqListArgs::queue`]): its URL.
+async fn resolve_dlq(ctx: &Ctx, queue: &str) -> anyhow::Result<String> {
+    if queue.starts_with("https://") || queue.starts_with("http://") {
+        return Ok(queue.to_owned());
+    }
+    let kind = if ctx.config.fifo {
+        QueueKind::Fifo
+    } else {
+        QueueKind::Standard
+    };
+    let prefix = &ctx.config.prefix;
+    let mut candidates = Vec::new();
+    if queue == "results" {
+        let results = match &ctx.config.results_queue_url {
+            Some(url) => name_of(url).to_owned(),
+            None => results_queue_name(prefix, kind)?,
+        };
+        candidates.push(dlq_name(&results));
+    } else {
+        if is_queue_name(queue) {
+            if queue.ends_with("-dlq") || queue.ends_with("-dlq.fifo") {
+                candidates.push(queue.to_owned());
+            }
+            // A source queue's name: its DLQ.
+            candidates.push(dlq_name(queue));
+        }
+        // A step group: the DLQ of its tasks queue.
+        if let Ok(tasks) = tasks_queue_name(prefix, queue, kind) {
+            candidates.push(dlq_name(&tasks));
+        }
+    }
+    candidates.dedup();
+    for name in &candidates {
+        if let Some(url) = queue_url(&ctx.clients.sqs, name).await? {
+            return Ok(url);
+        }
+    }
+    Err(Failure::not_found(format!(
+        "no dead-letter queue for {queue:?} at {} (tried {}).\n  Pass a queue URL, a DLQ name, `results`, or a step group; check --prefix ({prefix}) and --fifo.",
+        ctx.target.describe(),
+        candidates.join(", ")
+    ))
+    .into())
+}
+
+/// The queue a DLQ's messages came from: by name (`<name>-dlq` → `<name>`), else the one queue
+/// whose redrive policy names it.
+async fn source_of(ctx: &Ctx, dlq_url: &str) -> anyhow::Result<String> {
+    let name = name_of(dlq_url);
+    let source = name
+        .strip_suffix("-dlq.fifo")
+        .map(|base| format!("{base}.fifo"))
+        .or_else(|| name.strip_suffix("-dlq").map(str::to_owned));
+    if let Some(source) = source {
+        if let Some(url) = queue_url(&ctx.clients.sqs, &source).await? {
+            return Ok(url);
+        }
+    }
+    let listed = ctx
+        .clients
+        .sqs
+        .list_dead_letter_source_queues()
+        .queue_url(dlq_url)
+        .send()
+        .await;
+    if let Ok(out) = listed {
+        if let [only] = out.queue_urls() {
+            return Ok(only.clone());
+        }
+    }
+    Err(Failure::not_found(format!(
+        "cannot tell which queue {name} is the dead-letter queue of; pass --to QUEUE_URL"
+    ))
+    .into())
+}
+
+struct QueueInfo {
+    approximate: u64,
+    fifo: bool,
+}
+
+async fn info(sqs: &Client, url: &str) -> anyhow::Result<QueueInfo> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .map_err(|e| sqs_error("GetQueueAttributes", e))?;
+    let attrs = out.attributes();
+    let get = |name: QueueAttributeName| attrs.and_then(|a| a.get(&name)).cloned();
+    Ok(QueueInfo {
+        approximate: get(QueueAttributeName::ApproximateNumberOfMessages)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+        fifo: get(QueueAttributeName::FifoQueue).is_some_and(|v| v == "true")
+            || url.ends_with(".fifo"),
+    })
+}
+
+async fn receive(sqs: &Client, url: &str, max: i32) -> anyhow::Result<Vec<Message>> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(max.clamp(1, 10))
+        .visibility_timeout(WORK_VISIBILITY_SECS)
+        .wait_time_seconds(1)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .map_err(|e| sqs_error("ReceiveMessage", e))?;
+    Ok(out.messages.unwrap_or_default())
+}
+
+fn system_attr(message: &Message, name: MessageSystemAttributeName) -> Option<String> {
+    message.attributes().and_then(|a| a.get(&name)).cloned()
+}
+
+fn message_json(message: &Message) -> Value {
+    let body = message.body().unwrap_or_default();
+    let attributes: HashMap<String, String> = message
+        .attributes()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let message_attributes: HashMap<String, Value> = message
+        .message_attributes()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        json!({ "dataType": v.data_type(), "stringValue": v.string_value() }),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "messageId": message.message_id(),
+        "body": serde_json::from_str::<Value>(body).unwrap_or_else(|_| Value::String(body.to_owned())),
+        "attributes": attributes,
+        "messageAttributes": message_attributes,
+    })
+}
+
+async fn list(ctx: &Ctx, args: DlqListArgs) -> anyhow::Result<()> {
+    let sqs = &ctx.clients.sqs;
+    let url = resolve_dlq(ctx, &args.queue).await?;
+    let queue = info(sqs, &url).await?;
+    // Peek: receive (hiding them briefly), then make every received message visible again.
+    let mut seen = HashSet::new();
+    let mut messages = Vec::new();
+    let mut empty_receives = 0;
+    while messages.len() < args.limit as usize && empty_receives < 2 {
+        let batch = receive(
+            sqs,
+            &url,
+            (args.limit as usize - messages.len()).min(10) as i32,
+        )
+        .await?;
+        if batch.is_empty() {
+            empty_receives += 1;
+        }
+        for message in batch {
+            if seen.insert(message.message_id().unwrap_or_default().to_owned()) {
+                messages.push(message);
+            }
+        }
+    }
+    for chunk in messages.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .visibility_timeout(0)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        sqs.change_message_visibility_batch()
+            .queue_url(&url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| sqs_error("ChangeMessageVisibilityBatch", e))?;
+    }
+    if ctx.json {
+        let list: Vec<Value> = messages.iter().map(message_json).collect();
+        let out =
+            json!({ "queueUrl": url, "approximateMessages": queue.approximate, "messages": list });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{url}: about {} message(s){}",
+        queue.approximate,
+        if queue.fifo { " (FIFO)" } else { "" }
+    );
+    for message in &messages {
+        let sent = system_attr(message, MessageSystemAttributeName::SentTimestamp)
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(utc_timestamp)
+            .unwrap_or_else(|| "-".into());
+        let receives = system_attr(message, MessageSystemAttributeName::ApproximateReceiveCount)
+            .unwrap_or_else(|| "-".into());
+        let group = system_attr(message, MessageSystemAttributeName::MessageGroupId)
+            .map(|g| format!("  group {g}"))
+            .unwrap_or_default();
+        let body = message.body().unwrap_or_default();
+        let body = serde_json::from_str::<Value>(body)
+            .map(|v| summarize(&v, 160))
+            .unwrap_or_else(|_| body.chars().take(160).collect());
+        println!(
+            "{}  sent {sent}  receives {receives}{group}\n  {body}",
+            message.message_id().unwrap_or("-")
+        );
+    }
+    if messages.len() < queue.approximate as usize {
+        eprintln!(
+            "showing {} of about {} (--limit)",
+            messages.len(),
+            queue.approximate
+        );
+    }
+    Ok(())
+}
+
+async fn redrive(ctx: &Ctx, args: RedriveArgs) -> anyhow::Result<()> {
+    let sqs = &ctx.clients.sqs;
+    let dlq = resolve_dlq(ctx, &args.queue).await?;
+    let target = match &args.to {
+        Some(url) => url.clone(),
+        None => source_of(ctx, &dlq).await?,
+    };
+    if target == dlq {
+        return Err(Failure::new(
+            crate::failure::code::FAILURE,
+            "the target is the dead-letter queue itself",
+        )
+        .into());
+    }
+    let source = info(sqs, &dlq).await?;
+    let target_fifo = info(sqs, &target)
+        .await
+        .with_context(|| format!("target queue {target}"))?
+        .fifo;
+    let total = args
+        .max
+        .map_or(source.approximate, |max| max.min(source.approximate));
+    let progress = if total >= PROGRESS_FROM && !ctx.json {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} redriving [{bar:30}] {pos}/{len} {per_sec} {msg}")
+    {
+        progress.set_style(style.progress_chars("=> "));
+    }
+    let (mut moved, mut failed, mut empty_receives) = (0u64, Vec::<String>::new(), 0);
+    let mut seen = HashSet::new();
+    while args
+        .max
+        .is_none_or(|max| moved + (failed.len() as u64) < max)
+        && empty_receives < 2
+    {
+        let want =
+            args.max
+                .map_or(10, |max| (max - moved - failed.len() as u64).min(10)) as i32;
+        let batch: Vec<Message> = receive(sqs, &dlq, want)
+            .await?
+            .into_iter()
+            // A message we already handled is back only if its delete failed: do not send it twice.
+            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
+            .collect();
+        if batch.is_empty() {
+            empty_receives += 1;
+            continue;
+        }
+        let mut entries = Vec::with_capacity(batch.len());
+        for (i, message) in batch.iter().enumerate() {
+            let mut entry = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(message.body().unwrap_or_default())
+                .set_message_attributes(
+                    message
+                        .message_attributes()
+                        .cloned()
+                        .filter(|a| !a.is_empty()),
+                );
+            if target_fifo {
+                // Keep order (group) and the dedup id. SQS drops a FIFO message whose dedup id it
+                // saw in the last 5 minutes, so a redrive right after the original send is dropped.
+                entry = entry
+                    .set_message_group_id(system_attr(
+                        message,
+                        MessageSystemAttributeName::MessageGroupId,
+                    ))
+                    .set_message_deduplication_id(system_attr(
+                        message,
+                        MessageSystemAttributeName::MessageDeduplicationId,
+                    ));
+            }
+            entries.push(entry.build()?);
+        }
+        let sent = sqs
+            .send_message_batch()
+            .queue_url(&target)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| sqs_error("SendMessageBatch", e))?;
+        for failure in sent.failed() {
+            let id = batch
+                .get(failure.id().parse::<usize>().unwrap_or(usize::MAX))
+                .and_then(|m| m.message_id());
+            failed.push(format!(
+                "{}: {}",
+                id.unwrap_or("?"),
+                failure.message().unwrap_or(failure.code())
+            ));
+        }
+        // Delete only what SQS confirmed it accepted.
+        let deletes = sent
+            .successful()
+            .iter()
+            .filter_map(|ok| {
+                batch
+                    .get(ok.id().parse::<usize>().ok()?)
+                    .map(|m| (ok.id(), m))
+            })
+            .map(|(id, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(id)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !deletes.is_empty() {
+            let count = deletes.len() as u64;
+            let deleted = sqs
+                .delete_message_batch()
+                .queue_url(&dlq)
+                .set_entries(Some(deletes))
+                .send()
+                .await
+                .map_err(|e| sqs_error("DeleteMessageBatch", e))?;
+            for failure in deleted.failed() {
+                failed.push(format!(
+                    "copied but not deleted (it will reappear in the DLQ): {}",
+                    failure.message().unwrap_or(failure.code())
+                ));
+            }
+            moved += count - deleted.failed().len() as u64;
+        }
+        progress.set_position(moved);
+    }
+    progress.finish_and_clear();
+    if ctx.json {
+        println!(
+            "{}",
+            json!({ "from": dlq, "to": target, "moved": moved, "failed": failed })
+        );
+    } else {
+        println!(
+            "moved {moved} message(s) from {} to {}",
+            name_of(&dlq),
+            name_of(&target)
+        );
+        for failure in &failed {
+            eprintln!("  not moved: {failure}");
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            crate::failure::code::FAILURE,
+            format!("{} message(s) not moved; run redrive again", failed.len()),
+        )
+        .into())
+    }
+}

@@ -1,0 +1,214 @@
+//! Errors as the user sees them: an exit code and a message that says what to do.
+//!
+//! Commands return `anyhow::Error`. Errors that already know their exit code are a [`Failure`];
+//! everything else is classified here from cairn's typed errors and, for SDK failures that only
+//! reach us as text (connection refused, missing credentials), from the error chain's text.
+
+use std::fmt;
+
+use cairn::client::ClientError;
+
+/// Exit codes (also listed in `cairn --help`).
+pub mod code {
+    /// Something failed.
+    pub const FAILURE: u8 = 1;
+    /// Unknown run, queue or table.
+    pub const NOT_FOUND: u8 = 2;
+    /// AWS or the local stack cannot be reached, or credentials/region are missing.
+    pub const UNREACHABLE: u8 = 3;
+    /// `--wait` timed out.
+    pub const TIMEOUT: u8 = 4;
+    /// `--wait`: the run ended failed or cancelled.
+    pub const RUN_UNSUCCESSFUL: u8 = 5;
+    /// Bad command line (clap's usage errors).
+    pub const USAGE: u8 = 64;
+}
+
+/// An error that knows its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Process exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Unknown run, queue or table.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(code::NOT_FOUND, message)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Where the CLI was talking to, for messages.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// `--endpoint-url`, when set.
+    pub endpoint_url: Option<String>,
+    /// The region in use, if any.
+    pub region: Option<String>,
+    /// The table name.
+    pub table: String,
+}
+
+impl Target {
+    /// `http://127.0.0.1:4566 (local stack)` or `AWS region eu-west-1 (https://dynamodb...)`.
+    pub fn describe(&self) -> String {
+        match (&self.endpoint_url, &self.region) {
+            (Some(url), _) => format!("{url} (CAIRN_ENDPOINT_URL / --endpoint-url)"),
+            (None, Some(region)) => {
+                format!("AWS region {region} (https://dynamodb.{region}.amazonaws.com, https://sqs.{region}.amazonaws.com)")
+            }
+            (None, None) => "AWS (no region configured)".to_owned(),
+        }
+    }
+}
+
+/// The exit code and full message for an error.
+pub fn classify(error: &anyhow::Error, target: &Target) -> (u8, String) {
+    if let Some(failure) = error.downcast_ref::<Failure>() {
+        return (failure.code, failure.message.clone());
+    }
+    if let Some(ClientError::NotFound(run_id)) = error.downcast_ref::<ClientError>() {
+        return (
+            code::NOT_FOUND,
+            format!(
+                "run {run_id} not found in table {} at {}",
+                target.table,
+                target.describe()
+            ),
+        );
+    }
+    if let Some(ClientError::Timeout {
+        run_id,
+        status,
+        waited,
+    }) = error.downcast_ref::<ClientError>()
+    {
+        return (
+            code::TIMEOUT,
+            format!("run {run_id} is still {status} after {}s", waited.as_secs()),
+        );
+    }
+    let text = format!("{error:#}");
+    let lower = text.to_lowercase();
+    let hint = if lower.contains("credential") {
+        Some(format!(
+            "no usable AWS credentials for {}.\n  Set AWS_PROFILE (or --profile), or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; \
+             for the local stack set CAIRN_ENDPOINT_URL (or --endpoint-url), e.g. `eval \"$(scripts/local-stack start)\"`.",
+            target.describe()
+        ))
+    } else if lower.contains("region") && (lower.contains("no region") || lower.contains("missing"))
+    {
+        Some("no AWS region configured.\n  Set AWS_REGION (or --region), or AWS_PROFILE with a region.".to_owned())
+    } else if [
+        "dispatch failure",
+        "connection refused",
+        "error trying to connect",
+        "dns error",
+        "timed out",
+        "timeout",
+        "io error",
+        "connector error",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
+    {
+        Some(format!(
+            "cannot reach {}.\n  Is it running? For the local stack: `eval \"$(scripts/local-stack start)\"` then use the CAIRN_ENDPOINT_URL it prints \
+             (or --endpoint-url). For AWS: unset CAIRN_ENDPOINT_URL and set AWS_REGION and AWS_PROFILE (or --region/--profile).",
+            target.describe()
+        ))
+    } else if lower.contains("resourcenotfound")
+        || lower.contains("requested resource not found")
+        || lower.contains("non-existent table")
+    {
+        return (
+            code::NOT_FOUND,
+            format!(
+                "table {} not found at {}.\n  Set --table / CAIRN_TABLE_NAME (or --prefix / CAIRN_QUEUE_PREFIX, the table defaults to <prefix>-runs).\n  detail: {text}",
+                target.table,
+                target.describe()
+            ),
+        );
+    } else if lower.contains("nonexistentqueue")
+        || lower.contains("queuedoesnotexist")
+        || lower.contains("queue does not exist")
+    {
+        return (
+            code::NOT_FOUND,
+            format!(
+                "queue not found at {}.\n  Check --prefix / CAIRN_QUEUE_PREFIX and --results-queue-url / CAIRN_RESULTS_QUEUE_URL.\n  detail: {text}",
+                target.describe()
+            ),
+        );
+    } else {
+        None
+    };
+    match hint {
+        Some(hint) => (code::UNREACHABLE, format!("{hint}\n  detail: {text}")),
+        None => (code::FAILURE, text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            region: None,
+            table: "durable-runs".into(),
+        }
+    }
+
+    #[test]
+    fn typed_errors_keep_their_codes() {
+        let (code, message) = classify(&ClientError::NotFound("r-1".into()).into(), &target());
+        assert_eq!(code, code::NOT_FOUND);
+        assert!(
+            message.contains("r-1") && message.contains("durable-runs"),
+            "{message}"
+        );
+        let (code, _) = classify(&Failure::new(code::TIMEOUT, "slow").into(), &target());
+        assert_eq!(code, code::TIMEOUT);
+    }
+
+    #[test]
+    fn connection_failures_name_the_endpoint_and_what_to_set() {
+        let error = anyhow::anyhow!("store request Query failed: dispatch failure: io error: Connection refused (os error 111)");
+        let (code, message) = classify(&error, &target());
+        assert_eq!(code, code::UNREACHABLE);
+        assert!(
+            message.contains("http://127.0.0.1:9") && message.contains("CAIRN_ENDPOINT_URL"),
+            "{message}"
+        );
+        let aws = Target {
+            endpoint_url: None,
+            region: Some("eu-west-1".into()),
+            table: "t".into(),
+        };
+        let (_, message) = classify(&anyhow::anyhow!("failed to load credentials"), &aws);
+        assert!(
+            message.contains("eu-west-1") && message.contains("AWS_PROFILE"),
+            "{message}"
+        );
+    }
+}

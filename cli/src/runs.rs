@@ -1,0 +1,216 @@
+//! `cairn runs list | show | timeline`.
+
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use cairn::inspect::{format_duration_ms, utc_timestamp};
+use cairn::store::{RunFilter, RunRecord};
+use serde_json::json;
+
+use crate::args::{ListArgs, RunsCommand, ShowArgs, TimelineArgs};
+use crate::context::Ctx;
+use crate::failure::{code, Failure};
+use crate::show;
+use crate::since::parse_since;
+
+/// Runs one `cairn runs` command.
+pub async fn run(ctx: &Ctx, command: RunsCommand) -> anyhow::Result<()> {
+    match command {
+        RunsCommand::List(args) => list(ctx, args).await,
+        RunsCommand::Show(args) => show_run(ctx, args).await,
+        RunsCommand::Timeline(args) => timeline(ctx, args).await,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
+    let since_ms = match &args.since {
+        Some(text) => Some(
+            parse_since(text, now_ms())
+                .map_err(|e| Failure::new(code::USAGE, format!("--since: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut filter = RunFilter {
+        status: args.status,
+        workflow: args.workflow,
+        since_ms,
+        limit: args.limit,
+        cursor: args.cursor,
+    };
+    let client = ctx.client();
+    let mut runs = Vec::new();
+    let next_cursor = loop {
+        let page = client.list(&filter).await?;
+        runs.extend(page.runs);
+        match page.next_cursor {
+            Some(cursor) if args.all => filter.cursor = Some(cursor),
+            other => break other,
+        }
+    };
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "runs": runs, "nextCursor": next_cursor }))?
+        );
+        return Ok(());
+    }
+    print!("{}", table(&runs, now_ms()));
+    if let Some(cursor) = next_cursor {
+        eprintln!("more runs: --cursor {cursor}  (or --all)");
+    }
+    Ok(())
+}
+
+/// The runs as an aligned table.
+pub fn table(runs: &[RunRecord], now_ms: u64) -> String {
+    if runs.is_empty() {
+        return "no runs\n".to_owned();
+    }
+    let rows: Vec<[String; 5]> = runs
+        .iter()
+        .map(|r| {
+            let took = if r.status.is_terminal() {
+                format_duration_ms(r.updated_at_ms.saturating_sub(r.created_at_ms))
+            } else {
+                format!(
+                    "{} so far",
+                    format_duration_ms(now_ms.saturating_sub(r.created_at_ms))
+                )
+            };
+            let created = utc_timestamp(r.created_at_ms);
+            let created = created
+                .get(..19)
+                .map(|s| s.replace('T', " "))
+                .unwrap_or(created);
+            [
+                r.run_id.clone(),
+                r.workflow.clone(),
+                r.status.to_string(),
+                created,
+                took,
+            ]
+        })
+        .collect();
+    let header = ["RUN ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "DURATION"];
+    let widths: Vec<usize> = (0..5)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(header[i].len())
+        })
+        .collect();
+    let mut out = String::new();
+    for cells in std::iter::once(header.map(str::to_owned)).chain(rows) {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn show_run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
+    let run = ctx.client().get(&args.run_id).await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&show::json(&run))?);
+    } else {
+        print!("{}", show::render(&run));
+    }
+    Ok(())
+}
+
+async fn timeline(ctx: &Ctx, args: TimelineArgs) -> anyhow::Result<()> {
+    let run = ctx.client().get(&args.run_id).await?;
+    let html = cairn::timeline::render_html(&run);
+    let bars = cairn::timeline::layout(&run)
+        .rows
+        .iter()
+        .map(|r| r.segments.len())
+        .sum::<usize>();
+    if args.html.as_os_str() == "-" {
+        std::io::stdout()
+            .write_all(html.as_bytes())
+            .context("writing to stdout")?;
+        return Ok(());
+    }
+    std::fs::write(&args.html, &html)
+        .with_context(|| format!("writing {}", args.html.display()))?;
+    if ctx.json {
+        println!(
+            "{}",
+            json!({ "runId": run.run.run_id, "file": args.html, "bars": bars, "bytes": html.len() })
+        );
+    } else {
+        println!(
+            "wrote {} ({} bars, run {} {})",
+            args.html.display(),
+            bars,
+            run.run.run_id,
+            run.run.status
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn::workflow::RunStatus;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn record(id: &str, status: RunStatus, created: u64, updated: u64) -> RunRecord {
+        RunRecord {
+            run_id: id.into(),
+            workflow: "checkout".into(),
+            status,
+            input: Value::Null,
+            output: None,
+            error: None,
+            version: 1,
+            history_len: 1,
+            created_at_ms: created,
+            updated_at_ms: updated,
+            parent: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn table_aligns_columns_and_shows_durations() {
+        let text = table(
+            &[
+                record("run-a", RunStatus::Completed, 0, 1500),
+                record("a-much-longer-run-id", RunStatus::Running, 0, 10),
+            ],
+            60_000,
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("RUN ID                WORKFLOW  STATUS"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("completed") && lines[1].ends_with("1.50s"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("1970-01-01 00:00:00") && lines[2].ends_with("1.0m so far"),
+            "{text}"
+        );
+        assert_eq!(table(&[], 0), "no runs\n");
+    }
+}

@@ -1,0 +1,207 @@
+//! `cairn runs show` as text: the run's summary, a table of its steps, then each step's
+//! payloads and errors (pretty JSON; large payloads summarized).
+
+use std::fmt::Write as _;
+
+use cairn::contract::StepError;
+use cairn::inspect::{
+    self, format_duration_ms, summarize, utc_timestamp, StepKind, StepState, StepView,
+};
+use cairn::store::LoadedRun;
+use serde_json::Value;
+
+/// Pretty JSON up to this many bytes; larger payloads are summarized.
+const PRETTY_MAX: usize = 1500;
+
+/// A payload for people: pretty JSON, indented by `indent`, or a one-line summary when large.
+pub fn payload(value: &Value, indent: &str) -> String {
+    let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
+    if pretty.len() > PRETTY_MAX {
+        return summarize(value, 120);
+    }
+    pretty
+        .lines()
+        .collect::<Vec<_>>()
+        .join(&format!("\n{indent}"))
+}
+
+fn kind(step: &StepView) -> &'static str {
+    match step.kind {
+        StepKind::Remote => "remote",
+        StepKind::Inline => "inline",
+        StepKind::Sleep => "sleep",
+        StepKind::Child => "child",
+    }
+}
+
+fn state(step: &StepView) -> &'static str {
+    match step.state {
+        StepState::Pending => "pending",
+        StepState::Completed => "completed",
+        StepState::Failed => "FAILED",
+    }
+}
+
+fn error_text(error: &StepError) -> String {
+    let mut text = error.to_string();
+    match error.retryable {
+        Some(true) => text.push_str(" (retryable)"),
+        Some(false) => text.push_str(" (not retryable)"),
+        None => {}
+    }
+    text
+}
+
+/// Time of day with milliseconds and the offset from the run's start: `05:40:01.135 (+12ms)`.
+fn when(ms: u64, start_ms: u64) -> String {
+    let stamp = utc_timestamp(ms);
+    let time = stamp.get(11..23).unwrap_or(&stamp);
+    format!(
+        "{time} (+{})",
+        format_duration_ms(ms.saturating_sub(start_ms))
+    )
+}
+
+/// The text of `cairn runs show`.
+pub fn render(run: &LoadedRun) -> String {
+    let r = &run.run;
+    let start = r.created_at_ms;
+    let mut out = String::new();
+    let _ = writeln!(out, "run       {}", r.run_id);
+    let _ = writeln!(out, "workflow  {}", r.workflow);
+    let _ = writeln!(out, "status    {}", r.status);
+    let _ = writeln!(out, "created   {}", utc_timestamp(start));
+    let label = if r.status.is_terminal() {
+        "finished"
+    } else {
+        "updated "
+    };
+    let _ = writeln!(
+        out,
+        "{label}  {}  ({} after start)",
+        utc_timestamp(r.updated_at_ms),
+        format_duration_ms(r.updated_at_ms.saturating_sub(start))
+    );
+    let _ = writeln!(
+        out,
+        "history   {} events, version {}",
+        r.history_len, r.version
+    );
+    if let Some(parent) = &r.parent {
+        let _ = writeln!(
+            out,
+            "parent    {}",
+            serde_json::to_string(parent).unwrap_or_default()
+        );
+    }
+    if !run.outbox.is_empty() {
+        let _ = writeln!(
+            out,
+            "outbox    {} batch(es) not yet sent (the reconciler re-drives them)",
+            run.outbox.len()
+        );
+    }
+    let _ = writeln!(out, "input     {}", payload(&r.input, "          "));
+    if let Some(output) = &r.output {
+        let _ = writeln!(out, "output    {}", payload(output, "          "));
+    }
+    if let Some(error) = &r.error {
+        let _ = writeln!(out, "error     {}", error_text(error));
+    }
+    if let Some(problem) = &r.last_error {
+        let _ = writeln!(out, "engine problem: {problem}");
+    }
+    let (steps, signals) = inspect::steps(run);
+    let _ = writeln!(out, "\nsteps ({})", steps.len());
+    if steps.is_empty() {
+        out.push_str("  (none yet)\n");
+    }
+    let name_w = steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    let group_w = steps
+        .iter()
+        .map(|s| s.group.as_deref().unwrap_or("-").len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    if !steps.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:<6}  {:<name_w$}  {:<group_w$}  {:>8}  {:<22}  {:<22}  {:>9}  STATE",
+            "SEQ", "KIND", "NAME", "GROUP", "ATTEMPTS", "STARTED", "FINISHED", "DURATION"
+        );
+    }
+    for step in &steps {
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:<6}  {:<name_w$}  {:<group_w$}  {:>8}  {:<22}  {:<22}  {:>9}  {}",
+            step.seq,
+            kind(step),
+            step.name,
+            step.group.as_deref().unwrap_or("-"),
+            step.attempts,
+            when(step.started_at_ms, start),
+            step.finished_at_ms
+                .map(|f| when(f, start))
+                .unwrap_or_else(|| "-".into()),
+            step.duration_ms()
+                .map(format_duration_ms)
+                .unwrap_or_else(|| "-".into()),
+            state(step)
+        );
+    }
+    for step in &steps {
+        let _ = writeln!(
+            out,
+            "\nstep {} {} ({}): {}",
+            step.seq,
+            step.name,
+            kind(step),
+            state(step)
+        );
+        for (i, at) in step.attempt_starts_ms.iter().enumerate() {
+            let outcome = match step.errors.get(i) {
+                Some((failed_at, error)) => format!(
+                    "failed at {}: {}",
+                    when(*failed_at, start),
+                    error_text(error)
+                ),
+                None if step.state == StepState::Completed => "completed".to_owned(),
+                None => "in progress".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "  attempt {} started {}  {outcome}",
+                i + 1,
+                when(*at, start)
+            );
+        }
+        if let Some(output) = &step.output {
+            let _ = writeln!(out, "  output  {}", payload(output, "          "));
+        }
+    }
+    if !signals.is_empty() {
+        let _ = writeln!(out, "\nsignals ({})", signals.len());
+        for signal in &signals {
+            let _ = writeln!(
+                out,
+                "  {} at {}  {}",
+                signal.name,
+                when(signal.at_ms, start),
+                payload(&signal.payload, "    ")
+            );
+        }
+    }
+    out
+}
+
+/// The JSON of `cairn runs show --json`: the run, its steps and signals, and the raw history.
+pub fn json(run: &LoadedRun) -> Value {
+    let (steps, signals) = inspect::steps(run);
+    serde_json::json!({
+        "run": run.run,
+        "steps": steps,
+        "signals": signals,
+        "pendingOutboxBatches": run.outbox.len(),
+        "history": run.history,
+    })
+}
