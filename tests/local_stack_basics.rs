@@ -24,11 +24,36 @@ async fn a_remote_task_travels_through_a_queue_with_a_dlq() {
         .await
         .unwrap();
     let redrive = &attrs.attributes.unwrap()[&QueueAttributeName::RedrivePolicy];
-    assert!(redrive.contains("-dlq"), "tasks queue redrives to its DLQ: {redrive}");
+    assert!(
+        redrive.contains("-dlq"),
+        "tasks queue redrives to its DLQ: {redrive}"
+    );
 
-    let task = RemoteTask::new("run-1", 3, "payments.charge-card", "payments.charge-card", json!({"orderId": "o-1", "amountCents": 1250}), 1);
-    env.clients.sqs.send_message().queue_url(url).message_body(encode(&task)).send().await.unwrap();
-    let received = env.clients.sqs.receive_message().queue_url(url).wait_time_seconds(2).send().await.unwrap();
+    let task = RemoteTask::new(
+        "run-1",
+        3,
+        "payments.charge-card",
+        "payments.charge-card",
+        json!({"orderId": "o-1", "amountCents": 1250}),
+        1,
+    );
+    env.clients
+        .sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(encode(&task))
+        .send()
+        .await
+        .unwrap();
+    let received = env
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
     let body = received.messages.unwrap().remove(0).body.unwrap();
     assert_eq!(decode_task(&body).unwrap(), task);
     assert_eq!(task.step_id, "run-1:3");
@@ -49,8 +74,19 @@ fn started(run_id: &str) -> Commit {
         parent: None,
         last_error: None,
     };
-    let event = HistoryEvent::new(1, EventKind::RunStarted { workflow: "checkout".into(), input: json!({}) });
-    Commit { run, expected_version: None, events: vec![event], outbox: vec![] }
+    let event = HistoryEvent::new(
+        1,
+        EventKind::RunStarted {
+            workflow: "checkout".into(),
+            input: json!({}),
+        },
+    );
+    Commit {
+        run,
+        expected_version: None,
+        events: vec![event],
+        outbox: vec![],
+    }
 }
 
 #[tokio::test]
@@ -61,20 +97,42 @@ async fn a_lost_conditional_write_is_a_typed_conflict() {
 
     // Creating the same run again loses the `attribute_not_exists` condition.
     let err = store.commit(&started("r-1")).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { ref run_id, expected: None } if run_id == "r-1"), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Conflict { ref run_id, expected: None } if run_id == "r-1"),
+        "{err:?}"
+    );
 
     // Two activations that both read version 1: the second loses.
     let mut next = started("r-1");
     next.expected_version = Some(1);
     next.run.version = 2;
     next.run.history_len = 2;
-    next.events = vec![HistoryEvent::new(2, EventKind::SignalReceived { name: "a".into(), payload: json!(1) })];
+    next.events = vec![HistoryEvent::new(
+        2,
+        EventKind::SignalReceived {
+            name: "a".into(),
+            payload: json!(1),
+        },
+    )];
     store.commit(&next).await.unwrap();
     let err = store.commit(&next).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { expected: Some(1), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
 
     let loaded = store.load("r-1").await.unwrap().unwrap();
     assert_eq!(loaded.run.version, 2);
-    assert_eq!(loaded.history.len(), 2, "the losing write left nothing behind");
+    assert_eq!(
+        loaded.history.len(),
+        2,
+        "the losing write left nothing behind"
+    );
 }

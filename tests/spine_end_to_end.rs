@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use cairn::contract::StepError;
-use cairn::workflow::{EventKind, RemoteStep, RunStatus, WorkflowContext, WorkflowError, Workflows};
+use cairn::workflow::{
+    EventKind, RemoteStep, RunStatus, WorkflowContext, WorkflowError, Workflows,
+};
 use cairn_tests::TestEnv;
 use serde_json::{json, Value};
 
@@ -19,14 +21,29 @@ fn order(id: &str, card: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_completes_compensates_and_waits_for_approval() {
     let env = TestEnv::new("checkout", false).await;
-    let _runtime = env.run(env.engine(cairn_demo::workflows()), cairn_demo::worker()).await;
+    let _runtime = env
+        .run(env.engine(cairn_demo::workflows()), cairn_demo::worker())
+        .await;
     let client = env.client();
 
-    let ok = client.start("checkout", order("o-ok", "tok_flaky"), Some("o-ok".into())).await.unwrap();
-    let declined = client.start("checkout", order("o-declined", "tok_declined"), Some("o-declined".into())).await.unwrap();
+    let ok = client
+        .start("checkout", order("o-ok", "tok_flaky"), Some("o-ok".into()))
+        .await
+        .unwrap();
+    let declined = client
+        .start(
+            "checkout",
+            order("o-declined", "tok_declined"),
+            Some("o-declined".into()),
+        )
+        .await
+        .unwrap();
     let mut approval_order = order("o-approve", "tok_visa");
     approval_order["needsApproval"] = json!(true);
-    let approval = client.start("checkout", approval_order, Some("o-approve".into())).await.unwrap();
+    let approval = client
+        .start("checkout", approval_order, Some("o-approve".into()))
+        .await
+        .unwrap();
 
     let run = client.wait(&ok, WAIT).await.unwrap();
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
@@ -35,7 +52,10 @@ async fn checkout_completes_compensates_and_waits_for_approval() {
     assert!(output["chargeId"].as_str().unwrap().starts_with("ch_o-ok"));
     // tok_flaky fails its first attempt: the retry is in the history.
     let history = client.get(&ok).await.unwrap().history;
-    let failures = history.iter().filter(|e| matches!(e.kind, EventKind::StepFailed { .. })).count();
+    let failures = history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::StepFailed { .. }))
+        .count();
     assert_eq!(failures, 1, "one failed attempt, then success");
 
     let run = client.wait(&declined, WAIT).await.unwrap();
@@ -45,45 +65,69 @@ async fn checkout_completes_compensates_and_waits_for_approval() {
     let names: Vec<String> = history
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::TaskScheduled { name, .. } | EventKind::InlineStepStarted { name, .. } => Some(name.clone()),
+            EventKind::TaskScheduled { name, .. } | EventKind::InlineStepStarted { name, .. } => {
+                Some(name.clone())
+            }
             _ => None,
         })
         .collect();
-    assert!(names.contains(&"inventory.release".to_owned()), "compensation ran: {names:?}");
-    assert!(names.contains(&"notifications.send-email".to_owned()), "customer told: {names:?}");
+    assert!(
+        names.contains(&"inventory.release".to_owned()),
+        "compensation ran: {names:?}"
+    );
+    assert!(
+        names.contains(&"notifications.send-email".to_owned()),
+        "customer told: {names:?}"
+    );
 
     // The approval run waits until signalled (sent as a seed-style IWorkflowEvent).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(client.get(&approval).await.unwrap().run.status, RunStatus::Running);
+    assert_eq!(
+        client.get(&approval).await.unwrap().run.status,
+        RunStatus::Running
+    );
     let event = serde_json::from_value(json!({"topic": "approval", "urn": approval, "payload": {"approved": true, "by": "ops"}, "attempt": 0})).unwrap();
     client.signal_event(event).await.unwrap();
-    assert_eq!(client.wait(&approval, WAIT).await.unwrap().status, RunStatus::Completed);
+    assert_eq!(
+        client.wait(&approval, WAIT).await.unwrap().status,
+        RunStatus::Completed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_of_fifty_remote_steps_completes() {
     let env = TestEnv::new("fanout", false).await;
-    let _runtime = env.run(env.engine(cairn_demo::workflows()), cairn_demo::worker()).await;
+    let _runtime = env
+        .run(env.engine(cairn_demo::workflows()), cairn_demo::worker())
+        .await;
     let client = env.client();
     let run_id = client.start("fan-out", json!(50), None).await.unwrap();
     let run = client.wait(&run_id, WAIT).await.unwrap();
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
     assert_eq!(run.output, Some(json!(50)));
     let history = client.get(&run_id).await.unwrap().history;
-    let completed = history.iter().filter(|e| matches!(e.kind, EventKind::StepCompleted { .. })).count();
+    let completed = history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::StepCompleted { .. }))
+        .count();
     assert_eq!(completed, 50, "each result applied exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_longer_than_one_sqs_delay_is_chained() {
     let env = TestEnv::new("timer", false).await; // timer chunk: 2 s
-    let _runtime = env.run(env.engine(cairn_demo::workflows()), cairn_demo::worker()).await;
+    let _runtime = env
+        .run(env.engine(cairn_demo::workflows()), cairn_demo::worker())
+        .await;
     let client = env.client();
     let run_id = client.start("timer", json!(5), None).await.unwrap();
     let run = client.wait(&run_id, WAIT).await.unwrap();
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
     let slept = run.output.unwrap()["sleptMs"].as_u64().unwrap();
-    assert!(slept >= 5_000, "the workflow resumed only once the timer was due: {slept} ms");
+    assert!(
+        slept >= 5_000,
+        "the workflow resumed only once the timer was due: {slept} ms"
+    );
 }
 
 const BIG_OUTPUT: RemoteStep<usize, String> = RemoteStep::new("reports.generate");
@@ -98,11 +142,15 @@ async fn a_two_megabyte_output_travels_by_claim_check() {
     let env = TestEnv::new("claimcheck", false).await;
     let mut workflows = Workflows::new();
     workflows.register("big", big);
-    let worker = cairn::worker::Worker::new()
-        .handle(&BIG_OUTPUT, |bytes: usize, _| async move { Ok::<_, StepError>("x".repeat(bytes)) });
+    let worker = cairn::worker::Worker::new().handle(&BIG_OUTPUT, |bytes: usize, _| async move {
+        Ok::<_, StepError>("x".repeat(bytes))
+    });
     let _runtime = env.run(env.engine(workflows), worker).await;
     let client = env.client();
-    let run_id = client.start("big", json!(2 * 1024 * 1024), None).await.unwrap();
+    let run_id = client
+        .start("big", json!(2 * 1024 * 1024), None)
+        .await
+        .unwrap();
     let run = client.wait(&run_id, WAIT).await.unwrap();
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
     assert_eq!(run.output, Some(json!(2 * 1024 * 1024)));
@@ -111,5 +159,9 @@ async fn a_two_megabyte_output_travels_by_claim_check() {
         EventKind::StepCompleted { output, .. } => output.as_str().map(str::len),
         _ => None,
     });
-    assert_eq!(stored, Some(2 * 1024 * 1024), "the checkpoint holds the whole output");
+    assert_eq!(
+        stored,
+        Some(2 * 1024 * 1024),
+        "the checkpoint holds the whole output"
+    );
 }

@@ -24,7 +24,12 @@ async fn echo(_ctx: WorkflowContext, input: Value) -> Result<Value, WorkflowErro
 }
 
 fn start(run_id: &str, workflow: &str, input: Value) -> ResultsMessage {
-    ResultsMessage::Control(ControlMessage::StartRun { run_id: run_id.into(), workflow: workflow.into(), input, parent: None })
+    ResultsMessage::Control(ControlMessage::StartRun {
+        run_id: run_id.into(),
+        workflow: workflow.into(),
+        input,
+        parent: None,
+    })
 }
 
 /// Receives every task waiting on `url` and runs it with the demo worker.
@@ -32,7 +37,16 @@ async fn run_tasks(env: &TestEnv, url: &str, expected: usize) -> Vec<StepResult>
     let worker = cairn_demo::worker();
     let mut results = Vec::new();
     while results.len() < expected {
-        let out = env.clients.sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(2).send().await.unwrap();
+        let out = env
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .unwrap();
         for message in out.messages.unwrap_or_default() {
             let task = cairn::contract::decode_task(message.body.as_deref().unwrap()).unwrap();
             results.push(worker.run_task(&task).await);
@@ -53,17 +67,35 @@ fn record(id: &str, body: String) -> SqsMessage {
 async fn the_same_step_result_delivered_twice_is_applied_once() {
     let env = TestEnv::new("dup", false).await;
     let engine = env.engine(cairn_demo::workflows());
-    engine.apply(start("r-dup", "fan-out", json!(1)), "m0").await.unwrap();
-    let results = run_tasks(&env, &env.resources.task_queue_urls["notifications.send-email"], 1).await;
+    engine
+        .apply(start("r-dup", "fan-out", json!(1)), "m0")
+        .await
+        .unwrap();
+    let results = run_tasks(
+        &env,
+        &env.resources.task_queue_urls["notifications.send-email"],
+        1,
+    )
+    .await;
     let body = encode(&results[0]);
 
     let mut event = SqsEvent::default();
     event.records = vec![record("m1", body.clone()), record("m2", body)];
-    let response = engine.handle(LambdaEvent::new(event, Context::default())).await.unwrap();
-    assert!(response.batch_item_failures.is_empty(), "a duplicate is a success, not a failure");
+    let response = engine
+        .handle(LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "a duplicate is a success, not a failure"
+    );
 
     let loaded = engine.store().load("r-dup").await.unwrap().unwrap();
-    let applied = loaded.history.iter().filter(|e| matches!(e.kind, EventKind::StepCompleted { .. })).count();
+    let applied = loaded
+        .history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::StepCompleted { .. }))
+        .count();
     assert_eq!(applied, 1);
     assert_eq!(loaded.run.status, RunStatus::Completed);
 }
@@ -72,8 +104,16 @@ async fn the_same_step_result_delivered_twice_is_applied_once() {
 async fn two_results_of_one_run_processed_concurrently_both_land() {
     let env = TestEnv::new("race", false).await;
     let engine = env.engine(cairn_demo::workflows());
-    engine.apply(start("r-race", "fan-out", json!(2)), "m0").await.unwrap();
-    let results = run_tasks(&env, &env.resources.task_queue_urls["notifications.send-email"], 2).await;
+    engine
+        .apply(start("r-race", "fan-out", json!(2)), "m0")
+        .await
+        .unwrap();
+    let results = run_tasks(
+        &env,
+        &env.resources.task_queue_urls["notifications.send-email"],
+        2,
+    )
+    .await;
     let (a, b) = tokio::join!(
         engine.apply(ResultsMessage::Step(results[0].clone()), "m1"),
         engine.apply(ResultsMessage::Step(results[1].clone()), "m2"),
@@ -81,7 +121,11 @@ async fn two_results_of_one_run_processed_concurrently_both_land() {
     a.unwrap();
     b.unwrap();
     let loaded = engine.store().load("r-race").await.unwrap().unwrap();
-    assert_eq!(loaded.run.status, RunStatus::Completed, "both results landed");
+    assert_eq!(
+        loaded.run.status,
+        RunStatus::Completed,
+        "both results landed"
+    );
     assert_eq!(loaded.run.output, Some(json!(2)));
 }
 
@@ -92,10 +136,15 @@ async fn a_worker_that_crashes_before_deleting_gets_the_task_again() {
     let mut runtime = LocalRuntime::new();
     let engine = Arc::new(env.engine(cairn_demo::workflows()));
     runtime
-        .map(&env.clients.sqs, &env.resources.results_queue_url, env.mapping(), Arc::new(move |event| {
-            let engine = engine.clone();
-            async move { engine.handle(event).await }
-        }))
+        .map(
+            &env.clients.sqs,
+            &env.resources.results_queue_url,
+            env.mapping(),
+            Arc::new(move |event| {
+                let engine = engine.clone();
+                async move { engine.handle(event).await }
+            }),
+        )
         .await
         .unwrap();
     let crashed = Arc::new(AtomicBool::new(false));
@@ -104,15 +153,25 @@ async fn a_worker_that_crashes_before_deleting_gets_the_task_again() {
     let blobs = Arc::new(env.clients.blobs(&env.config));
     let crashed_once = crashed.clone();
     runtime
-        .map(&env.clients.sqs, &env.resources.task_queue_urls["notifications.send-email"], env.mapping(), Arc::new(move |event| {
-            let (worker, transport, blobs, crashed) = (worker.clone(), transport.clone(), blobs.clone(), crashed_once.clone());
-            async move {
-                if !crashed.swap(true, Ordering::SeqCst) {
-                    return Err("simulated crash before delete".into());
+        .map(
+            &env.clients.sqs,
+            &env.resources.task_queue_urls["notifications.send-email"],
+            env.mapping(),
+            Arc::new(move |event| {
+                let (worker, transport, blobs, crashed) = (
+                    worker.clone(),
+                    transport.clone(),
+                    blobs.clone(),
+                    crashed_once.clone(),
+                );
+                async move {
+                    if !crashed.swap(true, Ordering::SeqCst) {
+                        return Err("simulated crash before delete".into());
+                    }
+                    worker.run(transport.as_ref(), blobs.as_ref(), event).await
                 }
-                worker.run(transport.as_ref(), blobs.as_ref(), event).await
-            }
-        }))
+            }),
+        )
         .await
         .unwrap();
     let client = env.client();
@@ -124,8 +183,21 @@ async fn a_worker_that_crashes_before_deleting_gets_the_task_again() {
 }
 
 async fn dlq_bodies(env: &TestEnv, url: &str) -> Vec<String> {
-    let out = env.clients.sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(1).send().await.unwrap();
-    out.messages.unwrap_or_default().into_iter().filter_map(|m| m.body).collect()
+    let out = env
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    out.messages
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.body)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,14 +210,32 @@ async fn a_poison_record_does_not_sink_its_batch_and_ends_in_the_dlq() {
             let body = if i == 4 {
                 "{ this is not json".to_owned()
             } else {
-                encode(&ControlMessage::StartRun { run_id: format!("p-{i}"), workflow: "echo".into(), input: json!(i), parent: None })
+                encode(&ControlMessage::StartRun {
+                    run_id: format!("p-{i}"),
+                    workflow: "echo".into(),
+                    input: json!(i),
+                    parent: None,
+                })
             };
-            SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body).build().unwrap()
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body)
+                .build()
+                .unwrap()
         })
         .collect();
-    env.clients.sqs.send_message_batch().queue_url(&env.resources.results_queue_url).set_entries(Some(entries)).send().await.unwrap();
+    env.clients
+        .sqs
+        .send_message_batch()
+        .queue_url(&env.resources.results_queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .unwrap();
 
-    let _runtime = env.run(env.engine(workflows), cairn::worker::Worker::new()).await;
+    let _runtime = env
+        .run(env.engine(workflows), cairn::worker::Worker::new())
+        .await;
     let client = env.client();
     for i in (0..10).filter(|i| *i != 4) {
         let run = client.wait(&format!("p-{i}"), WAIT).await.unwrap();
@@ -156,7 +246,11 @@ async fn a_poison_record_does_not_sink_its_batch_and_ends_in_the_dlq() {
     while dead.is_empty() && std::time::Instant::now() < deadline {
         dead = dlq_bodies(&env, &env.resources.results_dlq_url).await;
     }
-    assert_eq!(dead, vec!["{ this is not json".to_owned()], "the poison record reached the DLQ intact");
+    assert_eq!(
+        dead,
+        vec!["{ this is not json".to_owned()],
+        "the poison record reached the DLQ intact"
+    );
 }
 
 #[tokio::test]
@@ -176,20 +270,35 @@ async fn fifo_a_failed_record_fails_the_later_records_of_its_group() {
             .message_body(body)
             .send()
     };
-    let start = |id: &str| encode(&ControlMessage::StartRun { run_id: id.into(), workflow: "echo".into(), input: json!(id), parent: None });
+    let start = |id: &str| {
+        encode(&ControlMessage::StartRun {
+            run_id: id.into(),
+            workflow: "echo".into(),
+            input: json!(id),
+            parent: None,
+        })
+    };
     send("a", "1", start("a")).await.unwrap();
     send("b", "2", "not json at all".into()).await.unwrap();
     send("b", "3", start("b")).await.unwrap();
     send("c", "4", start("c")).await.unwrap();
 
-    let mapping = EventSourceMapping::new(env.clients.sqs.clone(), url, env.mapping()).await.unwrap();
+    let mapping = EventSourceMapping::new(env.clients.sqs.clone(), url, env.mapping())
+        .await
+        .unwrap();
     let mut failures = Vec::new();
     let mut bodies = Vec::new();
     let mut received = 0;
     while received < 4 {
         let outcome = mapping
             .poll_once(|event: LambdaEvent<SqsEvent>| {
-                bodies.extend(event.payload.records.iter().map(|r| (r.message_id.clone().unwrap(), r.body.clone().unwrap())));
+                bodies.extend(
+                    event
+                        .payload
+                        .records
+                        .iter()
+                        .map(|r| (r.message_id.clone().unwrap(), r.body.clone().unwrap())),
+                );
                 let engine = &engine;
                 async move {
                     let response = engine.handle(event).await?;
@@ -202,8 +311,21 @@ async fn fifo_a_failed_record_fails_the_later_records_of_its_group() {
         failures.push(outcome.failed);
     }
     let store = engine.store();
-    assert!(store.load("a").await.unwrap().is_some(), "group a processed");
-    assert!(store.load("c").await.unwrap().is_some(), "group c processed");
-    assert!(store.load("b").await.unwrap().is_none(), "the record after the poison one in group b was not processed");
-    assert_eq!(failures.iter().sum::<usize>(), 2, "the poison record and the later record of its group were reported");
+    assert!(
+        store.load("a").await.unwrap().is_some(),
+        "group a processed"
+    );
+    assert!(
+        store.load("c").await.unwrap().is_some(),
+        "group c processed"
+    );
+    assert!(
+        store.load("b").await.unwrap().is_none(),
+        "the record after the poison one in group b was not processed"
+    );
+    assert_eq!(
+        failures.iter().sum::<usize>(),
+        2,
+        "the poison record and the later record of its group were reported"
+    );
 }

@@ -24,7 +24,13 @@ pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
         loader = loader
             .endpoint_url(endpoint)
             .region(Region::new(region))
-            .credentials_provider(Credentials::new("test", "test", None, None, "cairn-local-stack"));
+            .credentials_provider(Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "cairn-local-stack",
+            ));
     }
     loader.load().await
 }
@@ -41,14 +47,20 @@ pub struct AwsClients {
 impl AwsClients {
     /// Clients from a shared configuration.
     pub fn new(config: &SdkConfig) -> Self {
-        Self { sqs: aws_sdk_sqs::Client::new(config), dynamodb: aws_sdk_dynamodb::Client::new(config) }
+        Self {
+            sqs: aws_sdk_sqs::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+        }
     }
 
     /// Clients that report every request attempt (retries included) to `counter`.
     pub fn counted(config: &SdkConfig, counter: &RequestCounter) -> Self {
-        let sqs = aws_sdk_sqs::config::Builder::from(config).interceptor(counter.clone()).build();
-        let dynamodb =
-            aws_sdk_dynamodb::config::Builder::from(config).interceptor(counter.clone()).build();
+        let sqs = aws_sdk_sqs::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .build();
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(counter.clone())
+            .build();
         Self {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
@@ -70,13 +82,23 @@ fn items_written(operation: &str, body: Option<&[u8]>) -> u64 {
     match operation {
         "PutItem" | "UpdateItem" | "DeleteItem" => 1,
         "TransactWriteItems" => parsed()
-            .and_then(|v| v.get("TransactItems").and_then(|t| t.as_array()).map(|a| a.len() as u64))
+            .and_then(|v| {
+                v.get("TransactItems")
+                    .and_then(|t| t.as_array())
+                    .map(|a| a.len() as u64)
+            })
             .unwrap_or(0),
         "BatchWriteItem" => parsed()
             .and_then(|v| {
                 v.get("RequestItems")
                     .and_then(|r| r.as_object())
-                    .map(|tables| tables.values().filter_map(|w| w.as_array()).map(|w| w.len() as u64).sum())
+                    .map(|tables| {
+                        tables
+                            .values()
+                            .filter_map(|w| w.as_array())
+                            .map(|w| w.len() as u64)
+                            .sum()
+                    })
             })
             .unwrap_or(0),
         _ => 0,
@@ -140,16 +162,27 @@ impl Intercept for RequestCounter {
 impl AwsClients {
     /// The DynamoDB checkpoint store named by `config`.
     pub fn store(&self, config: &crate::config::Config) -> crate::store::DynamoStore {
-        crate::store::DynamoStore::new(self.dynamodb.clone(), &config.table_name, config.retention_days)
+        crate::store::DynamoStore::new(
+            self.dynamodb.clone(),
+            &config.table_name,
+            config.retention_days,
+        )
     }
 
     /// The claim-check blob store (same table).
     pub fn blobs(&self, config: &crate::config::Config) -> crate::store::DynamoBlobStore {
-        crate::store::DynamoBlobStore::new(self.dynamodb.clone(), &config.table_name, config.retention_days)
+        crate::store::DynamoBlobStore::new(
+            self.dynamodb.clone(),
+            &config.table_name,
+            config.retention_days,
+        )
     }
 
     /// The SQS transport named by `config`.
-    pub fn transport(&self, config: &crate::config::Config) -> crate::transport::SqsTransport<crate::store::DynamoBlobStore> {
+    pub fn transport(
+        &self,
+        config: &crate::config::Config,
+    ) -> crate::transport::SqsTransport<crate::store::DynamoBlobStore> {
         crate::transport::SqsTransport::new(
             self.sqs.clone(),
             self.blobs(config),

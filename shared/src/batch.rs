@@ -29,7 +29,11 @@ pub struct BatchOptions {
 
 impl Default for BatchOptions {
     fn default() -> Self {
-        Self { fifo: false, concurrency: 10, time_left: None }
+        Self {
+            fifo: false,
+            concurrency: 10,
+            time_left: None,
+        }
     }
 }
 
@@ -46,7 +50,11 @@ fn message_group(record: &SqsMessage) -> Option<&str> {
 }
 
 /// The batch response for `records`, given the ids that were confirmed.
-pub fn batch_response(records: &[SqsMessage], confirmed: &HashSet<String>, fifo: bool) -> SqsBatchResponse {
+pub fn batch_response(
+    records: &[SqsMessage],
+    confirmed: &HashSet<String>,
+    fifo: bool,
+) -> SqsBatchResponse {
     let mut failed_groups: HashSet<&str> = HashSet::new();
     let mut response = SqsBatchResponse::default();
     for record in records {
@@ -69,7 +77,11 @@ pub fn batch_response(records: &[SqsMessage], confirmed: &HashSet<String>, fifo:
 ///
 /// `handle` returns `Err(reason)` for a record that must be retried; the reason is logged
 /// with the message id.
-pub async fn process_batch<F, Fut>(event: SqsEvent, options: BatchOptions, handle: F) -> SqsBatchResponse
+pub async fn process_batch<F, Fut>(
+    event: SqsEvent,
+    options: BatchOptions,
+    handle: F,
+) -> SqsBatchResponse
 where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), String>>,
@@ -80,7 +92,11 @@ where
 
 /// Runs `handle` for every record (see [`process_batch`]) and returns the ids of the records
 /// it confirmed, for callers that have more to do before answering.
-pub async fn process_records<F, Fut>(records: &[SqsMessage], options: BatchOptions, handle: F) -> HashSet<String>
+pub async fn process_records<F, Fut>(
+    records: &[SqsMessage],
+    options: BatchOptions,
+    handle: F,
+) -> HashSet<String>
 where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), String>>,
@@ -116,7 +132,10 @@ where
             // Groups in parallel, records of one group in order, stopping at its first failure.
             let mut groups: BTreeMap<String, Vec<SqsMessage>> = BTreeMap::new();
             for record in records.iter().cloned() {
-                groups.entry(message_group(&record).unwrap_or_default().to_owned()).or_default().push(record);
+                groups
+                    .entry(message_group(&record).unwrap_or_default().to_owned())
+                    .or_default()
+                    .push(record);
             }
             futures::stream::iter(groups.into_values())
                 .for_each_concurrent(options.concurrency.max(1), |group| async {
@@ -178,12 +197,20 @@ mod tests {
     }
 
     fn failed_ids(r: &SqsBatchResponse) -> Vec<&str> {
-        r.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
+        r.batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect()
     }
 
     #[tokio::test]
     async fn errors_and_panics_fail_only_their_record() {
-        let records = vec![record("a", None, "ok"), record("b", None, "err"), record("c", None, "panic"), record("d", None, "ok")];
+        let records = vec![
+            record("a", None, "ok"),
+            record("b", None, "err"),
+            record("c", None, "panic"),
+            record("d", None, "ok"),
+        ];
         let response = process_batch(event(records), BatchOptions::default(), |m| async move {
             match m.body.as_deref() {
                 Some("err") => Err("bad".to_owned()),
@@ -205,20 +232,35 @@ mod tests {
             record("5", Some("g2"), "ok"),
         ];
         let seen = Mutex::new(Vec::new());
-        let options = BatchOptions { fifo: true, ..Default::default() };
+        let options = BatchOptions {
+            fifo: true,
+            ..Default::default()
+        };
         let response = process_batch(event(records), options, |m| {
             seen.lock().unwrap().push(m.message_id.clone().unwrap());
-            async move { if m.body.as_deref() == Some("err") { Err("bad".into()) } else { Ok(()) } }
+            async move {
+                if m.body.as_deref() == Some("err") {
+                    Err("bad".into())
+                } else {
+                    Ok(())
+                }
+            }
         })
         .await;
         assert_eq!(failed_ids(&response), vec!["2", "4"]);
-        assert!(!seen.lock().unwrap().contains(&"4".to_owned()), "later records of a failed group are not processed");
+        assert!(
+            !seen.lock().unwrap().contains(&"4".to_owned()),
+            "later records of a failed group are not processed"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn records_unfinished_at_the_deadline_are_reported() {
         let records = vec![record("fast", None, "0"), record("slow", None, "60")];
-        let options = BatchOptions { time_left: Some(Duration::from_secs(5)), ..Default::default() };
+        let options = BatchOptions {
+            time_left: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
         let response = process_batch(event(records), options, |m| async move {
             let secs: u64 = m.body.unwrap().parse().unwrap();
             tokio::time::sleep(Duration::from_secs(secs)).await;

@@ -50,15 +50,30 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
 
     /// Starts a run of `workflow`. Idempotent by run id: starting an existing id again does
     /// nothing. Returns the run id (a new UUID when `run_id` is `None`).
-    pub async fn start(&self, workflow: &str, input: Value, run_id: Option<String>) -> Result<String, ClientError> {
+    pub async fn start(
+        &self,
+        workflow: &str,
+        input: Value,
+        run_id: Option<String>,
+    ) -> Result<String, ClientError> {
         let run_id = run_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let message = ControlMessage::StartRun { run_id: run_id.clone(), workflow: workflow.to_owned(), input, parent: None };
+        let message = ControlMessage::StartRun {
+            run_id: run_id.clone(),
+            workflow: workflow.to_owned(),
+            input,
+            parent: None,
+        };
         self.transport.send_control(&[(message, 0)]).await?;
         Ok(run_id)
     }
 
     /// Sends signal `name` to a run.
-    pub async fn signal(&self, run_id: &str, name: &str, payload: Value) -> Result<(), ClientError> {
+    pub async fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        payload: Value,
+    ) -> Result<(), ClientError> {
         let message = ControlMessage::Signal {
             run_id: run_id.to_owned(),
             name: name.to_owned(),
@@ -72,19 +87,26 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
     /// Sends a seed-style `IWorkflowEvent` as a signal (`topic` → name, `urn` → run id).
     pub async fn signal_event(&self, event: WorkflowEvent) -> Result<(), ClientError> {
         let run_id = event.run_id();
-        self.signal(&run_id, &event.topic, event.payload.unwrap_or(Value::Null)).await
+        self.signal(&run_id, &event.topic, event.payload.unwrap_or(Value::Null))
+            .await
     }
 
     /// Asks a run to cancel.
     pub async fn cancel(&self, run_id: &str, reason: Option<String>) -> Result<(), ClientError> {
-        let message = ControlMessage::CancelRun { run_id: run_id.to_owned(), reason };
+        let message = ControlMessage::CancelRun {
+            run_id: run_id.to_owned(),
+            reason,
+        };
         self.transport.send_control(&[(message, 0)]).await?;
         Ok(())
     }
 
     /// A run with its checkpoints.
     pub async fn get(&self, run_id: &str) -> Result<LoadedRun, ClientError> {
-        self.store.load(run_id).await?.ok_or_else(|| ClientError::NotFound(run_id.to_owned()))
+        self.store
+            .load(run_id)
+            .await?
+            .ok_or_else(|| ClientError::NotFound(run_id.to_owned()))
     }
 
     /// Lists runs.
@@ -105,6 +127,10 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(ClientError::Timeout { run_id: run_id.to_owned(), status: last_status, waited: timeout })
+        Err(ClientError::Timeout {
+            run_id: run_id.to_owned(),
+            status: last_status,
+            waited: timeout,
+        })
     }
 }

@@ -81,7 +81,11 @@ impl Config {
                 reason: format!("expected a JSON object of group to queue URL: {e}"),
             })?,
         };
-        let timer_chunk_seconds = parse(&get, "CAIRN_TIMER_CHUNK_SECONDS", defaults.timer_chunk_seconds)?;
+        let timer_chunk_seconds = parse(
+            &get,
+            "CAIRN_TIMER_CHUNK_SECONDS",
+            defaults.timer_chunk_seconds,
+        )?;
         if timer_chunk_seconds == 0 || timer_chunk_seconds > 900 {
             return Err(ConfigError::Invalid {
                 name: "CAIRN_TIMER_CHUNK_SECONDS",
@@ -115,17 +119,23 @@ where
         Some(raw) => raw
             .trim()
             .parse()
-            .map_err(|e: T::Err| ConfigError::Invalid { name, reason: format!("{raw:?}: {e}") }),
+            .map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: format!("{raw:?}: {e}"),
+            }),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: BTreeMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
@@ -144,7 +154,10 @@ mod tests {
             r#"{"payments.charge-card":"https://sqs/1/q"}"#,
         )]))
         .unwrap();
-        assert_eq!(config.task_queue_urls["payments.charge-card"], "https://sqs/1/q");
+        assert_eq!(
+            config.task_queue_urls["payments.charge-card"],
+            "https://sqs/1/q"
+        );
     }
 
     #[test]

@@ -29,7 +29,12 @@ pub struct MappingOptions {
 
 impl Default for MappingOptions {
     fn default() -> Self {
-        Self { batch_size: 10, wait_seconds: 1, visibility_timeout: None, function_timeout: Duration::from_secs(30) }
+        Self {
+            batch_size: 10,
+            wait_seconds: 1,
+            visibility_timeout: None,
+            function_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -65,7 +70,11 @@ pub struct EventSourceMapping {
 
 impl EventSourceMapping {
     /// A mapping for `queue_url` (its ARN is looked up once).
-    pub async fn new(client: Client, queue_url: impl Into<String>, options: MappingOptions) -> Result<Self, MappingError> {
+    pub async fn new(
+        client: Client,
+        queue_url: impl Into<String>,
+        options: MappingOptions,
+    ) -> Result<Self, MappingError> {
         let queue_url = queue_url.into();
         let attrs = client
             .get_queue_attributes()
@@ -73,12 +82,23 @@ impl EventSourceMapping {
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| MappingError { queue_url: queue_url.clone(), message: DisplayErrorContext(&e).to_string() })?;
+            .map_err(|e| MappingError {
+                queue_url: queue_url.clone(),
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
         let queue_arn = attrs
             .attributes
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
             .unwrap_or_default();
-        Ok(Self { client, queue_url, queue_arn, options })
+        Ok(Self {
+            client,
+            queue_url,
+            queue_arn,
+            options,
+        })
     }
 
     /// The queue URL.
@@ -93,7 +113,10 @@ impl EventSourceMapping {
         H: FnOnce(LambdaEvent<SqsEvent>) -> Fut,
         Fut: Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>>,
     {
-        let err = |message: String| MappingError { queue_url: self.queue_url.clone(), message };
+        let err = |message: String| MappingError {
+            queue_url: self.queue_url.clone(),
+            message,
+        };
         let received = self
             .client
             .receive_message()
@@ -114,16 +137,30 @@ impl EventSourceMapping {
         let mut receipts = std::collections::HashMap::new();
         for message in messages {
             let record = self.to_record(message);
-            receipts.insert(record.message_id.clone().unwrap_or_default(), record.receipt_handle.clone().unwrap_or_default());
+            receipts.insert(
+                record.message_id.clone().unwrap_or_default(),
+                record.receipt_handle.clone().unwrap_or_default(),
+            );
             event.records.push(record);
         }
         let received_count = event.records.len();
         let mut context = Context::default();
         context.request_id = uuid::Uuid::new_v4().to_string();
         let deadline = std::time::SystemTime::now() + self.options.function_timeout;
-        context.deadline = deadline.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let failed: std::collections::HashSet<String> = match handler(LambdaEvent::new(event, context)).await {
-            Ok(response) => response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+        context.deadline = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let failed: std::collections::HashSet<String> = match handler(LambdaEvent::new(
+            event, context,
+        ))
+        .await
+        {
+            Ok(response) => response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
             Err(e) => {
                 tracing::warn!(queue = %self.queue_url, error = %e, "handler failed: the whole batch will be redelivered");
                 receipts.keys().cloned().collect()
@@ -134,7 +171,11 @@ impl EventSourceMapping {
             .filter(|(id, _)| !failed.contains(*id))
             .enumerate()
             .filter_map(|(i, (_, receipt))| {
-                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(receipt).build().ok()
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .ok()
             })
             .collect();
         let deleted = entries.len();
@@ -147,7 +188,11 @@ impl EventSourceMapping {
                 .await
                 .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;
         }
-        Ok(PollOutcome { received: received_count, deleted, failed: received_count - deleted })
+        Ok(PollOutcome {
+            received: received_count,
+            deleted,
+            failed: received_count - deleted,
+        })
     }
 
     fn to_record(&self, message: aws_sdk_sqs::types::Message) -> SqsMessage {
@@ -176,7 +221,13 @@ impl EventSourceMapping {
             .collect();
         record.event_source = Some("aws:sqs".to_owned());
         record.event_source_arn = Some(self.queue_arn.clone());
-        record.aws_region = Some(self.queue_arn.split(':').nth(3).unwrap_or("us-east-1").to_owned());
+        record.aws_region = Some(
+            self.queue_arn
+                .split(':')
+                .nth(3)
+                .unwrap_or("us-east-1")
+                .to_owned(),
+        );
         record
     }
 }

@@ -68,7 +68,8 @@ pub struct StepView {
 impl StepView {
     /// Duration in ms, when finished.
     pub fn duration_ms(&self) -> Option<u64> {
-        self.finished_at_ms.map(|f| f.saturating_sub(self.started_at_ms))
+        self.finished_at_ms
+            .map(|f| f.saturating_sub(self.started_at_ms))
     }
 }
 
@@ -104,20 +105,32 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
     for event in &run.history {
         let at = event.at_ms;
         match &event.kind {
-            EventKind::TaskScheduled { seq, name, group, attempt, .. } => {
-                let step = steps.entry(*seq).or_insert_with(|| new(*seq, StepKind::Remote, name, Some(group.clone()), at));
+            EventKind::TaskScheduled {
+                seq,
+                name,
+                group,
+                attempt,
+                ..
+            } => {
+                let step = steps
+                    .entry(*seq)
+                    .or_insert_with(|| new(*seq, StepKind::Remote, name, Some(group.clone()), at));
                 step.attempts = step.attempts.max(*attempt);
                 step.attempt_starts_ms.push(at);
                 step.state = StepState::Pending;
             }
             EventKind::InlineStepStarted { seq, name, attempt } => {
-                let step = steps.entry(*seq).or_insert_with(|| new(*seq, StepKind::Inline, name, None, at));
+                let step = steps
+                    .entry(*seq)
+                    .or_insert_with(|| new(*seq, StepKind::Inline, name, None, at));
                 step.attempts = step.attempts.max(*attempt);
                 step.attempt_starts_ms.push(at);
                 step.state = StepState::Pending;
             }
             EventKind::ChildStarted { seq, workflow, .. } => {
-                let step = steps.entry(*seq).or_insert_with(|| new(*seq, StepKind::Child, workflow, None, at));
+                let step = steps
+                    .entry(*seq)
+                    .or_insert_with(|| new(*seq, StepKind::Child, workflow, None, at));
                 step.attempts = 1;
                 step.attempt_starts_ms.push(at);
             }
@@ -150,7 +163,11 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
                 }
             }
             EventKind::SignalReceived { name, payload } => {
-                signals.push(SignalView { name: name.clone(), at_ms: at, payload: payload.clone() });
+                signals.push(SignalView {
+                    name: name.clone(),
+                    at_ms: at,
+                    payload: payload.clone(),
+                });
             }
             _ => {}
         }
@@ -188,7 +205,11 @@ fn fmt_ms(ms: u64) -> String {
 pub fn render_text(run: &LoadedRun) -> String {
     let r = &run.run;
     let mut out = String::new();
-    let _ = writeln!(out, "run {}  workflow {}  status {}", r.run_id, r.workflow, r.status);
+    let _ = writeln!(
+        out,
+        "run {}  workflow {}  status {}",
+        r.run_id, r.workflow, r.status
+    );
     let _ = writeln!(out, "  input:  {}", summarize(&r.input, 200));
     if let Some(output) = &r.output {
         let _ = writeln!(out, "  output: {}", summarize(output, 200));
@@ -199,9 +220,18 @@ pub fn render_text(run: &LoadedRun) -> String {
     if let Some(problem) = &r.last_error {
         let _ = writeln!(out, "  engine problem: {problem}");
     }
-    let _ = writeln!(out, "  {} events, version {}, {} ms from start to last change", r.history_len, r.version, r.updated_at_ms.saturating_sub(r.created_at_ms));
+    let _ = writeln!(
+        out,
+        "  {} events, version {}, {} ms from start to last change",
+        r.history_len,
+        r.version,
+        r.updated_at_ms.saturating_sub(r.created_at_ms)
+    );
     let (steps, signals) = steps(run);
-    let _ = writeln!(out, "  {:>4}  {:<7} {:<28} {:>8} {:>9} {:>9}  {}", "seq", "kind", "name", "attempts", "start", "duration", "result");
+    let _ = writeln!(
+        out,
+        "   seq  kind    name                         attempts     start  duration  result"
+    );
     for step in &steps {
         let kind = match step.kind {
             StepKind::Remote => "remote",
@@ -211,8 +241,20 @@ pub fn render_text(run: &LoadedRun) -> String {
         };
         let result = match step.state {
             StepState::Pending => "pending".to_owned(),
-            StepState::Completed => format!("ok {}", step.output.as_ref().map(|o| summarize(o, 60)).unwrap_or_default()),
-            StepState::Failed => format!("FAILED {}", step.errors.last().map(|(_, e)| e.to_string()).unwrap_or_default()),
+            StepState::Completed => format!(
+                "ok {}",
+                step.output
+                    .as_ref()
+                    .map(|o| summarize(o, 60))
+                    .unwrap_or_default()
+            ),
+            StepState::Failed => format!(
+                "FAILED {}",
+                step.errors
+                    .last()
+                    .map(|(_, e)| e.to_string())
+                    .unwrap_or_default()
+            ),
         };
         let retries: Vec<String> = step.errors.iter().map(|(_, e)| e.to_string()).collect();
         let _ = writeln!(
@@ -222,7 +264,10 @@ pub fn render_text(run: &LoadedRun) -> String {
             kind,
             step.name,
             step.attempts,
-            format!("+{}", fmt_ms(step.started_at_ms.saturating_sub(r.created_at_ms))),
+            format!(
+                "+{}",
+                fmt_ms(step.started_at_ms.saturating_sub(r.created_at_ms))
+            ),
             step.duration_ms().map(fmt_ms).unwrap_or_else(|| "-".into()),
             result
         );
@@ -231,7 +276,13 @@ pub fn render_text(run: &LoadedRun) -> String {
         }
     }
     for signal in &signals {
-        let _ = writeln!(out, "  signal {:<20} at +{}  {}", signal.name, fmt_ms(signal.at_ms.saturating_sub(r.created_at_ms)), summarize(&signal.payload, 80));
+        let _ = writeln!(
+            out,
+            "  signal {:<20} at +{}  {}",
+            signal.name,
+            fmt_ms(signal.at_ms.saturating_sub(r.created_at_ms)),
+            summarize(&signal.payload, 80)
+        );
     }
     out
 }

@@ -30,7 +30,10 @@ pub struct LocalRuntime {
 /// A Lambda-shaped SQS handler.
 pub trait SqsHandler: Send + Sync + 'static {
     /// Handles one batch.
-    fn call(&self, event: LambdaEvent<SqsEvent>) -> impl Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>> + Send;
+    fn call(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> impl Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>> + Send;
 }
 
 impl<F, Fut> SqsHandler for F
@@ -38,7 +41,10 @@ where
     F: Fn(LambdaEvent<SqsEvent>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>> + Send,
 {
-    fn call(&self, event: LambdaEvent<SqsEvent>) -> impl Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>> + Send {
+    fn call(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> impl Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>> + Send {
         self(event)
     }
 }
@@ -61,7 +67,10 @@ impl LocalRuntime {
         self.pollers.push(tokio::spawn(async move {
             loop {
                 let handler = handler.clone();
-                match mapping.poll_once(|event| async move { handler.call(event).await }).await {
+                match mapping
+                    .poll_once(|event| async move { handler.call(event).await })
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "poll failed; retrying");

@@ -32,7 +32,9 @@ pub async fn reconcile<S: CheckpointStore, T: EngineTransport>(
     let mut report = ReconcileReport::default();
     for run in store.stalled_runs(before_ms, limit).await? {
         report.examined += 1;
-        let Some(loaded) = store.load(&run.run_id).await? else { continue };
+        let Some(loaded) = store.load(&run.run_id).await? else {
+            continue;
+        };
         if loaded.outbox.is_empty() {
             report.idle += 1;
             continue;

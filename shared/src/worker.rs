@@ -54,7 +54,8 @@ pub struct TaskContext {
     pub span: tracing::Span,
 }
 
-type Handler = Arc<dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
 
 /// Step handlers by step name, plus how to run a batch.
 #[derive(Clone, Default)]
@@ -65,7 +66,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("steps", &self.handlers.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Worker")
+            .field("steps", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -87,11 +90,15 @@ impl Worker {
         self.handle_json(step.name(), move |input, task| {
             let handler = handler.clone();
             async move {
-                let input: I = serde_json::from_value(input)
-                    .map_err(|e| StepError::terminal(format!("input does not match the step's type: {e}")).with_code("bad_input"))?;
+                let input: I = serde_json::from_value(input).map_err(|e| {
+                    StepError::terminal(format!("input does not match the step's type: {e}"))
+                        .with_code("bad_input")
+                })?;
                 let output = handler(input, task).await?;
-                serde_json::to_value(output)
-                    .map_err(|e| StepError::terminal(format!("output cannot be serialized: {e}")).with_code("bad_output"))
+                serde_json::to_value(output).map_err(|e| {
+                    StepError::terminal(format!("output cannot be serialized: {e}"))
+                        .with_code("bad_output")
+                })
             }
         })
     }
@@ -102,7 +109,10 @@ impl Worker {
         F: Fn(Value, TaskContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, StepError>> + Send + 'static,
     {
-        self.handlers.insert(name.to_owned(), Arc::new(move |input, task| handler(input, task).boxed()));
+        self.handlers.insert(
+            name.to_owned(),
+            Arc::new(move |input, task| handler(input, task).boxed()),
+        );
         self
     }
 
@@ -127,7 +137,11 @@ impl Worker {
     pub async fn run_task(&self, task: &RemoteTask) -> StepResult {
         let started_at = crate::engine::now_ms();
         let Some(handler) = self.handlers.get(&task.name) else {
-            let error = StepError::terminal(format!("no handler for step {:?} on this worker", task.name)).with_code("unknown_step");
+            let error = StepError::terminal(format!(
+                "no handler for step {:?} on this worker",
+                task.name
+            ))
+            .with_code("unknown_step");
             return with_start(StepResult::failed(task, error), started_at);
         };
         let context = task.context.as_ref();
@@ -135,11 +149,19 @@ impl Worker {
             step_id: task.step_id.clone(),
             run_id: task.run_id.clone(),
             attempt: task.attempt,
-            workflow: context.and_then(|c| c.get("workflow")).and_then(Value::as_str).map(str::to_owned),
-            deadline_ms: context.and_then(|c| c.get("deadlineMs")).and_then(Value::as_u64),
+            workflow: context
+                .and_then(|c| c.get("workflow"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            deadline_ms: context
+                .and_then(|c| c.get("deadlineMs"))
+                .and_then(Value::as_u64),
             span: tracing::info_span!("step", step_id = %task.step_id, name = %task.name, attempt = task.attempt),
         };
-        let result = match AssertUnwindSafe(handler(task.input.clone(), ctx)).catch_unwind().await {
+        let result = match AssertUnwindSafe(handler(task.input.clone(), ctx))
+            .catch_unwind()
+            .await
+        {
             Ok(Ok(output)) => StepResult::completed(task, output),
             Ok(Err(error)) => StepResult::failed(task, error),
             Err(panic) => {
@@ -157,8 +179,16 @@ impl Worker {
         blobs: &B,
         event: LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        let time_left = event.context.deadline().duration_since(std::time::SystemTime::now()).ok().filter(|d| !d.is_zero());
-        let options = BatchOptions { time_left, ..self.options };
+        let time_left = event
+            .context
+            .deadline()
+            .duration_since(std::time::SystemTime::now())
+            .ok()
+            .filter(|d| !d.is_zero());
+        let options = BatchOptions {
+            time_left,
+            ..self.options
+        };
         let records = event.payload.records;
         let produced: Mutex<Vec<(String, StepResult)>> = Mutex::new(Vec::new());
         let mut confirmed = process_records(&records, options, |record: SqsMessage| {
@@ -177,12 +207,17 @@ impl Worker {
         .await;
         // Results go out together, in record order (FIFO: per-group order is kept).
         let mut produced = produced.into_inner().unwrap_or_default();
-        let order: HashMap<&str, usize> = records.iter().enumerate().map(|(i, r)| (message_id(r), i)).collect();
+        let order: HashMap<&str, usize> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (message_id(r), i))
+            .collect();
         produced.sort_by_key(|(id, _)| order.get(id.as_str()).copied().unwrap_or(usize::MAX));
         let to_send: Vec<StepResult> = produced.iter().map(|(_, r)| r.clone()).collect();
         if !to_send.is_empty() {
             if let Err(err) = results.send_results(&to_send).await {
-                let unsent: HashSet<usize> = err.failed_indexes(to_send.len()).into_iter().collect();
+                let unsent: HashSet<usize> =
+                    err.failed_indexes(to_send.len()).into_iter().collect();
                 for (index, (id, _)) in produced.iter().enumerate() {
                     if unsent.contains(&index) {
                         tracing::warn!(message_id = %id, error = %err, "result not sent; task will be redelivered");

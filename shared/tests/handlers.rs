@@ -12,7 +12,9 @@ use cairn::engine::{Engine, EngineOptions};
 use cairn::store::{CheckpointStore, MemoryBlobStore, MemoryStore};
 use cairn::transport::{MemoryTransport, ResultSender, TransportError};
 use cairn::worker::Worker;
-use cairn::workflow::{EventKind, RemoteStep, RunStatus, WorkflowContext, WorkflowError, Workflows};
+use cairn::workflow::{
+    EventKind, RemoteStep, RunStatus, WorkflowContext, WorkflowError, Workflows,
+};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -20,13 +22,19 @@ const DOUBLE: RemoteStep<u64, u64> = RemoteStep::new("math.double");
 
 async fn double_twice(ctx: WorkflowContext, n: u64) -> Result<u64, WorkflowError> {
     let once = ctx.remote(&DOUBLE, n).await?;
-    Ok(ctx.remote(&DOUBLE, once).await?)
+    ctx.remote(&DOUBLE, once).await
 }
 
 fn engine() -> Engine<MemoryStore, MemoryTransport, MemoryBlobStore> {
     let mut workflows = Workflows::new();
     workflows.register("double-twice", double_twice);
-    Engine::new(Arc::new(workflows), MemoryStore::new(), MemoryTransport::default(), MemoryBlobStore::default(), EngineOptions::default())
+    Engine::new(
+        Arc::new(workflows),
+        MemoryStore::new(),
+        MemoryTransport::default(),
+        MemoryBlobStore::default(),
+        EngineOptions::default(),
+    )
 }
 
 fn event(bodies: &[String]) -> LambdaEvent<SqsEvent> {
@@ -45,26 +53,47 @@ fn event(bodies: &[String]) -> LambdaEvent<SqsEvent> {
 }
 
 fn start(run_id: &str, n: u64) -> String {
-    encode(&ControlMessage::StartRun { run_id: run_id.into(), workflow: "double-twice".into(), input: json!(n), parent: None })
+    encode(&ControlMessage::StartRun {
+        run_id: run_id.into(),
+        workflow: "double-twice".into(),
+        input: json!(n),
+        parent: None,
+    })
 }
 
 fn failed_ids(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
-    response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
 }
 
 #[tokio::test]
 async fn engine_handler_drives_a_run_and_reports_only_the_bad_record() {
     let engine = engine();
     let response = engine
-        .handle(event(&[start("r1", 3), "{\"runId\": 5}".into(), "[1,2]".into(), start("r2", 10)]))
+        .handle(event(&[
+            start("r1", 3),
+            "{\"runId\": 5}".into(),
+            "[1,2]".into(),
+            start("r2", 10),
+        ]))
         .await
         .unwrap();
-    assert_eq!(failed_ids(&response), vec!["m1", "m2"], "malformed records fail alone");
+    assert_eq!(
+        failed_ids(&response),
+        vec!["m1", "m2"],
+        "malformed records fail alone"
+    );
 
     let r1 = engine.store().load("r1").await.unwrap().unwrap();
     assert_eq!(r1.run.status, RunStatus::Running);
     assert!(r1.outbox.is_empty(), "the outbox is cleared once sent");
-    assert!(engine.store().load("r2").await.unwrap().is_some(), "the record after the bad ones ran");
+    assert!(
+        engine.store().load("r2").await.unwrap().is_some(),
+        "the record after the bad ones ran"
+    );
 }
 
 #[tokio::test]
@@ -73,17 +102,41 @@ async fn worker_and_engine_complete_a_run_and_duplicates_apply_once() {
     let transport = Arc::new(MemoryTransport::default());
     let mut workflows = Workflows::new();
     workflows.register("double-twice", double_twice);
-    let engine = Engine::new(Arc::new(workflows), store, TransportRef(transport.clone()), MemoryBlobStore::default(), EngineOptions::default());
-    let worker = Worker::new().handle(&DOUBLE, |n: u64, _| async move { Ok::<_, StepError>(n * 2) });
+    let engine = Engine::new(
+        Arc::new(workflows),
+        store,
+        TransportRef(transport.clone()),
+        MemoryBlobStore::default(),
+        EngineOptions::default(),
+    );
+    let worker = Worker::new().handle(
+        &DOUBLE,
+        |n: u64, _| async move { Ok::<_, StepError>(n * 2) },
+    );
     let blobs = MemoryBlobStore::default();
 
     engine.handle(event(&[start("r", 5)])).await.unwrap();
     for _ in 0..2 {
-        let tasks: Vec<String> = transport.tasks.lock().unwrap().drain(..).map(|t| encode(&t)).collect();
+        let tasks: Vec<String> = transport
+            .tasks
+            .lock()
+            .unwrap()
+            .drain(..)
+            .map(|t| encode(&t))
+            .collect();
         assert_eq!(tasks.len(), 1);
-        let response = worker.run(transport.as_ref(), &blobs, event(&tasks)).await.unwrap();
+        let response = worker
+            .run(transport.as_ref(), &blobs, event(&tasks))
+            .await
+            .unwrap();
         assert!(response.batch_item_failures.is_empty());
-        let results: Vec<String> = transport.results.lock().unwrap().drain(..).map(|r| encode(&r)).collect();
+        let results: Vec<String> = transport
+            .results
+            .lock()
+            .unwrap()
+            .drain(..)
+            .map(|r| encode(&r))
+            .collect();
         // Deliver each result twice: the second copy is a no-op.
         let doubled: Vec<String> = results.iter().chain(results.iter()).cloned().collect();
         let response = engine.handle(event(&doubled)).await.unwrap();
@@ -92,7 +145,11 @@ async fn worker_and_engine_complete_a_run_and_duplicates_apply_once() {
     let run = engine.store().load("r").await.unwrap().unwrap();
     assert_eq!(run.run.status, RunStatus::Completed);
     assert_eq!(run.run.output, Some(json!(20)));
-    let completions = run.history.iter().filter(|e| matches!(e.kind, EventKind::StepCompleted { .. })).count();
+    let completions = run
+        .history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::StepCompleted { .. }))
+        .count();
     assert_eq!(completions, 2);
 }
 
@@ -121,27 +178,53 @@ fn task(name: &str, input: Value) -> String {
 
 #[tokio::test]
 async fn worker_turns_errors_panics_and_unknown_steps_into_failed_results() {
-    let worker = Worker::new()
-        .handle(&DOUBLE, |n: u64, _| async move {
-            match n {
-                0 => Err(StepError::terminal("zero is not allowed").with_code("zero")),
-                1 => panic!("one is cursed"),
-                n => Ok(n * 2),
-            }
-        });
+    let worker = Worker::new().handle(&DOUBLE, |n: u64, _| async move {
+        match n {
+            0 => Err(StepError::terminal("zero is not allowed").with_code("zero")),
+            1 => panic!("one is cursed"),
+            n => Ok(n * 2),
+        }
+    });
     let transport = MemoryTransport::default();
-    let bodies = [task("math.double", json!(0)), task("math.double", json!(1)), task("math.triple", json!(2)), "nope".into(), task("math.double", json!(4))];
-    let response = worker.run(&transport, &MemoryBlobStore::default(), event(&bodies)).await.unwrap();
-    assert_eq!(failed_ids(&response), vec!["m3"], "only the malformed body is redelivered");
+    let bodies = [
+        task("math.double", json!(0)),
+        task("math.double", json!(1)),
+        task("math.triple", json!(2)),
+        "nope".into(),
+        task("math.double", json!(4)),
+    ];
+    let response = worker
+        .run(&transport, &MemoryBlobStore::default(), event(&bodies))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed_ids(&response),
+        vec!["m3"],
+        "only the malformed body is redelivered"
+    );
 
     let results = transport.results.lock().unwrap().clone();
     assert_eq!(results.len(), 4);
     let by_input = |i: usize| &results[i];
-    assert_eq!(by_input(0).error.as_ref().unwrap().code.as_deref(), Some("zero"));
+    assert_eq!(
+        by_input(0).error.as_ref().unwrap().code.as_deref(),
+        Some("zero")
+    );
     assert_eq!(by_input(0).error.as_ref().unwrap().retryable, Some(false));
-    assert_eq!(by_input(1).error.as_ref().unwrap().code.as_deref(), Some("panic"));
-    assert!(by_input(1).error.as_ref().unwrap().message.contains("one is cursed"));
-    assert_eq!(by_input(2).error.as_ref().unwrap().code.as_deref(), Some("unknown_step"));
+    assert_eq!(
+        by_input(1).error.as_ref().unwrap().code.as_deref(),
+        Some("panic")
+    );
+    assert!(by_input(1)
+        .error
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("one is cursed"));
+    assert_eq!(
+        by_input(2).error.as_ref().unwrap().code.as_deref(),
+        Some("unknown_step")
+    );
     assert_eq!(by_input(2).error.as_ref().unwrap().retryable, Some(false));
     assert_eq!(by_input(3).status, StepStatus::Completed);
     assert_eq!(by_input(3).output, Some(json!(8)));
@@ -152,7 +235,10 @@ struct FailingResults;
 impl ResultSender for FailingResults {
     async fn send_results(&self, results: &[StepResult]) -> Result<(), TransportError> {
         // The second result is refused, as SendMessageBatch can.
-        Err(TransportError::Partial { failed: vec![1.min(results.len() - 1)], message: "throttled".into() })
+        Err(TransportError::Partial {
+            failed: vec![1.min(results.len() - 1)],
+            message: "throttled".into(),
+        })
     }
 }
 
@@ -160,6 +246,9 @@ impl ResultSender for FailingResults {
 async fn a_result_that_cannot_be_sent_is_a_batch_item_failure() {
     let worker = Worker::new().handle(&DOUBLE, |n: u64, _| async move { Ok::<_, StepError>(n) });
     let bodies = [task("math.double", json!(1)), task("math.double", json!(2))];
-    let response = worker.run(&FailingResults, &MemoryBlobStore::default(), event(&bodies)).await.unwrap();
+    let response = worker
+        .run(&FailingResults, &MemoryBlobStore::default(), event(&bodies))
+        .await
+        .unwrap();
     assert_eq!(failed_ids(&response), vec!["m1"]);
 }

@@ -42,11 +42,18 @@ pub fn endpoint() -> String {
                 .arg("start")
                 .output()
                 .expect("run scripts/local-stack");
-            assert!(out.status.success(), "local stack failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "local stack failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout)
                 .unwrap()
                 .lines()
-                .find_map(|l| l.strip_prefix("export CAIRN_ENDPOINT_URL=").map(str::to_owned))
+                .find_map(|l| {
+                    l.strip_prefix("export CAIRN_ENDPOINT_URL=")
+                        .map(str::to_owned)
+                })
                 .expect("endpoint line")
         })
         .clone()
@@ -88,8 +95,16 @@ impl TestEnv {
         let counter = RequestCounter::new();
         let clients = AwsClients::counted(&sdk, &counter);
         let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
-        let params = TemplateParams { prefix: unique_prefix(test), fifo, max_receive_count, ..TemplateParams::default() };
-        let resources = provision_from_template(&template, &params, &clients.sqs, &clients.dynamodb).await.unwrap();
+        let params = TemplateParams {
+            prefix: unique_prefix(test),
+            fifo,
+            max_receive_count,
+            ..TemplateParams::default()
+        };
+        let resources =
+            provision_from_template(&template, &params, &clients.sqs, &clients.dynamodb)
+                .await
+                .unwrap();
         let config = Config {
             table_name: resources.table_name.clone(),
             prefix: params.prefix.clone(),
@@ -100,11 +115,20 @@ impl TestEnv {
             endpoint_url: Some(endpoint()),
             ..Config::default()
         };
-        Self { clients, counter, resources, config }
+        Self {
+            clients,
+            counter,
+            resources,
+            config,
+        }
     }
 
     pub fn engine(&self, workflows: Workflows) -> AwsEngine {
-        let options = EngineOptions { fifo: self.config.fifo, timer_chunk_seconds: self.config.timer_chunk_seconds, ..Default::default() };
+        let options = EngineOptions {
+            fifo: self.config.fifo,
+            timer_chunk_seconds: self.config.timer_chunk_seconds,
+            ..Default::default()
+        };
         Engine::new(
             Arc::new(workflows),
             self.clients.store(&self.config),
@@ -115,12 +139,20 @@ impl TestEnv {
     }
 
     pub fn client(&self) -> AwsClient {
-        Client::new(self.clients.store(&self.config), self.clients.transport(&self.config))
+        Client::new(
+            self.clients.store(&self.config),
+            self.clients.transport(&self.config),
+        )
     }
 
     /// Mapping options fit for tests: short visibility timeout so failures come back fast.
     pub fn mapping(&self) -> MappingOptions {
-        MappingOptions { batch_size: 10, wait_seconds: 1, visibility_timeout: Some(2), function_timeout: Duration::from_secs(30) }
+        MappingOptions {
+            batch_size: 10,
+            wait_seconds: 1,
+            visibility_timeout: Some(2),
+            function_timeout: Duration::from_secs(30),
+        }
     }
 
     /// Runs `engine` on the results queue and `worker` on every tasks queue.
@@ -128,24 +160,38 @@ impl TestEnv {
         let mut runtime = LocalRuntime::new();
         let engine = Arc::new(engine);
         runtime
-            .map(&self.clients.sqs, &self.resources.results_queue_url, self.mapping(), {
-                let engine = engine.clone();
-                Arc::new(move |event| {
+            .map(
+                &self.clients.sqs,
+                &self.resources.results_queue_url,
+                self.mapping(),
+                {
                     let engine = engine.clone();
-                    async move { engine.handle(event).await }
-                })
-            })
+                    Arc::new(move |event| {
+                        let engine = engine.clone();
+                        async move { engine.handle(event).await }
+                    })
+                },
+            )
             .await
             .unwrap();
         let worker = Arc::new(worker.fifo(self.config.fifo));
         for url in self.resources.task_queue_urls.values() {
-            let (worker, results, blobs) =
-                (worker.clone(), Arc::new(self.clients.transport(&self.config)), Arc::new(self.clients.blobs(&self.config)));
+            let (worker, results, blobs) = (
+                worker.clone(),
+                Arc::new(self.clients.transport(&self.config)),
+                Arc::new(self.clients.blobs(&self.config)),
+            );
             runtime
-                .map(&self.clients.sqs, url, self.mapping(), Arc::new(move |event| {
-                    let (worker, results, blobs) = (worker.clone(), results.clone(), blobs.clone());
-                    async move { worker.run(results.as_ref(), blobs.as_ref(), event).await }
-                }))
+                .map(
+                    &self.clients.sqs,
+                    url,
+                    self.mapping(),
+                    Arc::new(move |event| {
+                        let (worker, results, blobs) =
+                            (worker.clone(), results.clone(), blobs.clone());
+                        async move { worker.run(results.as_ref(), blobs.as_ref(), event).await }
+                    }),
+                )
                 .await
                 .unwrap();
         }

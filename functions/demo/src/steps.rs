@@ -69,7 +69,12 @@ pub struct Report {
 
 /// `payments.charge-card`: retried 3 times with exponential backoff; declines are terminal.
 pub const CHARGE_CARD: RemoteStep<Charge, ChargeReceipt> = RemoteStep::new("payments.charge-card")
-    .with_retry(RetryPolicy::exponential(3, Duration::from_millis(500), 2.0, Duration::from_secs(10)))
+    .with_retry(RetryPolicy::exponential(
+        3,
+        Duration::from_millis(500),
+        2.0,
+        Duration::from_secs(10),
+    ))
     .with_timeout(Duration::from_secs(30));
 
 /// `notifications.send-email`.
@@ -81,21 +86,35 @@ pub const GENERATE_REPORT: RemoteStep<ReportRequest, Report> =
 
 async fn charge_card(charge: Charge, task: TaskContext) -> Result<ChargeReceipt, StepError> {
     match charge.card.as_str() {
-        "tok_declined" => Err(StepError::terminal("card declined by issuer").with_code("card_declined")),
-        "tok_flaky" if task.attempt == 1 => Err(StepError::retryable("payment provider timed out").with_code("provider_timeout")),
+        "tok_declined" => {
+            Err(StepError::terminal("card declined by issuer").with_code("card_declined"))
+        }
+        "tok_flaky" if task.attempt == 1 => {
+            Err(StepError::retryable("payment provider timed out").with_code("provider_timeout"))
+        }
         // The step id is the idempotency key: a redelivered task charges once.
-        _ => Ok(ChargeReceipt { charge_id: format!("ch_{}", task.step_id.replace(':', "_")) }),
+        _ => Ok(ChargeReceipt {
+            charge_id: format!("ch_{}", task.step_id.replace(':', "_")),
+        }),
     }
 }
 
 async fn send_email(email: Email, task: TaskContext) -> Result<EmailSent, StepError> {
     tracing::info!(parent: &task.span, to = %email.to, subject = %email.subject, "email sent");
-    Ok(EmailSent { message_id: format!("msg_{}", task.step_id.replace(':', "_")) })
+    Ok(EmailSent {
+        message_id: format!("msg_{}", task.step_id.replace(':', "_")),
+    })
 }
 
 async fn generate_report(request: ReportRequest, task: TaskContext) -> Result<Report, StepError> {
     tokio::time::sleep(Duration::from_millis(request.simulated_ms.min(20_000))).await;
-    Ok(Report { report_url: format!("s3://reports/{}/{}.pdf", request.user_id, task.step_id.replace(':', "_")) })
+    Ok(Report {
+        report_url: format!(
+            "s3://reports/{}/{}.pdf",
+            request.user_id,
+            task.step_id.replace(':', "_")
+        ),
+    })
 }
 
 /// A worker serving every demo step (each Lambda function maps one tasks queue to it).

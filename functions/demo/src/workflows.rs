@@ -52,7 +52,10 @@ pub struct CheckoutReceipt {
 }
 
 /// Checkout: reserve stock, (approval,) charge, (on failure: compensate,) cool off, confirm.
-pub async fn checkout(ctx: WorkflowContext, order: Order) -> Result<CheckoutReceipt, WorkflowError> {
+pub async fn checkout(
+    ctx: WorkflowContext,
+    order: Order,
+) -> Result<CheckoutReceipt, WorkflowError> {
     let order_id = order.order_id.clone();
     let reservation: Value = ctx
         .step("inventory.reserve", move || {
@@ -64,42 +67,69 @@ pub async fn checkout(ctx: WorkflowContext, order: Order) -> Result<CheckoutRece
         let approval: Approval = ctx.wait_for_signal("approval").await?;
         if !approval.approved {
             release(&ctx, &reservation).await?;
-            return Err(WorkflowError::failed(format!("order rejected by {}", approval.by)));
+            return Err(WorkflowError::failed(format!(
+                "order rejected by {}",
+                approval.by
+            )));
         }
     }
-    let charge = Charge { order_id: order.order_id.clone(), amount_cents: order.amount_cents, card: order.card.clone() };
+    let charge = Charge {
+        order_id: order.order_id.clone(),
+        amount_cents: order.amount_cents,
+        card: order.card.clone(),
+    };
     let receipt = match ctx.remote(&CHARGE_CARD, charge).await {
         Ok(receipt) => receipt,
         Err(error) => {
             // Compensation: ordinary durable steps after catching the failure.
             release(&ctx, &reservation).await?;
-            let email = Email { to: order.email.clone(), subject: format!("Payment for {} failed", order.order_id) };
+            let email = Email {
+                to: order.email.clone(),
+                subject: format!("Payment for {} failed", order.order_id),
+            };
             ctx.remote(&SEND_EMAIL, email).await?;
-            return Err(WorkflowError::failed(format!("charge failed, reservation released: {error}")));
+            return Err(WorkflowError::failed(format!(
+                "charge failed, reservation released: {error}"
+            )));
         }
     };
     if order.cooling_off_secs > 0 {
-        ctx.sleep(Duration::from_secs(order.cooling_off_secs)).await?;
+        ctx.sleep(Duration::from_secs(order.cooling_off_secs))
+            .await?;
     }
-    let email = Email { to: order.email.clone(), subject: format!("Order {} confirmed", order.order_id) };
+    let email = Email {
+        to: order.email.clone(),
+        subject: format!("Order {} confirmed", order.order_id),
+    };
     let sent = ctx.remote(&SEND_EMAIL, email).await?;
-    Ok(CheckoutReceipt { order_id: order.order_id, charge_id: receipt.charge_id, email_id: sent.message_id })
+    Ok(CheckoutReceipt {
+        order_id: order.order_id,
+        charge_id: receipt.charge_id,
+        email_id: sent.message_id,
+    })
 }
 
 async fn release(ctx: &WorkflowContext, reservation: &Value) -> Result<Value, WorkflowError> {
     let reservation = reservation.clone();
-    Ok(ctx
-        .step("inventory.release", move || {
-            let released = reservation.clone();
-            async move { Ok::<_, StepError>(json!({ "released": released })) }
-        })
-        .await?)
+    ctx.step("inventory.release", move || {
+        let released = reservation.clone();
+        async move { Ok::<_, StepError>(json!({ "released": released })) }
+    })
+    .await
 }
 
 /// Fan-out: `n` emails dispatched in one activation, awaited together.
 pub async fn fan_out(ctx: WorkflowContext, n: usize) -> Result<usize, WorkflowError> {
     let calls: Vec<_> = (0..n)
-        .map(|i| ctx.remote(&SEND_EMAIL, Email { to: format!("user{i}@example.com"), subject: "news".into() }))
+        .map(|i| {
+            ctx.remote(
+                &SEND_EMAIL,
+                Email {
+                    to: format!("user{i}@example.com"),
+                    subject: "news".into(),
+                },
+            )
+        })
         .collect();
     let sent = futures::future::join_all(calls).await;
     let mut ok = 0;

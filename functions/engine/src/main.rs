@@ -12,7 +12,11 @@ async fn main() -> Result<(), Error> {
     cairn::telemetry::init();
     let config = Config::from_env()?;
     let clients = AwsClients::new(&sdk_config(config.endpoint_url.as_deref()).await);
-    let options = EngineOptions { fifo: config.fifo, timer_chunk_seconds: config.timer_chunk_seconds, ..Default::default() };
+    let options = EngineOptions {
+        fifo: config.fifo,
+        timer_chunk_seconds: config.timer_chunk_seconds,
+        ..Default::default()
+    };
     let engine = Engine::new(
         Arc::new(cairn_demo::workflows()),
         clients.store(&config),
@@ -21,5 +25,8 @@ async fn main() -> Result<(), Error> {
         options,
     );
     let engine = &engine;
-    lambda_runtime::run(service_fn(move |event| async move { engine.handle(event).await })).await
+    lambda_runtime::run(service_fn(move |event| async move {
+        engine.handle(event).await
+    }))
+    .await
 }

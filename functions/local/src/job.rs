@@ -38,13 +38,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let sdk = sdk_config(Some(&args.endpoint_url)).await;
     let counter = RequestCounter::new();
     let clients = AwsClients::counted(&sdk, &counter);
-    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml"))
-        .context("reading template.yaml")?;
-    let params = TemplateParams { prefix: args.prefix.clone(), ..TemplateParams::default() };
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml"))
+            .context("reading template.yaml")?;
+    let params = TemplateParams {
+        prefix: args.prefix.clone(),
+        ..TemplateParams::default()
+    };
     let resources = provision_from_template(&template, &params, &clients.sqs, &clients.dynamodb)
         .await
         .context("creating the queues and table from template.yaml")?;
-    println!("local stack {}: table {}, {} tasks queues (from template.yaml)", args.endpoint_url, resources.table_name, resources.task_queue_urls.len());
+    println!(
+        "local stack {}: table {}, {} tasks queues (from template.yaml)",
+        args.endpoint_url,
+        resources.table_name,
+        resources.task_queue_urls.len()
+    );
 
     let config = Config {
         table_name: resources.table_name.clone(),
@@ -55,7 +64,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         endpoint_url: Some(args.endpoint_url.clone()),
         ..Config::default()
     };
-    let mapping = MappingOptions { visibility_timeout: Some(5), ..MappingOptions::default() };
+    let mapping = MappingOptions {
+        visibility_timeout: Some(5),
+        ..MappingOptions::default()
+    };
     let mut runtime = LocalRuntime::new();
     let engine = Arc::new(Engine::new(
         Arc::new(cairn_demo::workflows()),
@@ -65,19 +77,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         EngineOptions::default(),
     ));
     runtime
-        .map(&clients.sqs, &resources.results_queue_url, mapping.clone(), Arc::new(move |event| {
-            let engine = engine.clone();
-            async move { engine.handle(event).await }
-        }))
+        .map(
+            &clients.sqs,
+            &resources.results_queue_url,
+            mapping.clone(),
+            Arc::new(move |event| {
+                let engine = engine.clone();
+                async move { engine.handle(event).await }
+            }),
+        )
         .await?;
     let worker = Arc::new(cairn_demo::worker());
     for url in resources.task_queue_urls.values() {
-        let (worker, results, blobs) = (worker.clone(), Arc::new(clients.transport(&config)), Arc::new(clients.blobs(&config)));
+        let (worker, results, blobs) = (
+            worker.clone(),
+            Arc::new(clients.transport(&config)),
+            Arc::new(clients.blobs(&config)),
+        );
         runtime
-            .map(&clients.sqs, url, mapping.clone(), Arc::new(move |event| {
-                let (worker, results, blobs) = (worker.clone(), results.clone(), blobs.clone());
-                async move { worker.run(results.as_ref(), blobs.as_ref(), event).await }
-            }))
+            .map(
+                &clients.sqs,
+                url,
+                mapping.clone(),
+                Arc::new(move |event| {
+                    let (worker, results, blobs) = (worker.clone(), results.clone(), blobs.clone());
+                    async move { worker.run(results.as_ref(), blobs.as_ref(), event).await }
+                }),
+            )
             .await?;
     }
 
@@ -89,18 +115,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let id = |name: &str| format!("{name}-{batch}");
     let mut happy = order(&id("order-ok"), "tok_flaky");
     happy["coolingOffSecs"] = json!(2);
-    demo.push(client.start("checkout", happy, Some(id("order-ok"))).await?);
-    demo.push(client.start("checkout", order(&id("order-declined"), "tok_declined"), Some(id("order-declined"))).await?);
+    demo.push(
+        client
+            .start("checkout", happy, Some(id("order-ok")))
+            .await?,
+    );
+    demo.push(
+        client
+            .start(
+                "checkout",
+                order(&id("order-declined"), "tok_declined"),
+                Some(id("order-declined")),
+            )
+            .await?,
+    );
     let mut approval = order(&id("order-approval"), "tok_visa");
     approval["needsApproval"] = json!(true);
-    let approval_id = client.start("checkout", approval, Some(id("order-approval"))).await?;
+    let approval_id = client
+        .start("checkout", approval, Some(id("order-approval")))
+        .await?;
     demo.push(approval_id.clone());
     let report = json!({ "userId": 42, "startDate": "2026-11-01", "endDate": "2026-11-26", "simulatedMs": 1500 });
     demo.push(client.start("report", report, Some(id("report"))).await?);
 
     // The approval arrives a little later, as a seed-style IWorkflowEvent.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let event = serde_json::from_value(json!({ "topic": "approval", "urn": approval_id, "payload": { "approved": true, "by": "ops@example.com" }, "attempt": 0 }))?;
+    let event = serde_json::from_value(
+        json!({ "topic": "approval", "urn": approval_id, "payload": { "approved": true, "by": "ops@example.com" }, "attempt": 0 }),
+    )?;
     client.signal_event(event).await?;
     println!("sent the approval signal to {approval_id}");
 
@@ -108,11 +150,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for run_id in &demo {
         client.wait(run_id, timeout).await?;
     }
-    println!("demo runs finished in {:.1}s\n", started.elapsed().as_secs_f64());
+    println!(
+        "demo runs finished in {:.1}s\n",
+        started.elapsed().as_secs_f64()
+    );
     for run_id in &demo {
-        println!("{}", cairn::inspect::render_text(&client.get(run_id).await?));
+        println!(
+            "{}",
+            cairn::inspect::render_text(&client.get(run_id).await?)
+        );
     }
-    let expected = [RunStatus::Completed, RunStatus::Failed, RunStatus::Completed, RunStatus::Completed];
+    let expected = [
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Completed,
+        RunStatus::Completed,
+    ];
     for (run_id, want) in demo.iter().zip(expected) {
         let got = client.get(run_id).await?.run.status;
         if got != want {
@@ -129,7 +182,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Runs `n` plain checkouts and prints AWS requests per remote step and items written.
 async fn measure(
-    client: &Client<cairn::store::DynamoStore, cairn::transport::SqsTransport<cairn::store::DynamoBlobStore>>,
+    client: &Client<
+        cairn::store::DynamoStore,
+        cairn::transport::SqsTransport<cairn::store::DynamoBlobStore>,
+    >,
     counter: &RequestCounter,
     n: usize,
     batch: &str,
@@ -155,14 +211,28 @@ async fn measure(
     let items = counter.dynamodb_items_written();
     // Per checkout: 2 remote steps (charge, email) and 1 inline step.
     let remote_steps = (n * 2) as f64;
-    println!("\n{n} checkouts: wall {:.1}s ({:.1} runs/s)", wall.as_secs_f64(), n as f64 / wall.as_secs_f64());
+    println!(
+        "\n{n} checkouts: wall {:.1}s ({:.1} runs/s)",
+        wall.as_secs_f64(),
+        n as f64 / wall.as_secs_f64()
+    );
     println!("AWS requests per remote step (all components, polling included):");
     let mut total = 0;
     for ((service, operation), count) in &counts {
         total += count;
-        println!("  {service:<9} {operation:<20} {count:>7}  {:>6.2}/step", *count as f64 / remote_steps);
+        println!(
+            "  {service:<9} {operation:<20} {count:>7}  {:>6.2}/step",
+            *count as f64 / remote_steps
+        );
     }
-    println!("  total                          {total:>7}  {:>6.2}/step", total as f64 / remote_steps);
-    println!("DynamoDB items written: {items} ({:.2} per remote step, {:.1} per run)", items as f64 / remote_steps, items as f64 / n as f64);
+    println!(
+        "  total                          {total:>7}  {:>6.2}/step",
+        total as f64 / remote_steps
+    );
+    println!(
+        "DynamoDB items written: {items} ({:.2} per remote step, {:.1} per run)",
+        items as f64 / remote_steps,
+        items as f64 / n as f64
+    );
     Ok(())
 }

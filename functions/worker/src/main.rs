@@ -12,5 +12,8 @@ async fn main() -> Result<(), Error> {
     let worker = cairn_demo::worker().fifo(config.fifo);
     let (results, blobs) = (clients.transport(&config), clients.blobs(&config));
     let (worker, results, blobs) = (&worker, &results, &blobs);
-    lambda_runtime::run(service_fn(move |event| async move { worker.run(results, blobs, event).await })).await
+    lambda_runtime::run(service_fn(move |event| async move {
+        worker.run(results, blobs, event).await
+    }))
+    .await
 }

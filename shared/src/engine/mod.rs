@@ -13,10 +13,14 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 
 use crate::batch::{process_batch, BatchOptions};
-use crate::contract::{decode_results_message, ControlMessage, DecodeError, ResultsMessage, StepStatus};
+use crate::contract::{
+    decode_results_message, ControlMessage, DecodeError, ResultsMessage, StepStatus,
+};
 use crate::store::{BlobStore, CheckpointStore, Commit, RunRecord, StoreError};
 use crate::transport::{resolve_body, ControlSender, ResultSender, TaskSender, TransportError};
-use crate::workflow::{activate, ActivationRequest, EngineError, EventKind, Incoming, RunStatus, Workflows};
+use crate::workflow::{
+    activate, ActivationRequest, EngineError, EventKind, Incoming, RunStatus, Workflows,
+};
 
 pub use outbox::send_outbox;
 
@@ -72,18 +76,37 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { fifo: false, concurrency: 10, timer_chunk_seconds: 900 }
+        Self {
+            fifo: false,
+            concurrency: 10,
+            timer_chunk_seconds: 900,
+        }
     }
 }
 
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     /// An engine hosting `workflows`.
-    pub fn new(workflows: Arc<Workflows>, store: S, transport: T, blobs: B, options: EngineOptions) -> Self {
-        Self { workflows, store, transport, blobs, options }
+    pub fn new(
+        workflows: Arc<Workflows>,
+        store: S,
+        transport: T,
+        blobs: B,
+        options: EngineOptions,
+    ) -> Self {
+        Self {
+            workflows,
+            store,
+            transport,
+            blobs,
+            options,
+        }
     }
 
     /// The store (for tests and tools).
@@ -92,13 +115,26 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     }
 
     /// The Lambda handler: one results-queue batch in, its batch item failures out.
-    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        let time_left = event.context.deadline().duration_since(std::time::SystemTime::now()).ok();
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let time_left = event
+            .context
+            .deadline()
+            .duration_since(std::time::SystemTime::now())
+            .ok();
         // `Context::default()` has a zero deadline: treat "already past" as "no deadline".
         let time_left = time_left.filter(|d| !d.is_zero());
-        let options = BatchOptions { fifo: self.options.fifo, concurrency: self.options.concurrency, time_left };
+        let options = BatchOptions {
+            fifo: self.options.fifo,
+            concurrency: self.options.concurrency,
+            time_left,
+        };
         Ok(process_batch(event.payload, options, |record| async move {
-            self.process_record(&record).await.map_err(|e| e.to_string())
+            self.process_record(&record)
+                .await
+                .map_err(|e| e.to_string())
         })
         .await)
     }
@@ -113,13 +149,27 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     }
 
     /// Applies one decoded message to its run.
-    pub async fn apply(&self, message: ResultsMessage, message_id: &str) -> Result<(), RecordError> {
-        if let ResultsMessage::Control(ControlMessage::TimerFired { run_id, timer_id, fire_at_ms }) = &message {
+    pub async fn apply(
+        &self,
+        message: ResultsMessage,
+        message_id: &str,
+    ) -> Result<(), RecordError> {
+        if let ResultsMessage::Control(ControlMessage::TimerFired {
+            run_id,
+            timer_id,
+            fire_at_ms,
+        }) = &message
+        {
             let now = now_ms();
             if *fire_at_ms > now + 500 {
                 // One hop of a chained delay: not due yet, schedule the next hop.
-                let delay = outbox::delay_seconds(*fire_at_ms, now, self.options.timer_chunk_seconds);
-                let next = ControlMessage::TimerFired { run_id: run_id.clone(), timer_id: timer_id.clone(), fire_at_ms: *fire_at_ms };
+                let delay =
+                    outbox::delay_seconds(*fire_at_ms, now, self.options.timer_chunk_seconds);
+                let next = ControlMessage::TimerFired {
+                    run_id: run_id.clone(),
+                    timer_id: timer_id.clone(),
+                    fire_at_ms: *fire_at_ms,
+                };
                 self.transport.send_control(&[(next, delay)]).await?;
                 return Ok(());
             }
@@ -130,7 +180,9 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         loop {
             attempt += 1;
             match self.activate_once(&run_id, &incoming, parent.clone()).await {
-                Err(RecordError::Store(StoreError::Conflict { .. })) if attempt < MAX_CONFLICT_RETRIES => {
+                Err(RecordError::Store(StoreError::Conflict { .. }))
+                    if attempt < MAX_CONFLICT_RETRIES =>
+                {
                     tracing::debug!(%run_id, attempt, "activation lost a race; re-running on fresh state");
                 }
                 Err(RecordError::Engine(err)) => {
@@ -177,7 +229,12 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             },
         };
         let is_new = run.version == 0 && history.is_empty();
-        let request = ActivationRequest { run_id, history: &history, incoming: vec![incoming.clone()], now_ms: now };
+        let request = ActivationRequest {
+            run_id,
+            history: &history,
+            incoming: vec![incoming.clone()],
+            now_ms: now,
+        };
         let activation = activate(&self.workflows, request).await?;
         if activation.appended.is_empty() {
             // Duplicate or no-op: nothing to write, but repair an outbox a crash left behind.
@@ -213,7 +270,10 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         self.store.commit(&commit).await?;
         let mut batches = pending;
         if !commit.outbox.is_empty() {
-            batches.push(crate::store::OutboxBatch { key: commit.first_index(), commands: commit.outbox.clone() });
+            batches.push(crate::store::OutboxBatch {
+                key: commit.first_index(),
+                commands: commit.outbox.clone(),
+            });
         }
         if !batches.is_empty() {
             send_outbox(&self.transport, &self.store, &commit.run, batches).await?;
@@ -223,24 +283,43 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
 }
 
 /// The engine input for a message, and the parent of a starting child run.
-fn to_incoming(message: ResultsMessage, message_id: &str) -> (Incoming, Option<crate::contract::ParentRef>) {
+fn to_incoming(
+    message: ResultsMessage,
+    message_id: &str,
+) -> (Incoming, Option<crate::contract::ParentRef>) {
     match message {
         ResultsMessage::Step(result) => {
             let outcome = match result.status {
                 StepStatus::Completed => Ok(result.output.unwrap_or(serde_json::Value::Null)),
                 StepStatus::Failed => Err(result.error.unwrap_or_else(|| {
-                    crate::contract::StepError::retryable("worker reported failure without an error")
+                    crate::contract::StepError::retryable(
+                        "worker reported failure without an error",
+                    )
                 })),
             };
-            (Incoming::StepResult { seq: result.seq, attempt: result.attempt, outcome }, None)
+            (
+                Incoming::StepResult {
+                    seq: result.seq,
+                    attempt: result.attempt,
+                    outcome,
+                },
+                None,
+            )
         }
         ResultsMessage::Control(control) => match control {
-            ControlMessage::StartRun { workflow, input, parent, .. } => (Incoming::Start { workflow, input }, parent),
+            ControlMessage::StartRun {
+                workflow,
+                input,
+                parent,
+                ..
+            } => (Incoming::Start { workflow, input }, parent),
             ControlMessage::Signal { name, payload, .. } => {
                 let _ = message_id;
                 (Incoming::Signal { name, payload }, None)
             }
-            ControlMessage::TimerFired { timer_id, .. } => (Incoming::TimerFired { timer_id }, None),
+            ControlMessage::TimerFired { timer_id, .. } => {
+                (Incoming::TimerFired { timer_id }, None)
+            }
             ControlMessage::CancelRun { reason, .. } => (Incoming::Cancel { reason }, None),
         },
     }

@@ -14,14 +14,23 @@ pub(crate) fn delay_seconds(fire_at_ms: u64, now_ms: u64, chunk_seconds: u32) ->
 
 /// Adds a `ReportToParent` for a child run that just finished, if the engine did not.
 pub(crate) fn ensure_parent_report(run: &RunRecord, commands: &mut Vec<Command>) {
-    if run.parent.is_none() || commands.iter().any(|c| matches!(c, Command::ReportToParent { .. })) {
+    if run.parent.is_none()
+        || commands
+            .iter()
+            .any(|c| matches!(c, Command::ReportToParent { .. }))
+    {
         return;
     }
     let outcome = match (&run.status, &run.output, &run.error) {
-        (RunStatus::Completed, output, _) => RunOutcome::Completed { output: output.clone().unwrap_or_default() },
-        (_, _, Some(error)) => RunOutcome::Failed { error: error.clone() },
+        (RunStatus::Completed, output, _) => RunOutcome::Completed {
+            output: output.clone().unwrap_or_default(),
+        },
+        (_, _, Some(error)) => RunOutcome::Failed {
+            error: error.clone(),
+        },
         (status, _, None) => RunOutcome::Failed {
-            error: crate::contract::StepError::terminal(format!("child run ended {status}")).with_code("child_failed"),
+            error: crate::contract::StepError::terminal(format!("child run ended {status}"))
+                .with_code("child_failed"),
         },
     };
     commands.push(Command::ReportToParent { outcome });
@@ -30,7 +39,9 @@ pub(crate) fn ensure_parent_report(run: &RunRecord, commands: &mut Vec<Command>)
 /// The id of the next run of a `continue_as_new` chain: `<base>~<n+1>`.
 pub(crate) fn next_run_id(run_id: &str) -> String {
     match run_id.rsplit_once('~') {
-        Some((base, n)) if n.parse::<u64>().is_ok() => format!("{base}~{}", n.parse::<u64>().unwrap_or(0) + 1),
+        Some((base, n)) if n.parse::<u64>().is_ok() => {
+            format!("{base}~{}", n.parse::<u64>().unwrap_or(0) + 1)
+        }
         _ => format!("{run_id}~1"),
     }
 }
@@ -46,8 +57,16 @@ fn messages_for(run: &RunRecord, commands: &[Command], now_ms: u64) -> Messages 
     let mut out = Messages::default();
     for command in commands {
         match command {
-            Command::DispatchTask { seq, name, group, input, attempt, timeout_ms } => {
-                let mut task = RemoteTask::new(&run.run_id, *seq, name, group, input.clone(), *attempt);
+            Command::DispatchTask {
+                seq,
+                name,
+                group,
+                input,
+                attempt,
+                timeout_ms,
+            } => {
+                let mut task =
+                    RemoteTask::new(&run.run_id, *seq, name, group, input.clone(), *attempt);
                 let mut context = serde_json::Map::new();
                 context.insert("workflow".into(), run.workflow.clone().into());
                 if let Some(timeout) = timeout_ms {
@@ -56,29 +75,52 @@ fn messages_for(run: &RunRecord, commands: &[Command], now_ms: u64) -> Messages 
                 task.context = Some(context);
                 out.tasks.push(task);
             }
-            Command::StartTimer { timer_id, fire_at_ms, .. } => {
+            Command::StartTimer {
+                timer_id,
+                fire_at_ms,
+                ..
+            } => {
                 let delay = delay_seconds(*fire_at_ms, now_ms, 900);
-                let message = ControlMessage::TimerFired { run_id: run.run_id.clone(), timer_id: timer_id.clone(), fire_at_ms: *fire_at_ms };
+                let message = ControlMessage::TimerFired {
+                    run_id: run.run_id.clone(),
+                    timer_id: timer_id.clone(),
+                    fire_at_ms: *fire_at_ms,
+                };
                 out.control.push((message, delay));
             }
-            Command::StartChild { seq, workflow, run_id, input } => out.control.push((
+            Command::StartChild {
+                seq,
+                workflow,
+                run_id,
+                input,
+            } => out.control.push((
                 ControlMessage::StartRun {
                     run_id: run_id.clone(),
                     workflow: workflow.clone(),
                     input: input.clone(),
-                    parent: Some(ParentRef { run_id: run.run_id.clone(), seq: *seq }),
+                    parent: Some(ParentRef {
+                        run_id: run.run_id.clone(),
+                        seq: *seq,
+                    }),
                 },
                 0,
             )),
             Command::CancelChild { run_id } => out.control.push((
-                ControlMessage::CancelRun { run_id: run_id.clone(), reason: Some(format!("parent {} cancelled", run.run_id)) },
+                ControlMessage::CancelRun {
+                    run_id: run_id.clone(),
+                    reason: Some(format!("parent {} cancelled", run.run_id)),
+                },
                 0,
             )),
             Command::ReportToParent { outcome } => {
                 if let Some(parent) = &run.parent {
                     let (status, output, error) = match outcome {
-                        RunOutcome::Completed { output } => (StepStatus::Completed, Some(output.clone()), None),
-                        RunOutcome::Failed { error } => (StepStatus::Failed, None, Some(error.clone())),
+                        RunOutcome::Completed { output } => {
+                            (StepStatus::Completed, Some(output.clone()), None)
+                        }
+                        RunOutcome::Failed { error } => {
+                            (StepStatus::Failed, None, Some(error.clone()))
+                        }
                     };
                     out.results.push(StepResult {
                         run_id: parent.run_id.clone(),
@@ -118,7 +160,10 @@ pub async fn send_outbox<T: EngineTransport, S: CheckpointStore>(
     run: &RunRecord,
     batches: Vec<OutboxBatch>,
 ) -> Result<(), RecordError> {
-    let commands: Vec<Command> = batches.iter().flat_map(|b| b.commands.iter().cloned()).collect();
+    let commands: Vec<Command> = batches
+        .iter()
+        .flat_map(|b| b.commands.iter().cloned())
+        .collect();
     let messages = messages_for(run, &commands, super::now_ms());
     if !messages.tasks.is_empty() {
         transport.send_tasks(&messages.tasks).await?;

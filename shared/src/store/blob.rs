@@ -31,12 +31,19 @@ pub struct DynamoBlobStore {
 impl DynamoBlobStore {
     /// Blobs in `table`, expiring after `retention_days`.
     pub fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
-        Self { client, table: table.into(), retention_days }
+        Self {
+            client,
+            table: table.into(),
+            retention_days,
+        }
     }
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl BlobStore for DynamoBlobStore {

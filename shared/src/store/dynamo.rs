@@ -8,7 +8,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
 use super::items::{self, Item};
-use super::{CheckpointStore, Commit, LoadedRun, OutboxBatch, RunFilter, RunPage, RunRecord, StoreError};
+use super::{
+    CheckpointStore, Commit, LoadedRun, OutboxBatch, RunFilter, RunPage, RunRecord, StoreError,
+};
 use crate::workflow::{Command, EventKind, HistoryEvent, RunStatus};
 
 /// DynamoDB allows at most 100 items in one transaction.
@@ -25,7 +27,11 @@ pub struct DynamoStore {
 impl DynamoStore {
     /// A store on `table`; finished runs expire after `retention_days`.
     pub fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
-        Self { client, table: table.into(), retention_days }
+        Self {
+            client,
+            table: table.into(),
+            retention_days,
+        }
     }
 
     /// The table name.
@@ -39,14 +45,22 @@ where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    StoreError::Backend { operation, message: DisplayErrorContext(&err).to_string() }
+    StoreError::Backend {
+        operation,
+        message: DisplayErrorContext(&err).to_string(),
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn chunk_puts(table: &str, pk: &str, sk: impl Fn(usize) -> String, data: &[u8]) -> Result<Vec<TransactWriteItem>, StoreError> {
+fn chunk_puts(
+    table: &str,
+    pk: &str,
+    sk: impl Fn(usize) -> String,
+    data: &[u8],
+) -> Result<Vec<TransactWriteItem>, StoreError> {
     items::chunks(data)
         .into_iter()
         .enumerate()
@@ -58,7 +72,10 @@ fn chunk_puts(table: &str, pk: &str, sk: impl Fn(usize) -> String, data: &[u8]) 
                 .item("data", AttributeValue::B(bytes.to_vec().into()))
                 .condition_expression("attribute_not_exists(pk)")
                 .build()
-                .map_err(|e| StoreError::Backend { operation: "TransactWriteItems", message: e.to_string() })?;
+                .map_err(|e| StoreError::Backend {
+                    operation: "TransactWriteItems",
+                    message: e.to_string(),
+                })?;
             Ok(TransactWriteItem::builder().put(put).build())
         })
         .collect()
@@ -75,7 +92,10 @@ fn decode_batches<T: serde::de::DeserializeOwned>(
             let data: Vec<u8> = chunks.into_iter().flat_map(|(_, bytes)| bytes).collect();
             serde_json::from_slice(&data)
                 .map(|values| (index, values))
-                .map_err(|e| StoreError::Corrupt { key: format!("{key}/{index}"), reason: e.to_string() })
+                .map_err(|e| StoreError::Corrupt {
+                    key: format!("{key}/{index}"),
+                    reason: e.to_string(),
+                })
         })
         .collect()
 }
@@ -121,44 +141,59 @@ impl DynamoStore {
 
     async fn query_runs(
         &self,
-        index: &str,
-        key_condition: &str,
-        values: HashMap<String, AttributeValue>,
-        filter: Option<&str>,
-        forward: bool,
-        limit: u32,
-        cursor: Option<Item>,
+        q: IndexQuery<'_>,
     ) -> Result<(Vec<RunRecord>, Option<Item>), StoreError> {
         let page = self
             .client
             .query()
             .table_name(&self.table)
-            .index_name(index)
-            .key_condition_expression(key_condition)
-            .set_filter_expression(filter.map(str::to_owned))
-            .set_expression_attribute_values(Some(values))
-            .scan_index_forward(forward)
-            .limit(limit.max(1) as i32)
-            .set_exclusive_start_key(cursor)
+            .index_name(q.index)
+            .key_condition_expression(q.key_condition)
+            .set_filter_expression(q.filter.map(str::to_owned))
+            .set_expression_attribute_values(Some(q.values))
+            .scan_index_forward(q.forward)
+            .limit(q.limit.max(1) as i32)
+            .set_exclusive_start_key(q.cursor)
             .send()
             .await
             .map_err(|e| backend("Query", e))?;
-        let runs = page.items.unwrap_or_default().iter().map(items::run_from_item).collect::<Result<_, _>>()?;
+        let runs = page
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(items::run_from_item)
+            .collect::<Result<_, _>>()?;
         Ok((runs, page.last_evaluated_key.filter(|k| !k.is_empty())))
     }
 }
 
+/// A query on one of the run indexes.
+struct IndexQuery<'a> {
+    index: &'a str,
+    key_condition: &'a str,
+    values: HashMap<String, AttributeValue>,
+    filter: Option<&'a str>,
+    forward: bool,
+    limit: u32,
+    cursor: Option<Item>,
+}
+
 fn encode_cursor(key: Option<Item>) -> Option<String> {
     let key = key?;
-    let map: BTreeMap<String, String> =
-        key.into_iter().filter_map(|(k, v)| v.as_s().ok().map(|v| (k, v.clone()))).collect();
+    let map: BTreeMap<String, String> = key
+        .into_iter()
+        .filter_map(|(k, v)| v.as_s().ok().map(|v| (k, v.clone())))
+        .collect();
     serde_json::to_string(&map).ok()
 }
 
 fn decode_cursor(cursor: Option<&str>) -> Result<Option<Item>, StoreError> {
     let Some(raw) = cursor else { return Ok(None) };
-    let map: BTreeMap<String, String> = serde_json::from_str(raw)
-        .map_err(|e| StoreError::Corrupt { key: "cursor".into(), reason: e.to_string() })?;
+    let map: BTreeMap<String, String> =
+        serde_json::from_str(raw).map_err(|e| StoreError::Corrupt {
+            key: "cursor".into(),
+            reason: e.to_string(),
+        })?;
     Ok(Some(map.into_iter().map(|(k, v)| (k, s(v))).collect()))
 }
 
@@ -169,14 +204,25 @@ impl CheckpointStore for DynamoStore {
         let mut events: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
         let mut outbox: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
         for item in self.query_all(&pk).await? {
-            let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let sk = item
+                .get("sk")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
             if sk == items::RUN_SK {
                 run = Some(items::run_from_item(&item)?);
                 continue;
             }
-            let (kind, index, part) = items::parse_chunk_sk(&sk)
-                .ok_or_else(|| StoreError::Corrupt { key: format!("{pk}/{sk}"), reason: "unknown sort key".into() })?;
-            let data = item.get("data").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).unwrap_or_default();
+            let (kind, index, part) =
+                items::parse_chunk_sk(&sk).ok_or_else(|| StoreError::Corrupt {
+                    key: format!("{pk}/{sk}"),
+                    reason: "unknown sort key".into(),
+                })?;
+            let data = item
+                .get("data")
+                .and_then(|v| v.as_b().ok())
+                .map(|b| b.as_ref().to_vec())
+                .unwrap_or_default();
             match kind {
                 "EVT" => events.entry(index).or_default().push((part, data)),
                 "OUT" => outbox.entry(index).or_default().push((part, data)),
@@ -184,14 +230,20 @@ impl CheckpointStore for DynamoStore {
             }
         }
         let Some(mut run) = run else { return Ok(None) };
-        let history: Vec<HistoryEvent> =
-            decode_batches::<HistoryEvent>(&pk, events)?.into_iter().flat_map(|(_, batch)| batch).collect();
+        let history: Vec<HistoryEvent> = decode_batches::<HistoryEvent>(&pk, events)?
+            .into_iter()
+            .flat_map(|(_, batch)| batch)
+            .collect();
         // Chunks written by a transaction whose run update was lost cannot exist (all or
         // nothing), so a length mismatch means the table was edited by hand.
         if history.len() as u64 != run.history_len {
             return Err(StoreError::Corrupt {
                 key: pk,
-                reason: format!("run says {} history events, found {}", run.history_len, history.len()),
+                reason: format!(
+                    "run says {} history events, found {}",
+                    run.history_len,
+                    history.len()
+                ),
             });
         }
         restore_payloads(&mut run, &history);
@@ -199,7 +251,11 @@ impl CheckpointStore for DynamoStore {
             .into_iter()
             .map(|(key, commands)| OutboxBatch { key, commands })
             .collect();
-        Ok(Some(LoadedRun { run, history, outbox }))
+        Ok(Some(LoadedRun {
+            run,
+            history,
+            outbox,
+        }))
     }
 
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
@@ -207,36 +263,72 @@ impl CheckpointStore for DynamoStore {
         let pk = items::run_pk(&run.run_id);
         let first = commit.first_index();
         let mut writes = Vec::new();
-        let mut put = Put::builder().table_name(&self.table).set_item(Some(items::run_to_item(run, self.retention_days)));
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(items::run_to_item(run, self.retention_days)));
         put = match commit.expected_version {
             None => put.condition_expression("attribute_not_exists(pk)"),
             Some(v) => put
                 .condition_expression("version = :v")
                 .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
         };
-        let put = put.build().map_err(|e| StoreError::Backend { operation: "TransactWriteItems", message: e.to_string() })?;
+        let put = put.build().map_err(|e| StoreError::Backend {
+            operation: "TransactWriteItems",
+            message: e.to_string(),
+        })?;
         writes.push(TransactWriteItem::builder().put(put).build());
         if !commit.events.is_empty() {
-            let data = serde_json::to_vec(&commit.events).map_err(|e| StoreError::Corrupt { key: pk.clone(), reason: e.to_string() })?;
-            writes.extend(chunk_puts(&self.table, &pk, |part| items::events_sk(first, part), &data)?);
+            let data = serde_json::to_vec(&commit.events).map_err(|e| StoreError::Corrupt {
+                key: pk.clone(),
+                reason: e.to_string(),
+            })?;
+            writes.extend(chunk_puts(
+                &self.table,
+                &pk,
+                |part| items::events_sk(first, part),
+                &data,
+            )?);
         }
         if !commit.outbox.is_empty() {
-            let data = serde_json::to_vec(&commit.outbox).map_err(|e| StoreError::Corrupt { key: pk.clone(), reason: e.to_string() })?;
-            writes.extend(chunk_puts(&self.table, &pk, |part| items::outbox_sk(first, part), &data)?);
+            let data = serde_json::to_vec(&commit.outbox).map_err(|e| StoreError::Corrupt {
+                key: pk.clone(),
+                reason: e.to_string(),
+            })?;
+            writes.extend(chunk_puts(
+                &self.table,
+                &pk,
+                |part| items::outbox_sk(first, part),
+                &data,
+            )?);
         }
         if writes.len() > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::TooLarge {
                 run_id: run.run_id.clone(),
-                reason: format!("{} items in one transaction (limit {MAX_TRANSACTION_ITEMS})", writes.len()),
+                reason: format!(
+                    "{} items in one transaction (limit {MAX_TRANSACTION_ITEMS})",
+                    writes.len()
+                ),
             });
         }
-        match self.client.transact_write_items().set_transact_items(Some(writes)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) => match err.into_service_error() {
                 TransactWriteItemsError::TransactionCanceledException(cancel)
-                    if cancel.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+                    if cancel
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
                 {
-                    Err(StoreError::Conflict { run_id: run.run_id.clone(), expected: commit.expected_version })
+                    Err(StoreError::Conflict {
+                        run_id: run.run_id.clone(),
+                        expected: commit.expected_version,
+                    })
                 }
                 other => Err(StoreError::Backend {
                     operation: "TransactWriteItems",
@@ -250,7 +342,9 @@ impl CheckpointStore for DynamoStore {
         let pk = items::run_pk(run_id);
         let mut deletes = Vec::new();
         for batch in batches {
-            let size = serde_json::to_vec(&batch.commands).map(|d| d.len()).unwrap_or(0);
+            let size = serde_json::to_vec(&batch.commands)
+                .map(|d| d.len())
+                .unwrap_or(0);
             let parts = size.div_ceil(items::CHUNK_BYTES).max(1);
             for part in 0..parts {
                 deletes.push(items::outbox_sk(batch.key, part));
@@ -278,7 +372,10 @@ impl CheckpointStore for DynamoStore {
                         .key("sk", s(sk))
                         .build()
                         .map(|d| TransactWriteItem::builder().delete(d).build())
-                        .map_err(|e| StoreError::Backend { operation: "TransactWriteItems", message: e.to_string() })
+                        .map_err(|e| StoreError::Backend {
+                            operation: "TransactWriteItems",
+                            message: e.to_string(),
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             self.client
@@ -319,12 +416,28 @@ impl CheckpointStore for DynamoStore {
                 values.insert(":wf".into(), s(w));
                 "workflow = :wf"
             });
-            self.query_runs("byStatus", "gsi1pk = :pk AND gsi1sk >= :since", values, filter_expr, false, filter.limit, cursor)
-                .await?
+            self.query_runs(IndexQuery {
+                index: "byStatus",
+                key_condition: "gsi1pk = :pk AND gsi1sk >= :since",
+                values,
+                filter: filter_expr,
+                forward: false,
+                limit: filter.limit,
+                cursor,
+            })
+            .await?
         } else if let Some(workflow) = &filter.workflow {
             values.insert(":pk".into(), s(format!("WF#{workflow}")));
-            self.query_runs("byWorkflow", "gsi2pk = :pk AND gsi2sk >= :since", values, None, false, filter.limit, cursor)
-                .await?
+            self.query_runs(IndexQuery {
+                index: "byWorkflow",
+                key_condition: "gsi2pk = :pk AND gsi2sk >= :since",
+                values,
+                filter: None,
+                forward: false,
+                limit: filter.limit,
+                cursor,
+            })
+            .await?
         } else {
             let page = self
                 .client
@@ -338,22 +451,39 @@ impl CheckpointStore for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| backend("Scan", e))?;
-            let mut runs: Vec<RunRecord> =
-                page.items.unwrap_or_default().iter().map(items::run_from_item).collect::<Result<_, _>>()?;
-            runs.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms));
+            let mut runs: Vec<RunRecord> = page
+                .items
+                .unwrap_or_default()
+                .iter()
+                .map(items::run_from_item)
+                .collect::<Result<_, _>>()?;
+            runs.sort_by_key(|r| std::cmp::Reverse(r.created_at_ms));
             (runs, page.last_evaluated_key.filter(|k| !k.is_empty()))
         };
-        Ok(RunPage { runs, next_cursor: encode_cursor(next) })
+        Ok(RunPage {
+            runs,
+            next_cursor: encode_cursor(next),
+        })
     }
 
     async fn stalled_runs(&self, before_ms: u64, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
         let values = HashMap::from([
-            (":pk".to_owned(), s(items::status_pk(&RunStatus::Running.to_string()))),
+            (
+                ":pk".to_owned(),
+                s(items::status_pk(&RunStatus::Running.to_string())),
+            ),
             (":before".to_owned(), s(items::time_sk(before_ms, ""))),
         ]);
-        let (runs, _) =
-            self.query_runs("byStatus", "gsi1pk = :pk AND gsi1sk < :before", values, None, true, limit, None).await?;
+        let query = IndexQuery {
+            index: "byStatus",
+            key_condition: "gsi1pk = :pk AND gsi1sk < :before",
+            values,
+            filter: None,
+            forward: true,
+            limit,
+            cursor: None,
+        };
+        let (runs, _) = self.query_runs(query).await?;
         Ok(runs)
     }
 }
-

@@ -114,14 +114,19 @@ pub(crate) fn run_to_item(run: &RunRecord, retention_days: u32) -> Item {
 }
 
 fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
-    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 /// Decodes a run item. Payloads too large to inline come back as `Null` and are restored
 /// from the history by the loader.
 pub(crate) fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
     let key = get_s(item, "pk").unwrap_or("?").to_owned();
-    let corrupt = |reason: String| StoreError::Corrupt { key: key.clone(), reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: key.clone(),
+        reason,
+    };
     let req_s = |name: &str| get_s(item, name).ok_or_else(|| corrupt(format!("missing {name}")));
     let req_n = |name: &str| -> Result<u64, StoreError> {
         item.get(name)
@@ -137,15 +142,23 @@ pub(crate) fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
         run_id: req_s("runId")?.to_owned(),
         workflow: req_s("workflow")?.to_owned(),
-        status: req_s("status")?.parse().map_err(|e| corrupt(format!("status: {e}")))?,
+        status: req_s("status")?
+            .parse()
+            .map_err(|e| corrupt(format!("status: {e}")))?,
         input: json("input")?.unwrap_or(Value::Null),
         output: json("output")?,
-        error: json("error")?.map(serde_json::from_value).transpose().map_err(|e| corrupt(format!("error: {e}")))?,
+        error: json("error")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| corrupt(format!("error: {e}")))?,
         version: req_n("version")?,
         history_len: req_n("historyLen")?,
         created_at_ms: req_n("createdAt")?,
         updated_at_ms: req_n("updatedAt")?,
-        parent: json("parent")?.map(serde_json::from_value).transpose().map_err(|e| corrupt(format!("parent: {e}")))?,
+        parent: json("parent")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| corrupt(format!("parent: {e}")))?,
         last_error: get_s(item, "lastError").map(str::to_owned),
     })
 }

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{CheckpointStore, Commit, LoadedRun, OutboxBatch, RunFilter, RunPage, RunRecord, StoreError};
+use super::{
+    CheckpointStore, Commit, LoadedRun, OutboxBatch, RunFilter, RunPage, RunRecord, StoreError,
+};
 use crate::workflow::{Command, HistoryEvent, RunStatus};
 
 #[derive(Debug, Default)]
@@ -26,10 +28,10 @@ impl MemoryStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> Result<T, StoreError> {
-        let mut runs = self
-            .runs
-            .lock()
-            .map_err(|_| StoreError::Backend { operation: "lock", message: "memory store poisoned".into() })?;
+        let mut runs = self.runs.lock().map_err(|_| StoreError::Backend {
+            operation: "lock",
+            message: "memory store poisoned".into(),
+        })?;
         Ok(f(&mut runs))
     }
 }
@@ -39,8 +41,19 @@ impl CheckpointStore for MemoryStore {
         self.with(|runs| {
             runs.get(run_id).and_then(|e| {
                 let run = e.run.clone()?;
-                let outbox = e.outbox.iter().map(|(k, c)| OutboxBatch { key: *k, commands: c.clone() }).collect();
-                Some(LoadedRun { run, history: e.history.clone(), outbox })
+                let outbox = e
+                    .outbox
+                    .iter()
+                    .map(|(k, c)| OutboxBatch {
+                        key: *k,
+                        commands: c.clone(),
+                    })
+                    .collect();
+                Some(LoadedRun {
+                    run,
+                    history: e.history.clone(),
+                    outbox,
+                })
             })
         })
     }
@@ -50,14 +63,22 @@ impl CheckpointStore for MemoryStore {
             let entry = runs.entry(commit.run.run_id.clone()).or_default();
             let current = entry.run.as_ref().map(|r| r.version);
             if current != commit.expected_version {
-                return Err(StoreError::Conflict { run_id: commit.run.run_id.clone(), expected: commit.expected_version });
+                return Err(StoreError::Conflict {
+                    run_id: commit.run.run_id.clone(),
+                    expected: commit.expected_version,
+                });
             }
             if entry.history.len() as u64 != commit.first_index() {
-                return Err(StoreError::Conflict { run_id: commit.run.run_id.clone(), expected: commit.expected_version });
+                return Err(StoreError::Conflict {
+                    run_id: commit.run.run_id.clone(),
+                    expected: commit.expected_version,
+                });
             }
             entry.history.extend(commit.events.iter().cloned());
             if !commit.outbox.is_empty() {
-                entry.outbox.insert(commit.first_index(), commit.outbox.clone());
+                entry
+                    .outbox
+                    .insert(commit.first_index(), commit.outbox.clone());
             }
             entry.run = Some(commit.run.clone());
             Ok(())
@@ -91,11 +112,22 @@ impl CheckpointStore for MemoryStore {
                 .filter(|r| filter.workflow.as_ref().is_none_or(|w| &r.workflow == w))
                 .filter(|r| filter.since_ms.is_none_or(|t| r.created_at_ms >= t))
                 .collect();
-            found.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| a.run_id.cmp(&b.run_id)));
-            let skip: usize = filter.cursor.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
+            found.sort_by(|a, b| {
+                b.created_at_ms
+                    .cmp(&a.created_at_ms)
+                    .then_with(|| a.run_id.cmp(&b.run_id))
+            });
+            let skip: usize = filter
+                .cursor
+                .as_deref()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
             let limit = filter.limit.max(1) as usize;
             let next_cursor = (found.len() > skip + limit).then(|| (skip + limit).to_string());
-            RunPage { runs: found.into_iter().skip(skip).take(limit).collect(), next_cursor }
+            RunPage {
+                runs: found.into_iter().skip(skip).take(limit).collect(),
+                next_cursor,
+            }
         })
     }
 

@@ -87,7 +87,9 @@ pub struct Commit {
 impl Commit {
     /// History index of the first appended event (also the outbox batch key).
     pub fn first_index(&self) -> u64 {
-        self.run.history_len.saturating_sub(self.events.len() as u64)
+        self.run
+            .history_len
+            .saturating_sub(self.events.len() as u64)
     }
 }
 
@@ -162,20 +164,38 @@ impl StoreError {
 /// Where runs and their checkpoints live.
 pub trait CheckpointStore: Send + Sync {
     /// The run with its history and pending outbox, or `None` if it does not exist.
-    fn load(&self, run_id: &str) -> impl Future<Output = Result<Option<LoadedRun>, StoreError>> + Send;
+    fn load(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<Option<LoadedRun>, StoreError>> + Send;
 
     /// Applies an activation atomically; [`StoreError::Conflict`] if the version moved.
     fn commit(&self, commit: &Commit) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Marks outbox batches as sent (deletes them). Missing batches are fine.
-    fn clear_outbox(&self, run_id: &str, batches: &[OutboxBatch]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn clear_outbox(
+        &self,
+        run_id: &str,
+        batches: &[OutboxBatch],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records an engine-side problem on the run for operators (no version change).
-    fn note_problem(&self, run_id: &str, problem: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn note_problem(
+        &self,
+        run_id: &str,
+        problem: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Lists runs, newest first.
-    fn list_runs(&self, filter: &RunFilter) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
+    fn list_runs(
+        &self,
+        filter: &RunFilter,
+    ) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
 
     /// Runs still `running` that have not changed since `before_ms` (oldest first).
-    fn stalled_runs(&self, before_ms: u64, limit: u32) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+    fn stalled_runs(
+        &self,
+        before_ms: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
 }

@@ -27,12 +27,23 @@ struct Envelope {
 }
 
 /// The body to send: `body` itself, or a claim-check reference after storing it.
-pub(crate) async fn offload(body: String, blobs: &impl BlobStore) -> Result<String, TransportError> {
+pub(crate) async fn offload(
+    body: String,
+    blobs: &impl BlobStore,
+) -> Result<String, TransportError> {
     if body.len() <= CLAIM_CHECK_THRESHOLD {
         return Ok(body);
     }
-    let blob_id = blobs.put(body.as_bytes()).await.map_err(|e| TransportError::ClaimCheck(e.to_string()))?;
-    let envelope = Envelope { claim_check: ClaimCheck { blob_id, bytes: body.len() } };
+    let blob_id = blobs
+        .put(body.as_bytes())
+        .await
+        .map_err(|e| TransportError::ClaimCheck(e.to_string()))?;
+    let envelope = Envelope {
+        claim_check: ClaimCheck {
+            blob_id,
+            bytes: body.len(),
+        },
+    };
     serde_json::to_string(&envelope).map_err(|e| TransportError::ClaimCheck(e.to_string()))
 }
 
@@ -42,14 +53,17 @@ pub async fn resolve_body(body: &str, blobs: &impl BlobStore) -> Result<String, 
     if body.len() > 1024 || !body.contains("\"claimCheck\"") {
         return Ok(body.to_owned());
     }
-    let Ok(envelope) = serde_json::from_str::<Envelope>(body) else { return Ok(body.to_owned()) };
+    let Ok(envelope) = serde_json::from_str::<Envelope>(body) else {
+        return Ok(body.to_owned());
+    };
     let id = &envelope.claim_check.blob_id;
     let data = blobs
         .get(id)
         .await
         .map_err(|e| TransportError::ClaimCheck(e.to_string()))?
         .ok_or_else(|| TransportError::ClaimCheck(format!("blob {id} not found (expired?)")))?;
-    String::from_utf8(data).map_err(|e| TransportError::ClaimCheck(format!("blob {id} is not UTF-8: {e}")))
+    String::from_utf8(data)
+        .map_err(|e| TransportError::ClaimCheck(format!("blob {id} is not UTF-8: {e}")))
 }
 
 #[cfg(test)]
@@ -72,6 +86,9 @@ mod tests {
         let blobs = MemoryBlobStore::default();
         assert_eq!(offload("{}".into(), &blobs).await.unwrap(), "{}");
         let dangling = r#"{"claimCheck":{"blobId":"nope","bytes":3}}"#;
-        assert!(matches!(resolve_body(dangling, &blobs).await, Err(TransportError::ClaimCheck(_))));
+        assert!(matches!(
+            resolve_body(dangling, &blobs).await,
+            Err(TransportError::ClaimCheck(_))
+        ));
     }
 }

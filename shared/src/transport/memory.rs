@@ -19,7 +19,10 @@ pub struct MemoryTransport {
 fn push<T: Clone>(into: &Mutex<Vec<T>>, items: &[T]) -> Result<(), TransportError> {
     into.lock()
         .map(|mut v| v.extend_from_slice(items))
-        .map_err(|_| TransportError::Partial { failed: (0..items.len()).collect(), message: "poisoned".into() })
+        .map_err(|_| TransportError::Partial {
+            failed: (0..items.len()).collect(),
+            message: "poisoned".into(),
+        })
 }
 
 impl TaskSender for MemoryTransport {

@@ -55,17 +55,26 @@ impl TransportError {
 /// Sends tasks to the tasks queues of their groups.
 pub trait TaskSender: Send + Sync {
     /// Sends every task to `<prefix>-tasks-<task.group>` (or its configured URL).
-    fn send_tasks(&self, tasks: &[RemoteTask]) -> impl Future<Output = Result<(), TransportError>> + Send;
+    fn send_tasks(
+        &self,
+        tasks: &[RemoteTask],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
 
 /// Sends step results to the results queue.
 pub trait ResultSender: Send + Sync {
     /// Sends results to `<prefix>-results`.
-    fn send_results(&self, results: &[StepResult]) -> impl Future<Output = Result<(), TransportError>> + Send;
+    fn send_results(
+        &self,
+        results: &[StepResult],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
 
 /// Sends control messages to the results queue, optionally delayed (durable timers).
 pub trait ControlSender: Send + Sync {
     /// Sends control messages, each visible after its delay in seconds (≤ 900).
-    fn send_control(&self, messages: &[(ControlMessage, u32)]) -> impl Future<Output = Result<(), TransportError>> + Send;
+    fn send_control(
+        &self,
+        messages: &[(ControlMessage, u32)],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }

@@ -63,6 +63,9 @@ struct Outgoing {
     delay_seconds: u32,
 }
 
+/// Messages for one queue (or why its URL is unknown), with their indexes in the caller's slice.
+type QueueBatch = (Result<String, TransportError>, Vec<(usize, Outgoing)>);
+
 /// FIFO dedup ids allow 128 characters; longer ones are hashed.
 fn dedup_id(raw: String) -> String {
     if raw.len() <= 128 && raw.chars().all(|c| c.is_ascii_graphic()) {
@@ -75,7 +78,12 @@ fn dedup_id(raw: String) -> String {
 impl<B: BlobStore> SqsTransport<B> {
     /// A transport on `client`; large bodies go to `blobs`.
     pub fn new(client: Client, blobs: B, config: SqsTransportConfig) -> Self {
-        Self { client, blobs, config, resolved: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            blobs,
+            config,
+            resolved: Mutex::new(HashMap::new()),
+        }
     }
 
     fn kind(&self) -> QueueKind {
@@ -91,8 +99,12 @@ impl<B: BlobStore> SqsTransport<B> {
         if let Some(url) = self.config.task_queue_urls.get(group) {
             return Ok(url.clone());
         }
-        let name = tasks_queue_name(&self.config.prefix, group, self.kind())
-            .map_err(|e| TransportError::NoQueue { what: group.to_owned(), message: e.to_string() })?;
+        let name = tasks_queue_name(&self.config.prefix, group, self.kind()).map_err(|e| {
+            TransportError::NoQueue {
+                what: group.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
         self.resolve(&name).await
     }
 
@@ -101,8 +113,12 @@ impl<B: BlobStore> SqsTransport<B> {
         if let Some(url) = &self.config.results_queue_url {
             return Ok(url.clone());
         }
-        let name = results_queue_name(&self.config.prefix, self.kind())
-            .map_err(|e| TransportError::NoQueue { what: "results".into(), message: e.to_string() })?;
+        let name = results_queue_name(&self.config.prefix, self.kind()).map_err(|e| {
+            TransportError::NoQueue {
+                what: "results".into(),
+                message: e.to_string(),
+            }
+        })?;
         self.resolve(&name).await
     }
 
@@ -152,7 +168,9 @@ impl<B: BlobStore> SqsTransport<B> {
                     continue;
                 }
             }
-            if batch.len() == MAX_BATCH_ENTRIES || batch_bytes + message.body.len() > MAX_BATCH_BYTES {
+            if batch.len() == MAX_BATCH_ENTRIES
+                || batch_bytes + message.body.len() > MAX_BATCH_BYTES
+            {
                 batches.push(std::mem::take(&mut batch));
                 batch_bytes = 0;
             }
@@ -183,10 +201,19 @@ impl<B: BlobStore> SqsTransport<B> {
                     continue;
                 }
             };
-            match self.client.send_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
-                Ok(out) => failed.extend(
-                    out.failed.iter().filter_map(|f| f.id.parse().ok().map(|i| (i, f.message.clone().unwrap_or_default()))),
-                ),
+            match self
+                .client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(out) => failed.extend(out.failed.iter().filter_map(|f| {
+                    f.id.parse()
+                        .ok()
+                        .map(|i| (i, f.message.clone().unwrap_or_default()))
+                })),
                 Err(e) => {
                     let message = DisplayErrorContext(&e).to_string();
                     failed.extend(ids.iter().map(|i| (*i, message.clone())));
@@ -196,7 +223,7 @@ impl<B: BlobStore> SqsTransport<B> {
         failed
     }
 
-    async fn send_all(&self, by_queue: Vec<(Result<String, TransportError>, Vec<(usize, Outgoing)>)>) -> Result<(), TransportError> {
+    async fn send_all(&self, by_queue: Vec<QueueBatch>) -> Result<(), TransportError> {
         let mut failed = Vec::new();
         for (url, messages) in by_queue {
             match url {
@@ -209,10 +236,17 @@ impl<B: BlobStore> SqsTransport<B> {
         }
         failed.sort_by_key(|(i, _)| *i);
         let message = failed.first().map(|(_, m)| m.clone()).unwrap_or_default();
-        Err(TransportError::Partial { failed: failed.into_iter().map(|(i, _)| i).collect(), message })
+        Err(TransportError::Partial {
+            failed: failed.into_iter().map(|(i, _)| i).collect(),
+            message,
+        })
     }
 
-    fn fifo_ids(&self, group: impl FnOnce() -> String, dedup: impl FnOnce() -> String) -> (Option<String>, Option<String>) {
+    fn fifo_ids(
+        &self,
+        group: impl FnOnce() -> String,
+        dedup: impl FnOnce() -> String,
+    ) -> (Option<String>, Option<String>) {
         if self.config.fifo {
             (Some(dedup_id(group())), Some(dedup_id(dedup())))
         } else {
@@ -234,8 +268,16 @@ impl<B: BlobStore> TaskSender for SqsTransport<B> {
                 },
                 || format!("{}:{}", task.step_id, task.attempt),
             );
-            let message = Outgoing { body: encode(task), group_id, dedup_id: dedup, delay_seconds: 0 };
-            groups.entry(task.group.as_str()).or_default().push((index, message));
+            let message = Outgoing {
+                body: encode(task),
+                group_id,
+                dedup_id: dedup,
+                delay_seconds: 0,
+            };
+            groups
+                .entry(task.group.as_str())
+                .or_default()
+                .push((index, message));
         }
         let mut by_queue = Vec::new();
         for (group, messages) in groups {
@@ -255,10 +297,19 @@ impl<B: BlobStore> ResultSender for SqsTransport<B> {
                     || result.run_id.clone(),
                     || format!("{}:{}", result.step_id, result.attempt.unwrap_or(0)),
                 );
-                (index, Outgoing { body: encode(result), group_id, dedup_id: dedup, delay_seconds: 0 })
+                (
+                    index,
+                    Outgoing {
+                        body: encode(result),
+                        group_id,
+                        dedup_id: dedup,
+                        delay_seconds: 0,
+                    },
+                )
             })
             .collect();
-        self.send_all(vec![(self.results_queue_url().await, messages)]).await
+        self.send_all(vec![(self.results_queue_url().await, messages)])
+            .await
     }
 }
 
@@ -267,7 +318,8 @@ impl<B: BlobStore> ControlSender for SqsTransport<B> {
         if self.config.fifo && messages.iter().any(|(_, delay)| *delay > 0) {
             // SQS FIFO queues have no per-message delay.
             return Err(TransportError::Unsupported(
-                "durable timers need per-message delays, which FIFO results queues do not have".into(),
+                "durable timers need per-message delays, which FIFO results queues do not have"
+                    .into(),
             ));
         }
         let outgoing = messages
@@ -279,16 +331,33 @@ impl<B: BlobStore> ControlSender for SqsTransport<B> {
                     || match message {
                         ControlMessage::StartRun { run_id, .. } => format!("start:{run_id}"),
                         ControlMessage::CancelRun { run_id, .. } => format!("cancel:{run_id}"),
-                        ControlMessage::TimerFired { run_id, timer_id, fire_at_ms } => {
+                        ControlMessage::TimerFired {
+                            run_id,
+                            timer_id,
+                            fire_at_ms,
+                        } => {
                             format!("timer:{run_id}:{timer_id}:{fire_at_ms}")
                         }
-                        ControlMessage::Signal { signal_id: Some(id), run_id, .. } => format!("signal:{run_id}:{id}"),
+                        ControlMessage::Signal {
+                            signal_id: Some(id),
+                            run_id,
+                            ..
+                        } => format!("signal:{run_id}:{id}"),
                         ControlMessage::Signal { .. } => uuid::Uuid::new_v4().to_string(),
                     },
                 );
-                (index, Outgoing { body: encode(message), group_id, dedup_id: dedup, delay_seconds: (*delay).min(900) })
+                (
+                    index,
+                    Outgoing {
+                        body: encode(message),
+                        group_id,
+                        dedup_id: dedup,
+                        delay_seconds: (*delay).min(900),
+                    },
+                )
             })
             .collect();
-        self.send_all(vec![(self.results_queue_url().await, outgoing)]).await
+        self.send_all(vec![(self.results_queue_url().await, outgoing)])
+            .await
     }
 }
