@@ -47,11 +47,19 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
     };
     let client = ctx.client();
     let mut runs = Vec::new();
+    // A page can come back short (the store filters after reading): keep reading until the
+    // page is full, or through every page with --all.
     let next_cursor = loop {
         let page = client.list(&filter).await?;
         runs.extend(page.runs);
+        let wanted = (args.limit as usize).saturating_sub(runs.len());
         match page.next_cursor {
-            Some(cursor) if args.all => filter.cursor = Some(cursor),
+            Some(cursor) if filter.cursor.as_ref() != Some(&cursor) && (args.all || wanted > 0) => {
+                if !args.all {
+                    filter.limit = wanted as u32;
+                }
+                filter.cursor = Some(cursor);
+            }
             other => break other,
         }
     };
@@ -64,7 +72,11 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
     }
     print!("{}", table(&runs, now_ms()));
     if let Some(cursor) = next_cursor {
-        eprintln!("more runs: --cursor {cursor}  (or --all)");
+        // Cursors are JSON: quote them for the shell.
+        eprintln!(
+            "more runs: --cursor '{}'  (or --all)",
+            cursor.replace('\'', "'\\''")
+        );
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use cairn::inspect::{
     self, format_duration_ms, summarize, utc_timestamp, StepKind, StepState, StepView,
 };
 use cairn::store::LoadedRun;
+use cairn::timeline;
 use serde_json::Value;
 
 /// Pretty JSON up to this many bytes; larger payloads are summarized.
@@ -112,68 +113,64 @@ pub fn render(run: &LoadedRun) -> String {
         let _ = writeln!(out, "engine problem: {problem}");
     }
     let (steps, signals) = inspect::steps(run);
-    let _ = writeln!(out, "\nsteps ({})", steps.len());
-    if steps.is_empty() {
+    let rows = table_rows(run, &steps);
+    let _ = writeln!(out, "\nsteps ({})", rows.len());
+    if rows.is_empty() {
         out.push_str("  (none yet)\n");
     }
-    let name_w = steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-    let group_w = steps
-        .iter()
-        .map(|s| s.group.as_deref().unwrap_or("-").len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    if !steps.is_empty() {
+    let width = |i: usize, min: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(min)
+    };
+    let (name_w, group_w) = (width(2, 4), width(3, 5));
+    let (started_w, finished_w) = (width(5, 7), width(6, 8));
+    if !rows.is_empty() {
         let _ = writeln!(
             out,
-            "  {:>4}  {:<6}  {:<name_w$}  {:<group_w$}  {:>8}  {:<22}  {:<22}  {:>9}  STATE",
+            "  {:>4}  {:<6}  {:<name_w$}  {:<group_w$}  {:>8}  {:<started_w$}  {:<finished_w$}  {:>8}  STATE",
             "SEQ", "KIND", "NAME", "GROUP", "ATTEMPTS", "STARTED", "FINISHED", "DURATION"
         );
     }
-    for step in &steps {
+    for r in &rows {
         let _ = writeln!(
             out,
-            "  {:>4}  {:<6}  {:<name_w$}  {:<group_w$}  {:>8}  {:<22}  {:<22}  {:>9}  {}",
-            step.seq,
-            kind(step),
-            step.name,
-            step.group.as_deref().unwrap_or("-"),
-            step.attempts,
-            when(step.started_at_ms, start),
-            step.finished_at_ms
-                .map(|f| when(f, start))
-                .unwrap_or_else(|| "-".into()),
-            step.duration_ms()
-                .map(format_duration_ms)
-                .unwrap_or_else(|| "-".into()),
-            state(step)
+            "  {:>4}  {:<6}  {:<name_w$}  {:<group_w$}  {:>8}  {:<started_w$}  {:<finished_w$}  {:>8}  {}",
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
         );
     }
     for step in &steps {
+        let group = step
+            .group
+            .as_deref()
+            .filter(|g| *g != step.name)
+            .map(|g| format!(", group {g}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "\nstep {} {} ({}): {}",
+            "\nstep {} {} ({}{group}): {}",
             step.seq,
             step.name,
             kind(step),
             state(step)
         );
+        let last = step.attempt_starts_ms.len().saturating_sub(1);
         for (i, at) in step.attempt_starts_ms.iter().enumerate() {
-            let outcome = match step.errors.get(i) {
-                Some((failed_at, error)) => format!(
-                    "failed at {}: {}",
+            // Errors are recorded in attempt order: attempt i failed at errors[i], if present.
+            let outcome = match (step.errors.get(i), step.finished_at_ms) {
+                (Some((failed_at, error)), _) => format!(
+                    "→ {}  failed: {}",
                     when(*failed_at, start),
                     error_text(error)
                 ),
-                None if step.state == StepState::Completed => "completed".to_owned(),
-                None => "in progress".to_owned(),
+                (None, Some(done)) if i == last && step.state == StepState::Completed => {
+                    format!("→ {}  completed", when(done, start))
+                }
+                _ => "→ …  in progress".to_owned(),
             };
-            let _ = writeln!(
-                out,
-                "  attempt {} started {}  {outcome}",
-                i + 1,
-                when(*at, start)
-            );
+            let _ = writeln!(out, "  attempt {}  {} {outcome}", i + 1, when(*at, start));
         }
         if let Some(output) = &step.output {
             let _ = writeln!(out, "  output  {}", payload(output, "          "));
@@ -184,14 +181,72 @@ pub fn render(run: &LoadedRun) -> String {
         for signal in &signals {
             let _ = writeln!(
                 out,
-                "  {} at {}  {}",
+                "  {} at {}\n    payload {}",
                 signal.name,
                 when(signal.at_ms, start),
-                payload(&signal.payload, "    ")
+                payload(&signal.payload, "            ")
             );
         }
     }
     out
+}
+
+/// The table's cells: every step, and every signal wait (not a step, but it takes time), by seq.
+fn table_rows(run: &LoadedRun, steps: &[StepView]) -> Vec<[String; 9]> {
+    let start = run.run.created_at_ms;
+    let dash = || "-".to_owned();
+    let mut rows: Vec<(u64, [String; 9])> = steps
+        .iter()
+        .map(|step| {
+            let cells = [
+                step.seq.to_string(),
+                kind(step).to_owned(),
+                step.name.clone(),
+                step.group.clone().unwrap_or_else(dash),
+                step.attempts.to_string(),
+                when(step.started_at_ms, start),
+                step.finished_at_ms
+                    .map(|f| when(f, start))
+                    .unwrap_or_else(dash),
+                step.duration_ms()
+                    .map(format_duration_ms)
+                    .unwrap_or_else(dash),
+                state(step).to_owned(),
+            ];
+            (step.seq, cells)
+        })
+        .collect();
+    for row in timeline::layout(run)
+        .rows
+        .into_iter()
+        .filter(|r| r.kind == "signal")
+    {
+        if let Some(wait) = row.segments.first() {
+            let received = wait.state == StepState::Completed;
+            let cells = [
+                row.seq.to_string(),
+                "signal".to_owned(),
+                row.name.clone(),
+                dash(),
+                dash(),
+                when(wait.start_ms, start),
+                if received {
+                    when(wait.end_ms, start)
+                } else {
+                    dash()
+                },
+                if received {
+                    format_duration_ms(wait.end_ms.saturating_sub(wait.start_ms))
+                } else {
+                    dash()
+                },
+                if received { "received" } else { "waiting" }.to_owned(),
+            ];
+            rows.push((row.seq, cells));
+        }
+    }
+    rows.sort_by_key(|(seq, _)| *seq);
+    rows.into_iter().map(|(_, cells)| cells).collect()
 }
 
 /// The JSON of `cairn runs show --json`: the run, its steps and signals, and the raw history.

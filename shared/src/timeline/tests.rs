@@ -2,10 +2,11 @@
 
 use serde_json::json;
 
+use super::html::tick_step;
 use super::*;
 use crate::contract::StepError;
 use crate::store::RunRecord;
-use crate::workflow::HistoryEvent;
+use crate::workflow::{HistoryEvent, RunStatus};
 
 fn run(status: RunStatus, events: Vec<(u64, EventKind)>) -> LoadedRun {
     let last = events.iter().map(|(at, _)| *at).max().unwrap_or(0);
@@ -241,6 +242,14 @@ fn html_has_one_classed_bar_per_attempt_and_wait() {
     for external in ["src=\"http", "href=\"http", "@import", "url(http"] {
         assert!(!html.contains(external), "{external}");
     }
+    assert!(
+        html.contains("#3 wait for signal approval"),
+        "signal wait label"
+    );
+    assert!(
+        html.contains("<tr data-seq=\"3\"><td>3</td><td>signal</td><td>approval</td>"),
+        "signal waits are listed among the steps"
+    );
     assert!(
         html.contains("retry backoff") && html.contains("attempt failed"),
         "legend"
