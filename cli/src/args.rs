@@ -30,6 +30,7 @@ pub struct Cli {
 
 /// Flags every command understands: where to find the deployment.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Deployment (any command)")]
 pub struct Global {
     /// Local stack endpoint (e.g. http://127.0.0.1:4566); leave unset for AWS.
     #[arg(long, global = true, env = "CAIRN_ENDPOINT_URL", value_name = "URL")]
@@ -87,7 +88,7 @@ pub enum Command {
 /// `cairn runs ...`.
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
-    /// List runs, newest first.
+    /// List runs (newest first with --status or --workflow; an unfiltered list is in table order).
     List(ListArgs),
     /// A run with every step: attempts, timing, payloads, errors.
     Show(ShowArgs),
@@ -111,7 +112,7 @@ pub struct ListArgs {
     /// Page size.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
-    /// Continue after a previous page (printed as `next cursor`).
+    /// Continue after a previous page (the cursor `runs list` prints after `more runs:`).
     #[arg(long)]
     pub cursor: Option<String>,
     /// Follow the cursor through every page.

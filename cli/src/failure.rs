@@ -89,7 +89,8 @@ pub fn classify(error: &anyhow::Error, target: &Target) -> (u8, String) {
         return (
             code::NOT_FOUND,
             format!(
-                "run {run_id} not found in table {} at {}",
+                "run {run_id} not found in table {} at {}.\n  A new run appears once the engine has processed its start message; \
+                 otherwise check the run id and --table / --prefix.",
                 target.table,
                 target.describe()
             ),
@@ -106,7 +107,7 @@ pub fn classify(error: &anyhow::Error, target: &Target) -> (u8, String) {
             format!("run {run_id} is still {status} after {}s", waited.as_secs()),
         );
     }
-    let text = format!("{error:#}");
+    let text = without_sdk_debug(&format!("{error:#}"));
     let lower = text.to_lowercase();
     let hint = if lower.contains("credential") {
         Some(format!(
@@ -167,6 +168,24 @@ pub fn classify(error: &anyhow::Error, target: &Target) -> (u8, String) {
     }
 }
 
+/// The SDK's `DisplayErrorContext` ends with the error's `Debug` form in parentheses; people
+/// need the readable chain before it.
+fn without_sdk_debug(text: &str) -> String {
+    let markers = [
+        " (DispatchFailure(",
+        " (ServiceError(",
+        " (TimeoutError(",
+        " (ResponseError(",
+        " (ConstructionFailure(",
+    ];
+    let cut = markers
+        .iter()
+        .filter_map(|m| text.find(m))
+        .min()
+        .unwrap_or(text.len());
+    text.get(..cut).unwrap_or(text).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +215,14 @@ mod tests {
         let error = anyhow::anyhow!("store request Query failed: dispatch failure: io error: Connection refused (os error 111)");
         let (code, message) = classify(&error, &target());
         assert_eq!(code, code::UNREACHABLE);
+        let debug = anyhow::anyhow!(
+            "dispatch failure: io error (DispatchFailure(DispatchFailure {{ .. }}))"
+        );
+        let (_, message_without_debug) = classify(&debug, &target());
+        assert!(
+            message_without_debug.ends_with("detail: dispatch failure: io error"),
+            "{message_without_debug}"
+        );
         assert!(
             message.contains("http://127.0.0.1:9") && message.contains("CAIRN_ENDPOINT_URL"),
             "{message}"
