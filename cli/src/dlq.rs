@@ -3,36 +3,35 @@
 //! Redrive sends each message to the target queue first and deletes it from the DLQ only once
 //! SQS has accepted the copy, so a crash or a failed send can duplicate a message (consumers
 //! dedupe by `stepId`) but never lose one. Message attributes travel with the body; for FIFO
-//! queues so do the message group id and deduplication id.
+//! queues so do the message group id and the deduplication id (renamed only inside SQS's
+//! 5-minute deduplication window, see [`redrive`]).
+
+mod redrive;
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::Context as _;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
+    QueueAttributeName,
 };
 use aws_sdk_sqs::Client;
 use cairn::inspect::{summarize, utc_timestamp};
 use cairn::queue_name::{dlq_name, results_queue_name, tasks_queue_name, QueueKind};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::args::{DlqCommand, DlqListArgs, RedriveArgs};
+use crate::args::{DlqCommand, DlqListArgs};
 use crate::context::Ctx;
 use crate::failure::Failure;
 
 /// How long received messages stay hidden while we work on them.
 const WORK_VISIBILITY_SECS: i32 = 120;
-/// Show a progress bar from this many messages on.
-const PROGRESS_FROM: u64 = 20;
 
 /// Runs one `cairn dlq` command.
 pub async fn run(ctx: &Ctx, command: DlqCommand) -> anyhow::Result<()> {
     match command {
         DlqCommand::List(args) => list(ctx, args).await,
-        DlqCommand::Redrive(args) => redrive(ctx, args).await,
+        DlqCommand::Redrive(args) => redrive::redrive(ctx, args).await,
     }
 }
 
@@ -295,161 +294,4 @@ async fn list(ctx: &Ctx, args: DlqListArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-async fn redrive(ctx: &Ctx, args: RedriveArgs) -> anyhow::Result<()> {
-    let sqs = &ctx.clients.sqs;
-    let dlq = resolve_dlq(ctx, &args.queue).await?;
-    let target = match &args.to {
-        Some(url) => url.clone(),
-        None => source_of(ctx, &dlq).await?,
-    };
-    if target == dlq {
-        return Err(Failure::new(
-            crate::failure::code::FAILURE,
-            "the target is the dead-letter queue itself",
-        )
-        .into());
-    }
-    let source = info(sqs, &dlq).await?;
-    let target_fifo = info(sqs, &target)
-        .await
-        .with_context(|| format!("target queue {target}"))?
-        .fifo;
-    let total = args
-        .max
-        .map_or(source.approximate, |max| max.min(source.approximate));
-    let progress = if total >= PROGRESS_FROM && !ctx.json {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} redriving [{bar:30}] {pos}/{len} {per_sec} {msg}")
-    {
-        progress.set_style(style.progress_chars("=> "));
-    }
-    let (mut moved, mut failed, mut empty_receives) = (0u64, Vec::<String>::new(), 0);
-    let mut seen = HashSet::new();
-    while args
-        .max
-        .is_none_or(|max| moved + (failed.len() as u64) < max)
-        && empty_receives < 2
-    {
-        let want =
-            args.max
-                .map_or(10, |max| (max - moved - failed.len() as u64).min(10)) as i32;
-        let batch: Vec<Message> = receive(sqs, &dlq, want)
-            .await?
-            .into_iter()
-            // A message we already handled is back only if its delete failed: do not send it twice.
-            .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
-            .collect();
-        if batch.is_empty() {
-            empty_receives += 1;
-            continue;
-        }
-        let mut entries = Vec::with_capacity(batch.len());
-        for (i, message) in batch.iter().enumerate() {
-            let mut entry = SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(message.body().unwrap_or_default())
-                .set_message_attributes(
-                    message
-                        .message_attributes()
-                        .cloned()
-                        .filter(|a| !a.is_empty()),
-                );
-            if target_fifo {
-                // Keep order (group) and the dedup id. SQS drops a FIFO message whose dedup id it
-                // saw in the last 5 minutes, so a redrive right after the original send is dropped.
-                entry = entry
-                    .set_message_group_id(system_attr(
-                        message,
-                        MessageSystemAttributeName::MessageGroupId,
-                    ))
-                    .set_message_deduplication_id(system_attr(
-                        message,
-                        MessageSystemAttributeName::MessageDeduplicationId,
-                    ));
-            }
-            entries.push(entry.build()?);
-        }
-        let sent = sqs
-            .send_message_batch()
-            .queue_url(&target)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| sqs_error("SendMessageBatch", e))?;
-        for failure in sent.failed() {
-            let id = batch
-                .get(failure.id().parse::<usize>().unwrap_or(usize::MAX))
-                .and_then(|m| m.message_id());
-            failed.push(format!(
-                "{}: {}",
-                id.unwrap_or("?"),
-                failure.message().unwrap_or(failure.code())
-            ));
-        }
-        // Delete only what SQS confirmed it accepted.
-        let deletes = sent
-            .successful()
-            .iter()
-            .filter_map(|ok| {
-                batch
-                    .get(ok.id().parse::<usize>().ok()?)
-                    .map(|m| (ok.id(), m))
-            })
-            .map(|(id, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(id)
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if !deletes.is_empty() {
-            let count = deletes.len() as u64;
-            let deleted = sqs
-                .delete_message_batch()
-                .queue_url(&dlq)
-                .set_entries(Some(deletes))
-                .send()
-                .await
-                .map_err(|e| sqs_error("DeleteMessageBatch", e))?;
-            for failure in deleted.failed() {
-                failed.push(format!(
-                    "copied but not deleted (it will reappear in the DLQ): {}",
-                    failure.message().unwrap_or(failure.code())
-                ));
-            }
-            moved += count - deleted.failed().len() as u64;
-        }
-        progress.set_position(moved);
-    }
-    progress.finish_and_clear();
-    if ctx.json {
-        println!(
-            "{}",
-            json!({ "from": dlq, "to": target, "moved": moved, "failed": failed })
-        );
-    } else {
-        println!(
-            "moved {moved} message(s) from {} to {}",
-            name_of(&dlq),
-            name_of(&target)
-        );
-        for failure in &failed {
-            eprintln!("  not moved: {failure}");
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            crate::failure::code::FAILURE,
-            format!("{} message(s) not moved; run redrive again", failed.len()),
-        )
-        .into())
-    }
 }
