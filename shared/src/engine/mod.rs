@@ -84,7 +84,8 @@ impl Default for EngineOptions {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// Wall-clock time, epoch milliseconds.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -1,0 +1,126 @@
+//! The reconciler on the local stack: a run whose commands were committed but never sent
+//! (a crash between commit and send, its record gone) is found and re-driven.
+
+#![allow(clippy::unwrap_used)]
+
+use cairn::contract::decode_task;
+use cairn::reconciler::{reconcile, reconcile_stalled};
+use cairn::store::{CheckpointStore, Commit, RunRecord};
+use cairn::workflow::{Command, EventKind, HistoryEvent, RunStatus};
+use cairn_tests::TestEnv;
+use serde_json::json;
+
+fn stuck_run(run_id: &str, updated_at_ms: u64, with_outbox: bool) -> Commit {
+    let run = RunRecord {
+        run_id: run_id.into(),
+        workflow: "fan-out".into(),
+        status: RunStatus::Running,
+        input: json!(1),
+        output: None,
+        error: None,
+        version: 1,
+        history_len: 2,
+        created_at_ms: updated_at_ms,
+        updated_at_ms,
+        parent: None,
+        last_error: None,
+    };
+    let events = vec![
+        HistoryEvent::new(
+            updated_at_ms,
+            EventKind::RunStarted {
+                workflow: "fan-out".into(),
+                input: json!(1),
+            },
+        ),
+        HistoryEvent::new(
+            updated_at_ms,
+            EventKind::TaskScheduled {
+                seq: 1,
+                name: "notifications.send-email".into(),
+                group: "notifications.send-email".into(),
+                input: json!({"to": "a@example.com", "subject": "hi"}),
+                attempt: 1,
+            },
+        ),
+    ];
+    let outbox = if with_outbox {
+        vec![Command::DispatchTask {
+            seq: 1,
+            name: "notifications.send-email".into(),
+            group: "notifications.send-email".into(),
+            input: json!({"to": "a@example.com", "subject": "hi"}),
+            attempt: 1,
+            timeout_ms: None,
+        }]
+    } else {
+        vec![]
+    };
+    Commit {
+        run,
+        expected_version: None,
+        events,
+        outbox,
+    }
+}
+
+#[tokio::test]
+async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
+    let env = TestEnv::new("reconciler", false).await;
+    let store = env.clients.store(&env.config);
+    let transport = env.clients.transport(&env.config);
+    let now = cairn::engine::now_ms();
+    store
+        .commit(&stuck_run("stuck", now - 600_000, true))
+        .await
+        .unwrap();
+    store
+        .commit(&stuck_run("idle", now - 600_000, false))
+        .await
+        .unwrap();
+    store.commit(&stuck_run("fresh", now, true)).await.unwrap();
+
+    let report = reconcile_stalled(&store, &transport, 300).await.unwrap();
+    assert_eq!(report.redriven, vec!["stuck".to_owned()], "{report:?}");
+    assert_eq!(
+        report.idle, 1,
+        "a run waiting with nothing to send is left alone"
+    );
+    assert_eq!(report.examined, 2, "the fresh run is not stalled yet");
+
+    let url = &env.resources.task_queue_urls["notifications.send-email"];
+    let out = env
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    let tasks: Vec<_> = out
+        .messages
+        .unwrap_or_default()
+        .iter()
+        .map(|m| decode_task(m.body.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].step_id, "stuck:1");
+    assert!(
+        store
+            .load("stuck")
+            .await
+            .unwrap()
+            .unwrap()
+            .outbox
+            .is_empty(),
+        "the outbox is cleared after the re-drive"
+    );
+
+    // A second pass finds nothing left to send.
+    let again = reconcile(&store, &transport, now - 300_000, 100)
+        .await
+        .unwrap();
+    assert!(again.redriven.is_empty());
+}
