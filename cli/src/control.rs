@@ -63,11 +63,17 @@ pub async fn start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let run = client.wait(&run_id, Duration::from_secs(secs)).await.map_err(|e| match e {
-        ClientError::Timeout { status, .. } => Failure::new(
+        // `missing`: the engine never created the run from the start message.
+        ClientError::Timeout { status, .. } if status == "missing" => Failure::new(
             code::TIMEOUT,
             format!(
-                "run {run_id} is still {status} after {secs}s (is the engine running and subscribed to the results queue?)"
+                "run {run_id} was not created within {secs}s: is an engine consuming the results queue?"
             ),
+        )
+        .into(),
+        ClientError::Timeout { status, .. } => Failure::new(
+            code::TIMEOUT,
+            format!("run {run_id} is still {status} after {secs}s"),
         )
         .into(),
         other => anyhow::Error::from(other),

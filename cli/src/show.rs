@@ -260,3 +260,23 @@ pub fn json(run: &LoadedRun) -> Value {
         "history": run.history,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_pretty_and_indented_or_summarized_when_large() {
+        let small = serde_json::json!({ "orderId": "o-1", "amountCents": 1999 });
+        assert_eq!(
+            payload(&small, "    "),
+            "{\n      \"amountCents\": 1999,\n      \"orderId\": \"o-1\"\n    }"
+        );
+        let large = serde_json::json!({ "items": vec!["x".repeat(100); 40] });
+        let text = payload(&large, "    ");
+        assert!(
+            !text.contains('\n') && text.contains("object with 1 keys"),
+            "{text}"
+        );
+    }
+}

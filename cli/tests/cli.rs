@@ -376,6 +376,20 @@ async fn unknown_runs_exit_2_with_a_clear_message() {
             "{args:?}: {err}"
         );
     }
+    // No engine in this test: the start message is never consumed.
+    let out = cairn(
+        &env,
+        &[
+            "start", "checkout", "--input", "{}", "--run-id", "never", "--wait", "1",
+        ],
+    )
+    .await;
+    assert_code(&out, 4);
+    assert!(
+        stderr(&out).contains("run never was not created within 1s"),
+        "{}",
+        stderr(&out)
+    );
     let out = cairn(&env, &["dlq", "list", "no.such.group"]).await;
     assert_code(&out, 2);
     assert!(
