@@ -17,7 +17,7 @@ pub struct Order {
     pub order_id: String,
     /// Amount to charge.
     pub amount_cents: u64,
-    /// Card token (see [`Charge::card`]).
+    /// Card token: `tok_declined` is declined, `tok_flaky` fails its first charge attempt.
     pub card: String,
     /// Customer email.
     pub email: String,
