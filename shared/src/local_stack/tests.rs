@@ -277,3 +277,99 @@ fn unsupported_constructs_fail_loudly() {
         TemplateError::Yaml(_)
     ));
 }
+
+/// The IAM promises of the deploy: a function receives only from the queues its event sources
+/// consume, a worker sends only to the results queue, and only the engine writes DynamoDB
+/// items other than claim-check blobs (`BLOB#` keys) without a condition.
+#[test]
+fn roles_are_least_privilege() {
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    let template = intrinsics::parse_template(TEMPLATE_YAML).unwrap();
+    let resources = template["Resources"].as_object().unwrap();
+    let list =
+        |v: &Value| -> Vec<Value> { v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]) };
+    let targets = |resource: &Value| -> BTreeSet<String> {
+        list(resource)
+            .iter()
+            .map(|r| match intrinsics::get_att_target(r, "Arn") {
+                Some(id) => id.to_owned(),
+                None => r.to_string(),
+            })
+            .collect()
+    };
+    let mut functions = 0;
+    for (id, function) in resources {
+        if function["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        functions += 1;
+        let binary = function["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap();
+        let role = intrinsics::get_att_target(&function["Properties"]["Role"], "Arn").unwrap();
+        let statements: Vec<Value> = list(&resources[role]["Properties"]["Policies"])
+            .iter()
+            .flat_map(|p| list(&p["PolicyDocument"]["Statement"]))
+            .collect();
+        let consumed: BTreeSet<String> = function["Properties"]["Events"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|e| e["Type"] == "SQS")
+            .map(|e| {
+                intrinsics::get_att_target(&e["Properties"]["Queue"], "Arn")
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let (mut receive_from, mut send_to) = (BTreeSet::new(), BTreeSet::new());
+        for statement in &statements {
+            assert_eq!(statement["Effect"], "Allow");
+            let actions: Vec<String> = list(&statement["Action"])
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            let has = |a: &str| actions.iter().any(|x| x == a);
+            assert!(
+                actions.iter().all(|a| !a.contains('*')),
+                "{id}: wildcard action in {actions:?}"
+            );
+            if statement["Resource"] == "*" {
+                assert!(
+                    actions.iter().all(|a| a.starts_with("xray:")),
+                    "{id}: {actions:?} on *"
+                );
+            }
+            if has("sqs:ReceiveMessage") {
+                receive_from.extend(targets(&statement["Resource"]));
+            }
+            if has("sqs:SendMessage") {
+                send_to.extend(targets(&statement["Resource"]));
+            }
+            let writes = [
+                "dynamodb:PutItem",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:ConditionCheckItem",
+            ];
+            if writes.iter().any(|w| has(w)) && binary != "engine" {
+                let leading =
+                    &statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+                assert_eq!(
+                    leading,
+                    &serde_json::json!(["BLOB#*"]),
+                    "{id}: {actions:?} without the BLOB# condition"
+                );
+            }
+        }
+        assert_eq!(
+            receive_from, consumed,
+            "{id} may receive from other queues than it consumes"
+        );
+        if binary == "worker" {
+            assert_eq!(send_to, BTreeSet::from(["ResultsQueue".to_owned()]), "{id}");
+        }
+    }
+    assert_eq!(functions, 5);
+}
