@@ -112,6 +112,7 @@ async fn a_lost_conditional_write_is_a_typed_conflict() {
         EventKind::SignalReceived {
             name: "a".into(),
             payload: json!(1),
+            signal_id: None,
         },
     )];
     store.commit(&next).await.unwrap();

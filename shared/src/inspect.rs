@@ -162,7 +162,7 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
                     step.errors.push((at, error.clone()));
                 }
             }
-            EventKind::SignalReceived { name, payload } => {
+            EventKind::SignalReceived { name, payload, .. } => {
                 signals.push(SignalView {
                     name: name.clone(),
                     at_ms: at,

@@ -252,3 +252,52 @@ async fn a_result_that_cannot_be_sent_is_a_batch_item_failure() {
         .unwrap();
     assert_eq!(failed_ids(&response), vec!["m1"]);
 }
+
+async fn wait_approval(ctx: WorkflowContext, _: Value) -> Result<Value, WorkflowError> {
+    ctx.wait_for_signal::<Value>("approval").await
+}
+
+#[tokio::test]
+async fn a_redelivered_signal_is_applied_once() {
+    let mut workflows = Workflows::new();
+    workflows.register("approval", wait_approval);
+    let engine = Engine::new(
+        Arc::new(workflows),
+        MemoryStore::new(),
+        MemoryTransport::default(),
+        MemoryBlobStore::default(),
+        EngineOptions::default(),
+    );
+    let start = encode(&ControlMessage::StartRun {
+        run_id: "a".into(),
+        workflow: "approval".into(),
+        input: json!(null),
+        parent: None,
+    });
+    let signal = |approved: bool| {
+        encode(&ControlMessage::Signal {
+            run_id: "a".into(),
+            name: "other".into(),
+            payload: json!(approved),
+            signal_id: Some("sig-1".into()),
+        })
+    };
+    engine.handle(event(&[start])).await.unwrap();
+    // The same signal message twice (SQS redelivery), then the awaited one.
+    engine
+        .handle(event(&[signal(true), signal(true)]))
+        .await
+        .unwrap();
+    let loaded = engine.store().load("a").await.unwrap().unwrap();
+    let received = loaded
+        .history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::SignalReceived { .. }))
+        .count();
+    assert_eq!(received, 1);
+    assert_eq!(
+        loaded.run.status,
+        RunStatus::Running,
+        "still waiting for `approval`"
+    );
+}

@@ -125,6 +125,7 @@ fn live(
             Op::Signal(i) => Some(Incoming::Signal {
                 name: format!("sig-{i}"),
                 payload: json!(format!("s{i}")),
+                signal_id: None,
             }),
             _ => None,
         })
@@ -239,9 +240,14 @@ fn incoming_of(events: &[HistoryEvent]) -> Vec<Incoming> {
             EventKind::TimerFired { timer_id, .. } => Some(Incoming::TimerFired {
                 timer_id: timer_id.clone(),
             }),
-            EventKind::SignalReceived { name, payload } => Some(Incoming::Signal {
+            EventKind::SignalReceived {
+                name,
+                payload,
+                signal_id,
+            } => Some(Incoming::Signal {
                 name: name.clone(),
                 payload: payload.clone(),
+                signal_id: signal_id.clone(),
             }),
             _ => None,
         })

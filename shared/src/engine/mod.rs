@@ -314,9 +314,22 @@ fn to_incoming(
                 parent,
                 ..
             } => (Incoming::Start { workflow, input }, parent),
-            ControlMessage::Signal { name, payload, .. } => {
-                let _ = message_id;
-                (Incoming::Signal { name, payload }, None)
+            ControlMessage::Signal {
+                name,
+                payload,
+                signal_id,
+                ..
+            } => {
+                let signal_id =
+                    signal_id.or_else(|| (!message_id.is_empty()).then(|| message_id.to_owned()));
+                (
+                    Incoming::Signal {
+                        name,
+                        payload,
+                        signal_id,
+                    },
+                    None,
+                )
             }
             ControlMessage::TimerFired { timer_id, .. } => {
                 (Incoming::TimerFired { timer_id }, None)

@@ -125,6 +125,7 @@ fn retried_run() -> LoadedRun {
                 SignalReceived {
                     name: "approval".into(),
                     payload: json!({"approved": true}),
+                    signal_id: None,
                 },
             ),
             (

@@ -112,6 +112,9 @@ pub enum EventKind {
         name: String,
         /// Payload.
         payload: Value,
+        /// Dedupe key: a redelivered signal with the same id is applied once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal_id: Option<String>,
     },
     /// A non-deterministic value handed to the workflow (`now`, `random`, `uuid`, `patched`).
     ValueRecorded {

@@ -39,6 +39,9 @@ pub enum Incoming {
         name: String,
         /// Payload.
         payload: Value,
+        /// Dedupe key (the control message's `signalId`, else the SQS message id): a
+        /// redelivered signal is applied once.
+        signal_id: Option<String>,
     },
     /// Cancel the run.
     Cancel {
@@ -77,6 +80,7 @@ pub(crate) enum Dropped {
     UnknownTimer,
     TimerAlreadyFired,
     AlreadyCancelled,
+    DuplicateSignal,
 }
 
 impl State {
@@ -141,8 +145,22 @@ impl State {
                 }
                 Ok(())
             }
-            Incoming::Signal { name, payload } => {
-                self.append(EventKind::SignalReceived { name, payload });
+            Incoming::Signal {
+                name,
+                payload,
+                signal_id,
+            } => {
+                if signal_id
+                    .as_ref()
+                    .is_some_and(|id| self.signal_ids.contains(id))
+                {
+                    return Err(Dropped::DuplicateSignal);
+                }
+                self.append(EventKind::SignalReceived {
+                    name,
+                    payload,
+                    signal_id,
+                });
                 Ok(())
             }
             Incoming::Cancel { reason } => {
@@ -232,5 +250,23 @@ mod tests {
             state.apply_incoming(Incoming::Cancel { reason: None }),
             Err(Dropped::AlreadyCancelled)
         );
+    }
+
+    #[test]
+    fn a_redelivered_signal_applies_once_and_unnamed_ones_always_apply() {
+        let mut state = scheduled();
+        let signal = |id: Option<&str>| Incoming::Signal {
+            name: "approval".into(),
+            payload: Value::from(true),
+            signal_id: id.map(str::to_owned),
+        };
+        assert_eq!(state.apply_incoming(signal(Some("m-1"))), Ok(()));
+        assert_eq!(
+            state.apply_incoming(signal(Some("m-1"))),
+            Err(Dropped::DuplicateSignal)
+        );
+        assert_eq!(state.apply_incoming(signal(Some("m-2"))), Ok(()));
+        assert_eq!(state.apply_incoming(signal(None)), Ok(()));
+        assert_eq!(state.appended.len(), 4);
     }
 }

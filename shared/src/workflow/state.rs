@@ -145,6 +145,8 @@ pub(crate) struct State {
     /// Timer id -> (seq, index in that slot's timers).
     pub timer_ids: HashMap<String, (u64, usize)>,
     pub signals: Vec<SignalSlot>,
+    /// Ids of the signals received so far (dedupe of redelivered signals).
+    pub signal_ids: std::collections::HashSet<String>,
     /// Revealed, not yet consumed signals, per name.
     pub signal_queues: HashMap<String, VecDeque<usize>>,
     /// Waits blocked on a signal name.
@@ -274,7 +276,14 @@ impl State {
             EventKind::SignalWaitStarted { seq, name } => {
                 self.issue_record(*seq, OpKind::Signal(name.clone()), recorded);
             }
-            EventKind::SignalReceived { name, payload } => {
+            EventKind::SignalReceived {
+                name,
+                payload,
+                signal_id,
+            } => {
+                if let Some(id) = signal_id {
+                    self.signal_ids.insert(id.clone());
+                }
                 self.signals.push(SignalSlot {
                     name: name.clone(),
                     payload: payload.clone(),

@@ -93,6 +93,7 @@ pub fn signal(name: &str, payload: impl Serialize) -> Incoming {
     Incoming::Signal {
         name: name.into(),
         payload: serde_json::to_value(payload).unwrap_or_default(),
+        signal_id: None,
     }
 }
 
@@ -209,6 +210,7 @@ impl HistoryBuilder {
         self.event(EventKind::SignalReceived {
             name: name.into(),
             payload,
+            signal_id: None,
         })
     }
 
