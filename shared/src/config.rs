@@ -30,6 +30,9 @@ pub struct Config {
     pub prefix: String,
     /// The results queue URL (`CAIRN_RESULTS_QUEUE_URL`); resolved by name when absent.
     pub results_queue_url: Option<String>,
+    /// A standard queue for durable timers (`CAIRN_TIMER_QUEUE_URL`); needed when the results
+    /// queue is FIFO, optional otherwise (timers then ride the results queue).
+    pub timer_queue_url: Option<String>,
     /// Tasks queue URLs by group (`CAIRN_TASK_QUEUE_URLS`, a JSON object); other groups are
     /// resolved by name.
     pub task_queue_urls: BTreeMap<String, String>,
@@ -52,6 +55,7 @@ impl Default for Config {
             table_name: format!("{DEFAULT_PREFIX}-runs"),
             prefix: DEFAULT_PREFIX.to_owned(),
             results_queue_url: None,
+            timer_queue_url: None,
             task_queue_urls: BTreeMap::new(),
             fifo: false,
             retention_days: 30,
@@ -96,6 +100,7 @@ impl Config {
             table_name,
             prefix,
             results_queue_url: get("CAIRN_RESULTS_QUEUE_URL"),
+            timer_queue_url: get("CAIRN_TIMER_QUEUE_URL"),
             task_queue_urls,
             fifo: parse(&get, "CAIRN_FIFO", defaults.fifo)?,
             retention_days: parse(&get, "CAIRN_RETENTION_DAYS", defaults.retention_days)?,

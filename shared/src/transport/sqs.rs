@@ -30,6 +30,9 @@ pub struct SqsTransportConfig {
     pub results_queue_url: Option<String>,
     /// Tasks queues by group; other groups are resolved by name.
     pub task_queue_urls: BTreeMap<String, String>,
+    /// A standard queue for delayed control messages (durable timers), required with FIFO
+    /// results queues, which have no per-message delay. The engine consumes it too.
+    pub timer_queue_url: Option<String>,
     /// Create by-name queues that do not exist (development convenience).
     pub auto_create: bool,
 }
@@ -41,6 +44,7 @@ impl SqsTransportConfig {
             prefix: config.prefix.clone(),
             fifo: config.fifo,
             results_queue_url: config.results_queue_url.clone(),
+            timer_queue_url: config.timer_queue_url.clone(),
             task_queue_urls: config.task_queue_urls.clone(),
             auto_create: false,
         }
@@ -315,16 +319,68 @@ impl<B: BlobStore> ResultSender for SqsTransport<B> {
 
 impl<B: BlobStore> ControlSender for SqsTransport<B> {
     async fn send_control(&self, messages: &[(ControlMessage, u32)]) -> Result<(), TransportError> {
-        if self.config.fifo && messages.iter().any(|(_, delay)| *delay > 0) {
-            // SQS FIFO queues have no per-message delay.
-            return Err(TransportError::Unsupported(
-                "durable timers need per-message delays, which FIFO results queues do not have"
-                    .into(),
-            ));
-        }
-        let outgoing = messages
+        let (delayed, immediate): (Vec<_>, Vec<_>) = messages
             .iter()
             .enumerate()
+            .partition(|(_, (_, delay))| *delay > 0);
+        let mut batches = Vec::new();
+        if !delayed.is_empty() {
+            match &self.config.timer_queue_url {
+                // A standard queue beside a FIFO results queue: FIFO queues have no
+                // per-message delay.
+                Some(url) => {
+                    let outgoing = delayed
+                        .into_iter()
+                        .map(|(index, (message, delay))| {
+                            let body = encode(message);
+                            let delay_seconds = (*delay).min(900);
+                            (
+                                index,
+                                Outgoing {
+                                    body,
+                                    group_id: None,
+                                    dedup_id: None,
+                                    delay_seconds,
+                                },
+                            )
+                        })
+                        .collect();
+                    batches.push((Ok(url.clone()), outgoing));
+                }
+                None if self.config.fifo => {
+                    return Err(TransportError::Unsupported(
+                        "durable timers need per-message delays, which FIFO queues do not have: \
+                         set a standard timer queue (CAIRN_TIMER_QUEUE_URL)"
+                            .into(),
+                    ))
+                }
+                None => batches.push((Ok(String::new()), self.control_messages(delayed))),
+            }
+        }
+        if !immediate.is_empty() {
+            batches.push((Ok(String::new()), self.control_messages(immediate)));
+        }
+        // Empty URL: the results queue (resolved once, only if needed).
+        let mut resolved = Vec::new();
+        for (url, outgoing) in batches {
+            let url = match url {
+                Ok(url) if url.is_empty() => self.results_queue_url().await,
+                other => other,
+            };
+            resolved.push((url, outgoing));
+        }
+        self.send_all(resolved).await
+    }
+}
+
+impl<B: BlobStore> SqsTransport<B> {
+    /// Results-queue messages for control messages, with FIFO group and dedup ids.
+    fn control_messages(
+        &self,
+        messages: Vec<(usize, &(ControlMessage, u32))>,
+    ) -> Vec<(usize, Outgoing)> {
+        messages
+            .into_iter()
             .map(|(index, (message, delay))| {
                 let (group_id, dedup) = self.fifo_ids(
                     || message.run_id().to_owned(),
@@ -356,8 +412,6 @@ impl<B: BlobStore> ControlSender for SqsTransport<B> {
                     },
                 )
             })
-            .collect();
-        self.send_all(vec![(self.results_queue_url().await, outgoing)])
-            .await
+            .collect()
     }
 }
