@@ -109,7 +109,22 @@ async fn provision_and_compare(params: &TemplateParams) -> StackResources {
         }
         assert_eq!(
             attributes.contains_key("FifoQueue"),
-            params.fifo,
+            queue.fifo,
+            "{}",
+            queue.name
+        );
+        // Every queue follows the Fifo parameter except the timers queue and its DLQ.
+        let timers_ids: Vec<&str> = declared
+            .timers_queue()
+            .into_iter()
+            .flat_map(|t| [Some(t), declared.dead_letter_of(t)])
+            .flatten()
+            .map(|q| q.logical_id.as_str())
+            .collect();
+        let follows_parameter = !timers_ids.contains(&queue.logical_id.as_str());
+        assert_eq!(
+            queue.fifo,
+            params.fifo && follows_parameter,
             "{}",
             queue.name
         );
@@ -158,6 +173,13 @@ async fn provision_and_compare(params: &TemplateParams) -> StackResources {
     assert_eq!(
         resources.results_dlq_url,
         actual[&declared.dead_letter_of(results).unwrap().logical_id].0
+    );
+    // FIFO deployments delay timers on a standard queue the engine consumes.
+    let timers = declared.timers_queue();
+    assert_eq!(timers.is_some(), params.fifo);
+    assert_eq!(
+        resources.timer_queue_url,
+        timers.map(|t| actual[&t.logical_id].0.clone())
     );
     let groups: Vec<&str> = resources
         .task_queue_urls

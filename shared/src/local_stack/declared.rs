@@ -11,7 +11,7 @@ use super::intrinsics::{
 use super::table::{declared_table, DeclaredTable};
 use super::TemplateParams;
 
-/// Tag that says what a queue is for (`results`, `tasks` or `dlq`).
+/// Tag that says what a queue is for (`results`, `tasks`, `timers` or `dlq`).
 pub const ROLE_TAG: &str = "cairn:role";
 /// Tag of a tasks queue naming its step group (e.g. `payments.charge-card`).
 pub const GROUP_TAG: &str = "cairn:group";
@@ -54,6 +54,9 @@ pub enum QueueRole {
         /// The step group, e.g. `payments.charge-card`.
         group: String,
     },
+    /// The standard queue for durable timers beside FIFO results queues (consumed by the
+    /// engine; FIFO queues have no per-message delay).
+    Timers,
     /// A dead-letter queue.
     DeadLetter,
 }
@@ -133,6 +136,9 @@ impl TemplateResources {
         let mut table = None;
         let mut queues = Vec::new();
         for (id, resource) in resources {
+            if !active(id, resource, &eval)? {
+                continue;
+            }
             match resource.get("Type").and_then(Value::as_str) {
                 Some("AWS::SQS::Queue") => {
                     queues.push(queue(id, resource, &eval, consumers.get(id).cloned())?);
@@ -169,6 +175,11 @@ impl TemplateResources {
     /// The results queue.
     pub fn results_queue(&self) -> Option<&DeclaredQueue> {
         self.queues.iter().find(|q| q.role == QueueRole::Results)
+    }
+
+    /// The timers queue, when these parameters declare one (FIFO deployments).
+    pub fn timers_queue(&self) -> Option<&DeclaredQueue> {
+        self.queues.iter().find(|q| q.role == QueueRole::Timers)
     }
 
     /// The tasks queues by step group.
@@ -251,6 +262,7 @@ fn queue(
     let role = match tags.get(ROLE_TAG).map(String::as_str) {
         Some("results") => QueueRole::Results,
         Some("dlq") => QueueRole::DeadLetter,
+        Some("timers") => QueueRole::Timers,
         Some("tasks") => QueueRole::Tasks {
             group: tags
                 .get(GROUP_TAG)
@@ -260,7 +272,7 @@ fn queue(
         other => {
             return Err(invalid(
                 id,
-                format!("tag {ROLE_TAG} must be results|tasks|dlq, is {other:?}"),
+                format!("tag {ROLE_TAG} must be results|tasks|timers|dlq, is {other:?}"),
             ))
         }
     };
@@ -306,7 +318,20 @@ fn tag_list(value: &Value, path: &str) -> Result<BTreeMap<String, String>, Templ
         .collect()
 }
 
-/// Queue logical id → the function consuming it (SAM `Events` of type `SQS`).
+/// Whether the resource exists for these parameters (its `Condition`, if any, holds).
+fn active(id: &str, resource: &Value, eval: &Evaluator<'_>) -> Result<bool, TemplateError> {
+    match resource.get("Condition") {
+        None => Ok(true),
+        Some(Value::String(name)) => eval.condition(name, &format!("{id}.Condition"), 0),
+        Some(other) => Err(invalid(
+            id,
+            format!("Condition must name a condition, is {other}"),
+        )),
+    }
+}
+
+/// Queue logical id → the function consuming it: SAM `Events` of type `SQS`, and plain
+/// `AWS::Lambda::EventSourceMapping`s (`FunctionName: !Ref <Function>`).
 fn consumers(
     template: &Value,
     resources: &Map<String, Value>,
@@ -319,46 +344,78 @@ fn consumers(
         )?,
         None => DEFAULT_FUNCTION_TIMEOUT,
     };
-    let mut out = BTreeMap::new();
+    let batch_size = |v: Option<&Value>, path: &str| match v {
+        Some(v) => scalar_u32(&eval.eval_present(v, path)?, path),
+        None => Ok(10),
+    };
+    // (queue, function, batch size, where it was declared)
+    let mut mappings: Vec<(String, String, u32, String)> = Vec::new();
+    let mut functions: BTreeMap<&str, (Option<String>, u32)> = BTreeMap::new();
     for (id, resource) in resources {
-        if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
+        if !active(id, resource, eval)? {
             continue;
         }
-        let props = properties(id, resource)?;
-        let timeout_seconds = match props.get("Timeout") {
-            Some(v) => {
-                let path = format!("{id}.Properties.Timeout");
-                scalar_u32(&eval.eval_present(v, &path)?, &path)?
+        match resource.get("Type").and_then(Value::as_str) {
+            Some("AWS::Serverless::Function") => {
+                let props = properties(id, resource)?;
+                let timeout_seconds = match props.get("Timeout") {
+                    Some(v) => {
+                        let path = format!("{id}.Properties.Timeout");
+                        scalar_u32(&eval.eval_present(v, &path)?, &path)?
+                    }
+                    None => global_timeout,
+                };
+                let binary = resource
+                    .pointer("/Metadata/BuildProperties/Binary")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                functions.insert(id, (binary, timeout_seconds));
+                let events = props.get("Events").and_then(Value::as_object);
+                for (event_id, event) in events.into_iter().flatten() {
+                    if event.get("Type").and_then(Value::as_str) != Some("SQS") {
+                        continue;
+                    }
+                    let path = format!("{id}.Properties.Events.{event_id}.Properties");
+                    let queue = event
+                        .pointer("/Properties/Queue")
+                        .and_then(|q| get_att_target(q, "Arn"))
+                        .ok_or_else(|| invalid(&path, "Queue must be !GetAtt <Queue>.Arn"))?;
+                    let size = batch_size(event.pointer("/Properties/BatchSize"), &path)?;
+                    mappings.push((queue.to_owned(), id.clone(), size, path));
+                }
             }
-            None => global_timeout,
+            Some("AWS::Lambda::EventSourceMapping") => {
+                let path = format!("{id}.Properties");
+                let props = properties(id, resource)?;
+                let queue = props
+                    .get("EventSourceArn")
+                    .and_then(|q| get_att_target(q, "Arn"))
+                    .ok_or_else(|| invalid(&path, "EventSourceArn must be !GetAtt <Queue>.Arn"))?;
+                let function = props
+                    .get("FunctionName")
+                    .and_then(|f| f.get("Ref"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid(&path, "FunctionName must be !Ref <Function>"))?;
+                let size = batch_size(props.get("BatchSize"), &path)?;
+                mappings.push((queue.to_owned(), function.to_owned(), size, path));
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (queue, function, batch_size, path) in mappings {
+        let (binary, timeout_seconds) = functions
+            .get(function.as_str())
+            .cloned()
+            .ok_or_else(|| invalid(&path, format!("no function {function}")))?;
+        let consumer = Consumer {
+            function_logical_id: function,
+            binary,
+            timeout_seconds,
+            batch_size,
         };
-        let binary = resource
-            .pointer("/Metadata/BuildProperties/Binary")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let events = props.get("Events").and_then(Value::as_object);
-        for (event_id, event) in events.into_iter().flatten() {
-            if event.get("Type").and_then(Value::as_str) != Some("SQS") {
-                continue;
-            }
-            let path = format!("{id}.Properties.Events.{event_id}.Properties");
-            let queue = event
-                .pointer("/Properties/Queue")
-                .and_then(|q| get_att_target(q, "Arn"))
-                .ok_or_else(|| invalid(&path, "Queue must be !GetAtt <Queue>.Arn"))?;
-            let batch_size = match event.pointer("/Properties/BatchSize") {
-                Some(v) => scalar_u32(&eval.eval_present(v, &path)?, &path)?,
-                None => 10,
-            };
-            let consumer = Consumer {
-                function_logical_id: id.clone(),
-                binary: binary.clone(),
-                timeout_seconds,
-                batch_size,
-            };
-            if out.insert(queue.to_owned(), consumer).is_some() {
-                return Err(invalid(&path, format!("queue {queue} has two consumers")));
-            }
+        if out.insert(queue.clone(), consumer).is_some() {
+            return Err(invalid(&path, format!("queue {queue} has two consumers")));
         }
     }
     Ok(out)

@@ -38,6 +38,9 @@ pub struct StackResources {
     pub task_queue_urls: BTreeMap<String, String>,
     /// Dead-letter queue URL of each tasks queue, by step group.
     pub task_dlq_urls: BTreeMap<String, String>,
+    /// The standard timers queue of a FIFO deployment (`CAIRN_TIMER_QUEUE_URL`); `None` for
+    /// standard queues, where timers are delayed on the results queue.
+    pub timer_queue_url: Option<String>,
 }
 
 /// Provisioning the local stack failed.
@@ -202,6 +205,7 @@ pub async fn provision_from_template(
         results_dlq_url: dlq_url_of(results)?,
         task_queue_urls,
         task_dlq_urls,
+        timer_queue_url: declared.timers_queue().map(url_of),
     })
 }
 

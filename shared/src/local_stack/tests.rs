@@ -50,6 +50,10 @@ fn standard_queues_match_queue_name_and_have_dlqs() {
             assert_eq!(queue.redrive.as_ref().unwrap().max_receive_count, 5);
         }
         assert_eq!(found.queues.len(), 8);
+        assert!(
+            found.timers_queue().is_none(),
+            "standard queues delay timers themselves"
+        );
     }
 }
 
@@ -61,7 +65,25 @@ fn fifo_parameter_switches_names_and_attributes() {
         ..TemplateParams::default()
     };
     let found = declared(&params);
-    for queue in &found.queues {
+    // FIFO queues have no per-message delay: timers get a standard queue the engine consumes.
+    let timers = found.timers_queue().unwrap();
+    let timers_dlq = found.dead_letter_of(timers).unwrap();
+    assert_eq!(
+        (timers.name.as_str(), timers.fifo),
+        ("durable-timers", false)
+    );
+    assert_eq!(timers_dlq.name, dlq_name(&timers.name));
+    assert_eq!(
+        timers.consumer.as_ref().unwrap().binary.as_deref(),
+        Some("engine")
+    );
+    assert_eq!(timers.redrive.as_ref().unwrap().max_receive_count, 3);
+    assert_eq!(found.queues.len(), 10);
+    for queue in found
+        .queues
+        .iter()
+        .filter(|q| ![&timers.name, &timers_dlq.name].contains(&&q.name))
+    {
         assert!(queue.fifo, "{}", queue.name);
         assert!(queue.name.ends_with(".fifo"));
         assert_eq!(queue.attributes["FifoQueue"], "true");
@@ -288,8 +310,17 @@ fn roles_are_least_privilege() {
 
     let template = intrinsics::parse_template(TEMPLATE_YAML).unwrap();
     let resources = template["Resources"].as_object().unwrap();
-    let list =
-        |v: &Value| -> Vec<Value> { v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]) };
+    // `!If [IsFifo, x, !Ref AWS::NoValue]` grants x in FIFO deployments: check the superset.
+    fn then_branch(v: &Value) -> Option<Value> {
+        match v.get("Fn::If").and_then(Value::as_array) {
+            Some(args) => args.get(1).and_then(then_branch),
+            None => Some(v.clone()),
+        }
+    }
+    let list = |v: &Value| -> Vec<Value> {
+        let items = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+        items.iter().filter_map(then_branch).collect()
+    };
     let targets = |resource: &Value| -> BTreeSet<String> {
         list(resource)
             .iter()
@@ -323,6 +354,17 @@ fn roles_are_least_privilege() {
                     .unwrap()
                     .to_owned()
             })
+            .chain(
+                resources
+                    .values()
+                    .filter(|r| r["Type"] == "AWS::Lambda::EventSourceMapping")
+                    .filter(|r| r["Properties"]["FunctionName"]["Ref"] == id.as_str())
+                    .map(|r| {
+                        intrinsics::get_att_target(&r["Properties"]["EventSourceArn"], "Arn")
+                            .unwrap()
+                            .to_owned()
+                    }),
+            )
             .collect();
         let (mut receive_from, mut send_to) = (BTreeSet::new(), BTreeSet::new());
         for statement in &statements {
