@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use cairn::contract::decode_task;
-use cairn::reconciler::{reconcile, reconcile_stalled};
+use cairn::reconciler::{reconcile, reconcile_stalled, ReconcileOptions};
 use cairn::store::{CheckpointStore, Commit, RunRecord};
 use cairn::workflow::{Command, EventKind, HistoryEvent, RunStatus};
 use cairn_tests::TestEnv;
@@ -80,7 +80,9 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
         .unwrap();
     store.commit(&stuck_run("fresh", now, true)).await.unwrap();
 
-    let report = reconcile_stalled(&store, &transport, 300).await.unwrap();
+    let report = reconcile_stalled(&store, &transport, &env.config)
+        .await
+        .unwrap();
     assert_eq!(report.redriven, vec!["stuck".to_owned()], "{report:?}");
     assert_eq!(
         report.idle, 1,
@@ -119,8 +121,11 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
     );
 
     // A second pass finds nothing left to send.
-    let again = reconcile(&store, &transport, now - 300_000, 100)
-        .await
-        .unwrap();
+    let options = ReconcileOptions {
+        before_ms: now - 300_000,
+        max_runs: 100,
+        timer_chunk_seconds: 900,
+    };
+    let again = reconcile(&store, &transport, options).await.unwrap();
     assert!(again.redriven.is_empty());
 }

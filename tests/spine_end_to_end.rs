@@ -128,6 +128,18 @@ async fn a_timer_longer_than_one_sqs_delay_is_chained() {
         slept >= 5_000,
         "the workflow resumed only once the timer was due: {slept} ms"
     );
+    // Nothing else sends in this test: the start, then the timer in hops of at most 2 s
+    // (2 + 2 + 1), each hop one send.
+    let sends: u64 = env
+        .counter
+        .snapshot()
+        .iter()
+        .filter(|((service, op), _)| {
+            service.eq_ignore_ascii_case("sqs") && op == "SendMessageBatch"
+        })
+        .map(|(_, n)| n)
+        .sum();
+    assert!(sends >= 4, "start + 3 timer hops, got {sends} sends");
 }
 
 const BIG_OUTPUT: RemoteStep<usize, String> = RemoteStep::new("reports.generate");
@@ -164,4 +176,28 @@ async fn a_two_megabyte_output_travels_by_claim_check() {
         Some(2 * 1024 * 1024),
         "the checkpoint holds the whole output"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_queues_run_a_checkout_with_a_durable_timer() {
+    let env = TestEnv::new("fifo-e2e", true).await;
+    assert!(
+        env.resources.timer_queue_url.is_some(),
+        "a FIFO stack has a standard timers queue"
+    );
+    let _runtime = env
+        .run(env.engine(cairn_demo::workflows()), cairn_demo::worker())
+        .await;
+    let client = env.client();
+    let mut input = order("o-fifo", "tok_flaky");
+    input["coolingOffSecs"] = json!(3);
+    let run_id = client.start("checkout", input, None).await.unwrap();
+    let run = client.wait(&run_id, WAIT).await.unwrap();
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let history = client.get(&run_id).await.unwrap().history;
+    let fired = history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::TimerFired { .. }))
+        .count();
+    assert!(fired >= 2, "the retry backoff and the cooling-off sleep fired: {fired}");
 }

@@ -130,12 +130,15 @@ where
     let all = async {
         if options.fifo {
             // Groups in parallel, records of one group in order, stopping at its first failure.
-            let mut groups: BTreeMap<String, Vec<SqsMessage>> = BTreeMap::new();
-            for record in records.iter().cloned() {
-                groups
-                    .entry(message_group(&record).unwrap_or_default().to_owned())
-                    .or_default()
-                    .push(record);
+            // Records without a group (a standard timers queue read by the same function)
+            // are independent: each is its own group.
+            let mut groups: BTreeMap<(String, usize), Vec<SqsMessage>> = BTreeMap::new();
+            for (index, record) in records.iter().cloned().enumerate() {
+                let key = match message_group(&record) {
+                    Some(group) => (group.to_owned(), 0),
+                    None => (String::new(), index),
+                };
+                groups.entry(key).or_default().push(record);
             }
             futures::stream::iter(groups.into_values())
                 .for_each_concurrent(options.concurrency.max(1), |group| async {
@@ -154,16 +157,74 @@ where
                 .await;
         }
     };
-    match options.time_left {
+    with_deadline(options.time_left, all).await;
+    confirmed.into_inner().unwrap_or_default()
+}
+
+/// A unit of work covering one or more records: confirming it confirms them all.
+#[derive(Debug)]
+pub struct Unit<T> {
+    /// The message ids of the records the unit covers.
+    pub ids: Vec<String>,
+    /// The work item.
+    pub item: T,
+}
+
+/// Runs `handle` for every unit concurrently (standard queues), with the same rules as
+/// [`process_records`]: a unit that errs, panics or is unfinished at the deadline confirms
+/// none of its records.
+pub async fn process_units<T, F, Fut>(
+    units: Vec<Unit<T>>,
+    options: BatchOptions,
+    handle: F,
+) -> HashSet<String>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let confirmed = Mutex::new(HashSet::new());
+    let all = futures::stream::iter(units).for_each_concurrent(options.concurrency.max(1), |unit| {
+        let confirmed = &confirmed;
+        let work = AssertUnwindSafe(handle(unit.item)).catch_unwind();
+        async move {
+            let reason = match work.await {
+                Ok(Ok(())) => {
+                    if let Ok(mut set) = confirmed.lock() {
+                        set.extend(unit.ids);
+                    }
+                    return;
+                }
+                Ok(Err(reason)) => reason,
+                Err(panic) => format!("panicked: {}", panic_message(&panic)),
+            };
+            tracing::warn!(message_ids = ?unit.ids, %reason, "records failed; reported for redelivery");
+        }
+    });
+    with_deadline(options.time_left, all).await;
+    confirmed.into_inner().unwrap_or_default()
+}
+
+/// Runs `work`, giving up a margin before the deadline (what is unfinished stays unconfirmed).
+async fn with_deadline(time_left: Option<Duration>, work: impl Future<Output = ()>) {
+    match time_left {
         Some(left) => {
             let budget = left.saturating_sub(DEADLINE_MARGIN);
-            if tokio::time::timeout(budget, all).await.is_err() {
+            if tokio::time::timeout(budget, work).await.is_err() {
                 tracing::warn!("deadline near: unfinished records reported as failures");
             }
         }
-        None => all.await,
+        None => work.await,
     }
-    confirmed.into_inner().unwrap_or_default()
+}
+
+/// Time left before the deadline of a Lambda invocation; `None` when the context has none
+/// (`Context::default()` in tests has a zero deadline).
+pub fn time_left(context: &lambda_runtime::Context) -> Option<Duration> {
+    context
+        .deadline()
+        .duration_since(std::time::SystemTime::now())
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 /// The text of a panic payload.

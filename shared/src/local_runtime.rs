@@ -10,15 +10,31 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use tokio::task::JoinHandle;
 
+use crate::engine::{Engine, EngineTransport};
 use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
+use crate::store::{BlobStore, CheckpointStore};
+use crate::transport::ResultSender;
+use crate::worker::Worker;
 
 /// The queues to map: results queue → engine, tasks queue per group → worker.
 #[derive(Debug, Clone)]
 pub struct Queues {
     /// The results queue URL.
     pub results: String,
+    /// The standard timers queue beside a FIFO results queue, if any.
+    pub timers: Option<String>,
     /// Tasks queue URLs by group.
     pub tasks: BTreeMap<String, String>,
+}
+
+impl From<&crate::local_stack::StackResources> for Queues {
+    fn from(resources: &crate::local_stack::StackResources) -> Self {
+        Self {
+            results: resources.results_queue_url.clone(),
+            timers: resources.timer_queue_url.clone(),
+            tasks: resources.task_queue_urls.clone(),
+        }
+    }
 }
 
 /// Background pollers, one per queue; stopped on drop.
@@ -80,6 +96,44 @@ impl LocalRuntime {
             }
         }));
         Ok(())
+    }
+
+    /// What Lambda does in AWS: `engine` behind the results (and timers) queue, `worker`
+    /// behind every tasks queue, sending its results through `results`.
+    pub async fn serve<S, T, B, R, W>(
+        sqs: &aws_sdk_sqs::Client,
+        queues: &Queues,
+        options: MappingOptions,
+        engine: Arc<Engine<S, T, B>>,
+        worker: Arc<Worker>,
+        results: Arc<R>,
+        blobs: Arc<W>,
+    ) -> Result<Self, MappingError>
+    where
+        S: CheckpointStore + 'static,
+        T: EngineTransport + 'static,
+        B: BlobStore + 'static,
+        R: ResultSender + 'static,
+        W: BlobStore + 'static,
+    {
+        let mut runtime = Self::new();
+        for url in std::iter::once(&queues.results).chain(queues.timers.as_ref()) {
+            let engine = engine.clone();
+            let handler = Arc::new(move |event| {
+                let engine = engine.clone();
+                async move { engine.handle(event).await }
+            });
+            runtime.map(sqs, url, options.clone(), handler).await?;
+        }
+        for url in queues.tasks.values() {
+            let (worker, results, blobs) = (worker.clone(), results.clone(), blobs.clone());
+            let handler = Arc::new(move |event| {
+                let (worker, results, blobs) = (worker.clone(), results.clone(), blobs.clone());
+                async move { worker.run(results.as_ref(), blobs.as_ref(), event).await }
+            });
+            runtime.map(sqs, url, options.clone(), handler).await?;
+        }
+        Ok(runtime)
     }
 
     /// Stops every poller.

@@ -6,7 +6,7 @@
 //! changed for `stall` and sends their outbox again. Receivers are idempotent, so a repeat
 //! is harmless.
 
-use crate::engine::{send_outbox, EngineTransport, RecordError};
+use crate::engine::{send_outbox, EngineTransport};
 use crate::store::{CheckpointStore, StoreError};
 
 /// What one pass did.
@@ -22,44 +22,84 @@ pub struct ReconcileReport {
     pub failed: Vec<String>,
 }
 
-/// One reconciler pass over up to `limit` runs idle since before `before_ms`.
+/// How far one pass looks.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileOptions {
+    /// Runs unchanged since before this time (epoch ms) count as stalled.
+    pub before_ms: u64,
+    /// At most this many runs are examined per pass (pages of 100).
+    pub max_runs: usize,
+    /// Longest single SQS delay for re-sent timers.
+    pub timer_chunk_seconds: u32,
+}
+
+/// One reconciler pass: stalled runs, oldest first, page after page up to `max_runs`.
+///
+/// A run that cannot be loaded or re-driven is reported in `failed` and the pass goes on:
+/// one bad run never blocks the others.
 pub async fn reconcile<S: CheckpointStore, T: EngineTransport>(
     store: &S,
     transport: &T,
-    before_ms: u64,
-    limit: u32,
+    options: ReconcileOptions,
 ) -> Result<ReconcileReport, StoreError> {
     let mut report = ReconcileReport::default();
-    for run in store.stalled_runs(before_ms, limit).await? {
-        report.examined += 1;
-        let Some(loaded) = store.load(&run.run_id).await? else {
-            continue;
-        };
-        if loaded.outbox.is_empty() {
-            report.idle += 1;
-            continue;
+    let mut cursor = None;
+    loop {
+        let page = store.stalled_runs(options.before_ms, 100, cursor).await?;
+        for run in page.runs {
+            if report.examined >= options.max_runs {
+                return Ok(report);
+            }
+            report.examined += 1;
+            let loaded = match store.load(&run.run_id).await {
+                Ok(Some(loaded)) => loaded,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(run_id = %run.run_id, error = %e, "cannot load stalled run");
+                    report.failed.push(run.run_id);
+                    continue;
+                }
+            };
+            if loaded.outbox.is_empty() {
+                report.idle += 1;
+                continue;
+            }
+            match send_outbox(
+                transport,
+                store,
+                &loaded.run,
+                loaded.outbox,
+                options.timer_chunk_seconds,
+            )
+            .await
+            {
+                Ok(()) => {
+                    tracing::info!(run_id = %run.run_id, "re-drove pending commands");
+                    report.redriven.push(run.run_id);
+                }
+                Err(e) => {
+                    tracing::warn!(run_id = %run.run_id, error = %e, "re-drive failed; will retry next pass");
+                    report.failed.push(run.run_id);
+                }
+            }
         }
-        match send_outbox(transport, store, &loaded.run, loaded.outbox).await {
-            Ok(()) => {
-                tracing::info!(run_id = %run.run_id, "re-drove pending commands");
-                report.redriven.push(run.run_id);
-            }
-            Err(RecordError::Store(e)) => return Err(e),
-            Err(e) => {
-                tracing::warn!(run_id = %run.run_id, error = %e, "re-drive failed; will retry next pass");
-                report.failed.push(run.run_id);
-            }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(report),
         }
     }
-    Ok(report)
 }
 
-/// One pass over runs idle for `stall_seconds` (the reconciler Lambda's body).
+/// One pass over runs idle for `config.stall_seconds` (the reconciler Lambda's body).
 pub async fn reconcile_stalled<S: CheckpointStore, T: EngineTransport>(
     store: &S,
     transport: &T,
-    stall_seconds: u64,
+    config: &crate::config::Config,
 ) -> Result<ReconcileReport, StoreError> {
-    let before = crate::engine::now_ms().saturating_sub(stall_seconds * 1000);
-    reconcile(store, transport, before, 100).await
+    let options = ReconcileOptions {
+        before_ms: crate::engine::now_ms().saturating_sub(config.stall_seconds * 1000),
+        max_runs: 1000,
+        timer_chunk_seconds: config.timer_chunk_seconds,
+    };
+    reconcile(store, transport, options).await
 }

@@ -179,14 +179,8 @@ impl Worker {
         blobs: &B,
         event: LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        let time_left = event
-            .context
-            .deadline()
-            .duration_since(std::time::SystemTime::now())
-            .ok()
-            .filter(|d| !d.is_zero());
         let options = BatchOptions {
-            time_left,
+            time_left: crate::batch::time_left(&event.context),
             ..self.options
         };
         let records = event.payload.records;

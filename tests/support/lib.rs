@@ -14,7 +14,7 @@ use cairn::client::Client;
 use cairn::config::Config;
 use cairn::engine::{Engine, EngineOptions};
 use cairn::event_source::MappingOptions;
-use cairn::local_runtime::LocalRuntime;
+use cairn::local_runtime::{LocalRuntime, Queues};
 use cairn::local_stack::{provision_from_template, StackResources, TemplateParams};
 use cairn::store::{DynamoBlobStore, DynamoStore};
 use cairn::transport::SqsTransport;
@@ -109,6 +109,7 @@ impl TestEnv {
             table_name: resources.table_name.clone(),
             prefix: params.prefix.clone(),
             results_queue_url: Some(resources.results_queue_url.clone()),
+            timer_queue_url: resources.timer_queue_url.clone(),
             task_queue_urls: resources.task_queue_urls.clone(),
             fifo,
             timer_chunk_seconds: 2,
@@ -155,46 +156,18 @@ impl TestEnv {
         }
     }
 
-    /// Runs `engine` on the results queue and `worker` on every tasks queue.
+    /// Runs `engine` on the results (and timers) queue and `worker` on every tasks queue.
     pub async fn run(&self, engine: AwsEngine, worker: Worker) -> LocalRuntime {
-        let mut runtime = LocalRuntime::new();
-        let engine = Arc::new(engine);
-        runtime
-            .map(
-                &self.clients.sqs,
-                &self.resources.results_queue_url,
-                self.mapping(),
-                {
-                    let engine = engine.clone();
-                    Arc::new(move |event| {
-                        let engine = engine.clone();
-                        async move { engine.handle(event).await }
-                    })
-                },
-            )
-            .await
-            .unwrap();
-        let worker = Arc::new(worker.fifo(self.config.fifo));
-        for url in self.resources.task_queue_urls.values() {
-            let (worker, results, blobs) = (
-                worker.clone(),
-                Arc::new(self.clients.transport(&self.config)),
-                Arc::new(self.clients.blobs(&self.config)),
-            );
-            runtime
-                .map(
-                    &self.clients.sqs,
-                    url,
-                    self.mapping(),
-                    Arc::new(move |event| {
-                        let (worker, results, blobs) =
-                            (worker.clone(), results.clone(), blobs.clone());
-                        async move { worker.run(results.as_ref(), blobs.as_ref(), event).await }
-                    }),
-                )
-                .await
-                .unwrap();
-        }
-        runtime
+        LocalRuntime::serve(
+            &self.clients.sqs,
+            &Queues::from(&self.resources),
+            self.mapping(),
+            Arc::new(engine),
+            Arc::new(worker.fifo(self.config.fifo)),
+            Arc::new(self.clients.transport(&self.config)),
+            Arc::new(self.clients.blobs(&self.config)),
+        )
+        .await
+        .unwrap()
     }
 }

@@ -11,7 +11,7 @@ use cairn::client::Client;
 use cairn::config::Config;
 use cairn::engine::{Engine, EngineOptions};
 use cairn::event_source::MappingOptions;
-use cairn::local_runtime::LocalRuntime;
+use cairn::local_runtime::{LocalRuntime, Queues};
 use cairn::local_stack::{provision_from_template, TemplateParams};
 use cairn::workflow::RunStatus;
 use serde_json::json;
@@ -59,6 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         table_name: resources.table_name.clone(),
         prefix: args.prefix.clone(),
         results_queue_url: Some(resources.results_queue_url.clone()),
+        timer_queue_url: resources.timer_queue_url.clone(),
         task_queue_urls: resources.task_queue_urls.clone(),
         timer_chunk_seconds: 900,
         endpoint_url: Some(args.endpoint_url.clone()),
@@ -68,44 +69,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         visibility_timeout: Some(5),
         ..MappingOptions::default()
     };
-    let mut runtime = LocalRuntime::new();
-    let engine = Arc::new(Engine::new(
+    let engine = Engine::new(
         Arc::new(cairn_demo::workflows()),
         clients.store(&config),
         clients.transport(&config),
         clients.blobs(&config),
         EngineOptions::default(),
-    ));
-    runtime
-        .map(
-            &clients.sqs,
-            &resources.results_queue_url,
-            mapping.clone(),
-            Arc::new(move |event| {
-                let engine = engine.clone();
-                async move { engine.handle(event).await }
-            }),
-        )
-        .await?;
-    let worker = Arc::new(cairn_demo::worker());
-    for url in resources.task_queue_urls.values() {
-        let (worker, results, blobs) = (
-            worker.clone(),
-            Arc::new(clients.transport(&config)),
-            Arc::new(clients.blobs(&config)),
-        );
-        runtime
-            .map(
-                &clients.sqs,
-                url,
-                mapping.clone(),
-                Arc::new(move |event| {
-                    let (worker, results, blobs) = (worker.clone(), results.clone(), blobs.clone());
-                    async move { worker.run(results.as_ref(), blobs.as_ref(), event).await }
-                }),
-            )
-            .await?;
-    }
+    );
+    let mut runtime = LocalRuntime::serve(
+        &clients.sqs,
+        &Queues::from(&resources),
+        mapping,
+        Arc::new(engine),
+        Arc::new(cairn_demo::worker()),
+        Arc::new(clients.transport(&config)),
+        Arc::new(clients.blobs(&config)),
+    )
+    .await?;
 
     // The client (starting, signalling, and polling for the end) is not counted: the figures
     // are what the engine and workers cost.

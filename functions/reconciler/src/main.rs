@@ -13,8 +13,7 @@ async fn main() -> Result<(), Error> {
     let (store, transport) = (clients.store(&config), clients.transport(&config));
     let (store, transport, config) = (&store, &transport, &config);
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
-        let report =
-            cairn::reconciler::reconcile_stalled(store, transport, config.stall_seconds).await?;
+        let report = cairn::reconciler::reconcile_stalled(store, transport, config).await?;
         Ok::<_, Error>(serde_json::json!(report))
     }))
     .await

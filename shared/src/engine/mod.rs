@@ -7,12 +7,13 @@
 
 mod outbox;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 
-use crate::batch::{process_batch, BatchOptions};
+use crate::batch::{batch_response, process_batch, process_units, time_left, BatchOptions, Unit};
 use crate::contract::{
     decode_results_message, ControlMessage, DecodeError, ResultsMessage, StepStatus,
 };
@@ -120,31 +121,67 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         &self,
         event: LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        let time_left = event
-            .context
-            .deadline()
-            .duration_since(std::time::SystemTime::now())
-            .ok();
-        // `Context::default()` has a zero deadline: treat "already past" as "no deadline".
-        let time_left = time_left.filter(|d| !d.is_zero());
         let options = BatchOptions {
             fifo: self.options.fifo,
             concurrency: self.options.concurrency,
-            time_left,
+            time_left: time_left(&event.context),
         };
-        Ok(process_batch(event.payload, options, |record| async move {
-            self.process_record(&record)
-                .await
-                .map_err(|e| e.to_string())
+        if options.fifo {
+            // FIFO: the queue already orders each run's messages (group = run id); keep that
+            // order record by record.
+            return Ok(process_batch(event.payload, options, |record| async move {
+                self.process_record(&record)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await);
+        }
+        // Standard queue: all messages of one run in the batch go into one activation, so
+        // a fan-in of many results costs one commit and never races itself.
+        let records = event.payload.records;
+        let decoded = futures::future::join_all(records.iter().map(|record| async move {
+            let id = record.message_id.clone().unwrap_or_default();
+            (id, self.decode_record(record).await)
+        }))
+        .await;
+        let mut units: Vec<Unit<Vec<(String, ResultsMessage)>>> = Vec::new();
+        let mut by_run: HashMap<String, usize> = HashMap::new();
+        for (id, message) in decoded {
+            match message {
+                Err(error) => {
+                    tracing::warn!(message_id = %id, %error, "undecodable record; reported for redelivery (then the DLQ)");
+                }
+                Ok(message) => {
+                    let index = *by_run
+                        .entry(message.run_id().to_owned())
+                        .or_insert_with(|| {
+                            units.push(Unit {
+                                ids: Vec::new(),
+                                item: Vec::new(),
+                            });
+                            units.len() - 1
+                        });
+                    units[index].ids.push(id.clone());
+                    units[index].item.push((id, message));
+                }
+            }
+        }
+        let confirmed = process_units(units, options, |messages| async move {
+            self.apply_all(messages).await.map_err(|e| e.to_string())
         })
-        .await)
+        .await;
+        Ok(batch_response(&records, &confirmed, false))
+    }
+
+    async fn decode_record(&self, record: &SqsMessage) -> Result<ResultsMessage, RecordError> {
+        let body = record.body.as_deref().ok_or(RecordError::NoBody)?;
+        let body = resolve_body(body, &self.blobs).await?;
+        Ok(decode_results_message(&body)?)
     }
 
     /// Processes one record end to end.
     pub async fn process_record(&self, record: &SqsMessage) -> Result<(), RecordError> {
-        let body = record.body.as_deref().ok_or(RecordError::NoBody)?;
-        let body = resolve_body(body, &self.blobs).await?;
-        let message = decode_results_message(&body)?;
+        let message = self.decode_record(record).await?;
         let message_id = record.message_id.clone().unwrap_or_default();
         self.apply(message, &message_id).await
     }
@@ -155,28 +192,50 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         message: ResultsMessage,
         message_id: &str,
     ) -> Result<(), RecordError> {
-        if let ResultsMessage::Control(ControlMessage::TimerFired {
-            run_id,
-            timer_id,
-            fire_at_ms,
-        }) = &message
-        {
-            let now = now_ms();
-            if *fire_at_ms > now + 500 {
-                // One hop of a chained delay: not due yet, schedule the next hop.
-                let delay =
-                    outbox::delay_seconds(*fire_at_ms, now, self.options.timer_chunk_seconds);
-                let next = ControlMessage::TimerFired {
-                    run_id: run_id.clone(),
-                    timer_id: timer_id.clone(),
-                    fire_at_ms: *fire_at_ms,
-                };
-                self.transport.send_control(&[(next, delay)]).await?;
-                return Ok(());
+        self.apply_all(vec![(message_id.to_owned(), message)]).await
+    }
+
+    /// Applies decoded messages of one run (with their SQS message ids) in one activation.
+    async fn apply_all(&self, messages: Vec<(String, ResultsMessage)>) -> Result<(), RecordError> {
+        let Some(run_id) = messages.first().map(|(_, m)| m.run_id().to_owned()) else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let mut incoming = Vec::new();
+        let mut parent = None;
+        let mut hops = Vec::new();
+        for (message_id, message) in messages {
+            match message {
+                ResultsMessage::Control(ControlMessage::TimerFired {
+                    run_id,
+                    timer_id,
+                    fire_at_ms,
+                }) if fire_at_ms > now + 500 => {
+                    // One hop of a chained delay: not due yet, schedule the next hop.
+                    let delay =
+                        outbox::delay_seconds(fire_at_ms, now, self.options.timer_chunk_seconds);
+                    hops.push((
+                        ControlMessage::TimerFired {
+                            run_id,
+                            timer_id,
+                            fire_at_ms,
+                        },
+                        delay,
+                    ));
+                }
+                message => {
+                    let (item, start_parent) = to_incoming(message, &message_id);
+                    parent = parent.or(start_parent);
+                    incoming.push(item);
+                }
             }
         }
-        let run_id = message.run_id().to_owned();
-        let (incoming, parent) = to_incoming(message, message_id);
+        if !hops.is_empty() {
+            self.transport.send_control(&hops).await?;
+        }
+        if incoming.is_empty() {
+            return Ok(());
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -184,7 +243,12 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 Err(RecordError::Store(StoreError::Conflict { .. }))
                     if attempt < MAX_CONFLICT_RETRIES =>
                 {
-                    tracing::debug!(%run_id, attempt, "activation lost a race; re-running on fresh state");
+                    // Another invocation advanced the run: re-run on fresh state, after a
+                    // short jittered pause so the racers spread out.
+                    let jitter = (uuid::Uuid::new_v4().as_u128() % 40) as u64;
+                    let pause = (10 + jitter) * attempt as u64;
+                    tracing::debug!(%run_id, attempt, pause, "activation lost a race; re-running on fresh state");
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                 }
                 Err(RecordError::Engine(err)) => {
                     // Loud: the run keeps its state, the record goes back to SQS (and to the
@@ -201,15 +265,18 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     async fn activate_once(
         &self,
         run_id: &str,
-        incoming: &Incoming,
+        incoming: &[Incoming],
         parent: Option<crate::contract::ParentRef>,
     ) -> Result<(), RecordError> {
         let loaded = self.store.load(run_id).await?;
         let now = now_ms();
+        let start = incoming
+            .iter()
+            .find(|i| matches!(i, Incoming::Start { .. }));
         let (run, history, pending) = match loaded {
             Some(loaded) => (loaded.run, loaded.history, loaded.outbox),
-            None => match incoming {
-                Incoming::Start { workflow, input } => {
+            None => match start {
+                Some(Incoming::Start { workflow, input }) => {
                     let run = RunRecord {
                         run_id: run_id.to_owned(),
                         workflow: workflow.clone(),
@@ -233,14 +300,21 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         let request = ActivationRequest {
             run_id,
             history: &history,
-            incoming: vec![incoming.clone()],
+            incoming: incoming.to_vec(),
             now_ms: now,
         };
         let activation = activate(&self.workflows, request).await?;
         if activation.appended.is_empty() {
             // Duplicate or no-op: nothing to write, but repair an outbox a crash left behind.
             if !pending.is_empty() {
-                send_outbox(&self.transport, &self.store, &run, pending).await?;
+                send_outbox(
+                    &self.transport,
+                    &self.store,
+                    &run,
+                    pending,
+                    self.options.timer_chunk_seconds,
+                )
+                .await?;
             }
             return Ok(());
         }
@@ -271,13 +345,20 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         self.store.commit(&commit).await?;
         let mut batches = pending;
         if !commit.outbox.is_empty() {
-            batches.push(crate::store::OutboxBatch {
-                key: commit.first_index(),
-                commands: commit.outbox.clone(),
-            });
+            batches.push(crate::store::OutboxBatch::new(
+                commit.first_index(),
+                commit.outbox.clone(),
+            ));
         }
         if !batches.is_empty() {
-            send_outbox(&self.transport, &self.store, &commit.run, batches).await?;
+            send_outbox(
+                &self.transport,
+                &self.store,
+                &commit.run,
+                batches,
+                self.options.timer_chunk_seconds,
+            )
+            .await?;
         }
         Ok(())
     }

@@ -14,7 +14,9 @@ pub(crate) fn delay_seconds(fire_at_ms: u64, now_ms: u64, chunk_seconds: u32) ->
 
 /// Adds a `ReportToParent` for a child run that just finished, if the engine did not.
 pub(crate) fn ensure_parent_report(run: &RunRecord, commands: &mut Vec<Command>) {
+    // A run that continued as new is not done: the last run of the chain reports.
     if run.parent.is_none()
+        || run.status == RunStatus::ContinuedAsNew
         || commands
             .iter()
             .any(|c| matches!(c, Command::ReportToParent { .. }))
@@ -53,7 +55,12 @@ struct Messages {
     control: Vec<(ControlMessage, u32)>,
 }
 
-fn messages_for(run: &RunRecord, commands: &[Command], now_ms: u64) -> Messages {
+fn messages_for(
+    run: &RunRecord,
+    commands: &[Command],
+    now_ms: u64,
+    timer_chunk_seconds: u32,
+) -> Messages {
     let mut out = Messages::default();
     for command in commands {
         match command {
@@ -80,7 +87,7 @@ fn messages_for(run: &RunRecord, commands: &[Command], now_ms: u64) -> Messages 
                 fire_at_ms,
                 ..
             } => {
-                let delay = delay_seconds(*fire_at_ms, now_ms, 900);
+                let delay = delay_seconds(*fire_at_ms, now_ms, timer_chunk_seconds);
                 let message = ControlMessage::TimerFired {
                     run_id: run.run_id.clone(),
                     timer_id: timer_id.clone(),
@@ -159,12 +166,13 @@ pub async fn send_outbox<T: EngineTransport, S: CheckpointStore>(
     store: &S,
     run: &RunRecord,
     batches: Vec<OutboxBatch>,
+    timer_chunk_seconds: u32,
 ) -> Result<(), RecordError> {
     let commands: Vec<Command> = batches
         .iter()
         .flat_map(|b| b.commands.iter().cloned())
         .collect();
-    let messages = messages_for(run, &commands, super::now_ms());
+    let messages = messages_for(run, &commands, super::now_ms(), timer_chunk_seconds);
     if !messages.tasks.is_empty() {
         transport.send_tasks(&messages.tasks).await?;
     }

@@ -15,6 +15,8 @@ use crate::workflow::{Command, EventKind, HistoryEvent, RunStatus};
 
 /// DynamoDB allows at most 100 items in one transaction.
 const MAX_TRANSACTION_ITEMS: usize = 100;
+/// ... and at most 4 MB; keep a margin for keys and the run item.
+const MAX_TRANSACTION_BYTES: usize = 3_800_000;
 
 /// The production checkpoint store: one DynamoDB table.
 #[derive(Debug, Clone)]
@@ -81,21 +83,31 @@ fn chunk_puts(
         .collect()
 }
 
+/// Joins the chunks of each batch (checking parts `0..n` are all there) and decodes it.
+/// Returns `(key, values, parts)` per batch.
 fn decode_batches<T: serde::de::DeserializeOwned>(
     key: &str,
     parts: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
-) -> Result<Vec<(u64, Vec<T>)>, StoreError> {
+) -> Result<Vec<(u64, Vec<T>, usize)>, StoreError> {
     parts
         .into_iter()
         .map(|(index, mut chunks)| {
             chunks.sort_by_key(|(part, _)| *part);
+            let corrupt = |reason: String| StoreError::Corrupt {
+                key: format!("{key}/{index}"),
+                reason,
+            };
+            if chunks.iter().enumerate().any(|(i, (part, _))| i != *part) {
+                return Err(corrupt(format!(
+                    "chunks are not contiguous: {:?}",
+                    chunks.iter().map(|c| c.0).collect::<Vec<_>>()
+                )));
+            }
+            let count = chunks.len();
             let data: Vec<u8> = chunks.into_iter().flat_map(|(_, bytes)| bytes).collect();
             serde_json::from_slice(&data)
-                .map(|values| (index, values))
-                .map_err(|e| StoreError::Corrupt {
-                    key: format!("{key}/{index}"),
-                    reason: e.to_string(),
-                })
+                .map(|values| (index, values, count))
+                .map_err(|e| corrupt(e.to_string()))
         })
         .collect()
 }
@@ -112,6 +124,15 @@ fn restore_payloads(run: &mut RunRecord, history: &[HistoryEvent]) {
             EventKind::RunCompleted { output } => Some(output.clone()),
             _ => None,
         });
+    }
+    // The run item holds a bounded copy of the error; the history has it whole.
+    if run.error.is_some() {
+        if let Some(error) = history.iter().rev().find_map(|e| match &e.kind {
+            EventKind::RunFailed { error } => Some(error.clone()),
+            _ => None,
+        }) {
+            run.error = Some(error);
+        }
     }
 }
 
@@ -152,7 +173,7 @@ impl DynamoStore {
             .set_filter_expression(q.filter.map(str::to_owned))
             .set_expression_attribute_values(Some(q.values))
             .scan_index_forward(q.forward)
-            .limit(q.limit.max(1) as i32)
+            .limit(q.limit.clamp(1, 1000) as i32)
             .set_exclusive_start_key(q.cursor)
             .send()
             .await
@@ -232,24 +253,25 @@ impl CheckpointStore for DynamoStore {
         let Some(mut run) = run else { return Ok(None) };
         let history: Vec<HistoryEvent> = decode_batches::<HistoryEvent>(&pk, events)?
             .into_iter()
-            .flat_map(|(_, batch)| batch)
+            .flat_map(|(_, batch, _)| batch)
             .collect();
-        // Chunks written by a transaction whose run update was lost cannot exist (all or
-        // nothing), so a length mismatch means the table was edited by hand.
+        // Commits are all or nothing, but a multi-page Query is not a snapshot: a commit that
+        // lands between two pages shows as a length mismatch. Reloading fixes it, so it is
+        // a conflict (retried), not corruption.
         if history.len() as u64 != run.history_len {
-            return Err(StoreError::Corrupt {
-                key: pk,
-                reason: format!(
-                    "run says {} history events, found {}",
-                    run.history_len,
-                    history.len()
-                ),
+            return Err(StoreError::Conflict {
+                run_id: run_id.to_owned(),
+                expected: Some(run.version),
             });
         }
         restore_payloads(&mut run, &history);
         let outbox = decode_batches::<Command>(&pk, outbox)?
             .into_iter()
-            .map(|(key, commands)| OutboxBatch { key, commands })
+            .map(|(key, commands, parts)| OutboxBatch {
+                key,
+                commands,
+                parts,
+            })
             .collect();
         Ok(Some(LoadedRun {
             run,
@@ -277,11 +299,13 @@ impl CheckpointStore for DynamoStore {
             message: e.to_string(),
         })?;
         writes.push(TransactWriteItem::builder().put(put).build());
+        let mut bytes = 0;
         if !commit.events.is_empty() {
             let data = serde_json::to_vec(&commit.events).map_err(|e| StoreError::Corrupt {
                 key: pk.clone(),
                 reason: e.to_string(),
             })?;
+            bytes += data.len();
             writes.extend(chunk_puts(
                 &self.table,
                 &pk,
@@ -294,12 +318,20 @@ impl CheckpointStore for DynamoStore {
                 key: pk.clone(),
                 reason: e.to_string(),
             })?;
+            bytes += data.len();
             writes.extend(chunk_puts(
                 &self.table,
                 &pk,
                 |part| items::outbox_sk(first, part),
                 &data,
             )?);
+        }
+        // The run item is bounded (large payloads stay in the history), so the chunks decide.
+        if bytes > MAX_TRANSACTION_BYTES {
+            return Err(StoreError::TooLarge {
+                run_id: run.run_id.clone(),
+                reason: format!("{bytes} bytes in one transaction (limit {MAX_TRANSACTION_BYTES})"),
+            });
         }
         if writes.len() > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::TooLarge {
@@ -342,11 +374,7 @@ impl CheckpointStore for DynamoStore {
         let pk = items::run_pk(run_id);
         let mut deletes = Vec::new();
         for batch in batches {
-            let size = serde_json::to_vec(&batch.commands)
-                .map(|d| d.len())
-                .unwrap_or(0);
-            let parts = size.div_ceil(items::CHUNK_BYTES).max(1);
-            for part in 0..parts {
+            for part in 0..batch.parts.max(1) {
                 deletes.push(items::outbox_sk(batch.key, part));
             }
         }
@@ -446,7 +474,7 @@ impl CheckpointStore for DynamoStore {
                 .filter_expression("sk = :run AND createdAt >= :since")
                 .expression_attribute_values(":run", s(items::RUN_SK))
                 .expression_attribute_values(":since", AttributeValue::N(since.to_string()))
-                .limit(filter.limit.max(1) as i32)
+                .limit(filter.limit.clamp(1, 1000) as i32)
                 .set_exclusive_start_key(cursor)
                 .send()
                 .await
@@ -466,7 +494,12 @@ impl CheckpointStore for DynamoStore {
         })
     }
 
-    async fn stalled_runs(&self, before_ms: u64, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+    async fn stalled_runs(
+        &self,
+        before_ms: u64,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<RunPage, StoreError> {
         let values = HashMap::from([
             (
                 ":pk".to_owned(),
@@ -481,9 +514,12 @@ impl CheckpointStore for DynamoStore {
             filter: None,
             forward: true,
             limit,
-            cursor: None,
+            cursor: decode_cursor(cursor.as_deref())?,
         };
-        let (runs, _) = self.query_runs(query).await?;
-        Ok(runs)
+        let (runs, next) = self.query_runs(query).await?;
+        Ok(RunPage {
+            runs,
+            next_cursor: encode_cursor(next),
+        })
     }
 }

@@ -98,19 +98,41 @@ pub(crate) fn run_to_item(run: &RunRecord, retention_days: u32) -> Item {
         item.insert("output".into(), output);
     }
     if let Some(error) = &run.error {
+        // Bounded: a huge error stays whole in the history (`RunFailed`), restored on load.
+        let mut error = error.clone();
+        error.message = truncate(&error.message, INLINE_PAYLOAD_BYTES / 2);
+        error.stack = error
+            .stack
+            .as_deref()
+            .map(|s| truncate(s, INLINE_PAYLOAD_BYTES / 4));
         item.insert("error".into(), s(serde_json::json!(error).to_string()));
     }
     if let Some(parent) = &run.parent {
         item.insert("parent".into(), s(serde_json::json!(parent).to_string()));
     }
     if let Some(problem) = &run.last_error {
-        item.insert("lastError".into(), s(problem));
+        item.insert(
+            "lastError".into(),
+            s(truncate(problem, INLINE_PAYLOAD_BYTES / 2)),
+        );
     }
     if run.status.is_terminal() {
         let expires_at = run.updated_at_ms / 1000 + u64::from(retention_days) * 86_400;
         item.insert("expiresAt".into(), n(expires_at));
     }
     item
+}
+
+/// `text` cut to at most `max` bytes (on a char boundary), marked when cut.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes, truncated)", &text[..end], text.len())
 }
 
 fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {

@@ -44,10 +44,7 @@ impl CheckpointStore for MemoryStore {
                 let outbox = e
                     .outbox
                     .iter()
-                    .map(|(k, c)| OutboxBatch {
-                        key: *k,
-                        commands: c.clone(),
-                    })
+                    .map(|(k, c)| OutboxBatch::new(*k, c.clone()))
                     .collect();
                 Some(LoadedRun {
                     run,
@@ -131,16 +128,26 @@ impl CheckpointStore for MemoryStore {
         })
     }
 
-    async fn stalled_runs(&self, before_ms: u64, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+    async fn stalled_runs(
+        &self,
+        before_ms: u64,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<RunPage, StoreError> {
         self.with(|runs| {
             let mut found: Vec<RunRecord> = runs
                 .values()
                 .filter_map(|e| e.run.clone())
                 .filter(|r| r.status == RunStatus::Running && r.updated_at_ms < before_ms)
                 .collect();
-            found.sort_by_key(|r| r.updated_at_ms);
-            found.truncate(limit as usize);
-            found
+            found.sort_by_key(|r| (r.updated_at_ms, r.run_id.clone()));
+            let skip: usize = cursor.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
+            let limit = limit.max(1) as usize;
+            let next_cursor = (found.len() > skip + limit).then(|| (skip + limit).to_string());
+            RunPage {
+                runs: found.into_iter().skip(skip).take(limit).collect(),
+                next_cursor,
+            }
         })
     }
 }

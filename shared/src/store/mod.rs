@@ -58,6 +58,21 @@ pub struct OutboxBatch {
     pub key: u64,
     /// The commands, in issue order.
     pub commands: Vec<Command>,
+    /// How many stored items (chunks) hold the batch, so clearing deletes exactly those.
+    pub parts: usize,
+}
+
+impl OutboxBatch {
+    /// The batch as [`CheckpointStore::commit`] stores it (`parts` from its serialized size).
+    pub fn new(key: u64, commands: Vec<Command>) -> Self {
+        let size = serde_json::to_vec(&commands).map(|d| d.len()).unwrap_or(0);
+        let parts = size.div_ceil(items::CHUNK_BYTES).max(1);
+        Self {
+            key,
+            commands,
+            parts,
+        }
+    }
 }
 
 /// A run with everything the engine needs to activate it.
@@ -192,10 +207,12 @@ pub trait CheckpointStore: Send + Sync {
         filter: &RunFilter,
     ) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
 
-    /// Runs still `running` that have not changed since `before_ms` (oldest first).
+    /// Runs still `running` that have not changed since `before_ms`, oldest first, a page at
+    /// a time (pass the previous page's `next_cursor`).
     fn stalled_runs(
         &self,
         before_ms: u64,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+        cursor: Option<String>,
+    ) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
 }

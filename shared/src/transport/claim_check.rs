@@ -62,6 +62,13 @@ pub async fn resolve_body(body: &str, blobs: &impl BlobStore) -> Result<String, 
         .await
         .map_err(|e| TransportError::ClaimCheck(e.to_string()))?
         .ok_or_else(|| TransportError::ClaimCheck(format!("blob {id} not found (expired?)")))?;
+    if data.len() != envelope.claim_check.bytes {
+        return Err(TransportError::ClaimCheck(format!(
+            "blob {id} has {} bytes, the reference says {} (partly expired?)",
+            data.len(),
+            envelope.claim_check.bytes
+        )));
+    }
     String::from_utf8(data)
         .map_err(|e| TransportError::ClaimCheck(format!("blob {id} is not UTF-8: {e}")))
 }

@@ -131,7 +131,10 @@ impl<B: BlobStore> SqsTransport<B> {
             return Ok(url);
         }
         let url = match self.client.get_queue_url().queue_name(name).send().await {
-            Ok(out) => out.queue_url.unwrap_or_default(),
+            Ok(out) => out.queue_url.ok_or_else(|| TransportError::NoQueue {
+                what: name.to_owned(),
+                message: "GetQueueUrl returned no URL".into(),
+            })?,
             Err(err) => match err.into_service_error() {
                 GetQueueUrlError::QueueDoesNotExist(_) if self.config.auto_create => {
                     let mut create = self.client.create_queue().queue_name(name);
@@ -142,7 +145,10 @@ impl<B: BlobStore> SqsTransport<B> {
                         what: name.to_owned(),
                         message: DisplayErrorContext(&e).to_string(),
                     })?;
-                    out.queue_url.unwrap_or_default()
+                    out.queue_url.ok_or_else(|| TransportError::NoQueue {
+                        what: name.to_owned(),
+                        message: "CreateQueue returned no URL".into(),
+                    })?
                 }
                 other => {
                     return Err(TransportError::NoQueue {
