@@ -58,6 +58,35 @@ async fn checkout_completes_compensates_and_waits_for_approval() {
         .count();
     assert_eq!(failures, 1, "one failed attempt, then success");
 
+    // A finished run expires as a whole: every item of it gets the TTL (stamped right
+    // after the final commit, so allow it a moment).
+    let query = || {
+        env.clients
+            .dynamodb
+            .query()
+            .table_name(&env.config.table_name)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("RUN#{ok}")),
+            )
+            .send()
+    };
+    let mut missing = usize::MAX;
+    for _ in 0..50 {
+        let items = query().await.unwrap().items.unwrap();
+        assert!(items.len() > 1);
+        missing = items
+            .iter()
+            .filter(|i| !i.contains_key("expiresAt"))
+            .count();
+        if missing == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(missing, 0, "every item of a finished run carries the TTL");
+
     let run = client.wait(&declined, WAIT).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert!(run.error.unwrap().message.contains("card declined"));
@@ -199,5 +228,66 @@ async fn fifo_queues_run_a_checkout_with_a_durable_timer() {
         .iter()
         .filter(|e| matches!(e.kind, EventKind::TimerFired { .. }))
         .count();
-    assert!(fired >= 2, "the retry backoff and the cooling-off sleep fired: {fired}");
+    assert!(
+        fired >= 2,
+        "the retry backoff and the cooling-off sleep fired: {fired}"
+    );
+}
+
+async fn echo(_ctx: WorkflowContext, input: Value) -> Result<Value, WorkflowError> {
+    Ok(input)
+}
+
+/// Counts down through `continue_as_new`, then returns the last input.
+async fn countdown(ctx: WorkflowContext, n: u64) -> Result<u64, WorkflowError> {
+    if n > 0 {
+        return Err(ctx.continue_as_new(&(n - 1)));
+    }
+    Ok(n)
+}
+
+async fn parent(ctx: WorkflowContext, _: Value) -> Result<Value, WorkflowError> {
+    let echoed: Value = ctx.start_child("echo", &json!({"hello": "child"})).await?;
+    let counted: u64 = ctx.start_child("countdown", &2u64).await?;
+    let missing = ctx
+        .start_child::<_, Value>("no-such-workflow", &json!(null))
+        .await;
+    let missing = missing
+        .err()
+        .map(|e| e.to_step_error().code)
+        .unwrap_or_default();
+    Ok(json!({ "echoed": echoed, "counted": counted, "missing": missing }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_runs_report_to_their_parent_through_the_results_queue() {
+    let env = TestEnv::new("children", false).await;
+    let mut workflows = Workflows::new();
+    workflows
+        .register("parent", parent)
+        .register("echo", echo)
+        .register("countdown", countdown);
+    let _runtime = env
+        .run(env.engine(workflows), cairn::worker::Worker::new())
+        .await;
+    let client = env.client();
+    let run_id = client
+        .start("parent", json!(null), Some("family".into()))
+        .await
+        .unwrap();
+    let run = client.wait(&run_id, WAIT).await.unwrap();
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let output = run.output.unwrap();
+    assert_eq!(output["echoed"], json!({"hello": "child"}));
+    assert_eq!(
+        output["counted"],
+        json!(0),
+        "the last run of a continue-as-new chain reports"
+    );
+    assert_eq!(output["missing"], json!("unknown_workflow"), "{output}");
+    // The chain's runs are there to inspect: the first continued, the last completed.
+    let first = client.get("family-child-2").await.unwrap().run;
+    assert_eq!(first.status, RunStatus::ContinuedAsNew);
+    let last = client.get("family-child-2~2").await.unwrap().run;
+    assert_eq!(last.status, RunStatus::Completed);
 }

@@ -114,7 +114,7 @@ where
                     false
                 }
                 Err(panic) => {
-                    let reason = panic_message(&panic);
+                    let reason = crate::panic::panic_message(panic.as_ref());
                     tracing::error!(message_id = %id, %reason, "record handler panicked; reported for redelivery");
                     false
                 }
@@ -195,7 +195,7 @@ where
                     return;
                 }
                 Ok(Err(reason)) => reason,
-                Err(panic) => format!("panicked: {}", panic_message(&panic)),
+                Err(panic) => format!("panicked: {}", crate::panic::panic_message(panic.as_ref())),
             };
             tracing::warn!(message_ids = ?unit.ids, %reason, "records failed; reported for redelivery");
         }
@@ -225,15 +225,6 @@ pub fn time_left(context: &lambda_runtime::Context) -> Option<Duration> {
         .duration_since(std::time::SystemTime::now())
         .ok()
         .filter(|d| !d.is_zero())
-}
-
-/// The text of a panic payload.
-pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic with a non-string payload".to_owned())
 }
 
 #[cfg(test)]

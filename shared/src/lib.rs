@@ -34,6 +34,7 @@ pub mod event_source;
 pub mod inspect;
 pub mod local_runtime;
 pub mod local_stack;
+mod panic;
 pub mod queue_name;
 pub mod reconciler;
 pub mod store;

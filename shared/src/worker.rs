@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::batch::{batch_response, message_id, panic_message, process_records, BatchOptions};
+use crate::batch::{batch_response, message_id, process_records, BatchOptions};
 use crate::contract::{decode_task, RemoteTask, StepError, StepResult};
 use crate::store::BlobStore;
 use crate::transport::{resolve_body, ResultSender};
@@ -165,7 +165,10 @@ impl Worker {
             Ok(Ok(output)) => StepResult::completed(task, output),
             Ok(Err(error)) => StepResult::failed(task, error),
             Err(panic) => {
-                let message = format!("step handler panicked: {}", panic_message(&panic));
+                let message = format!(
+                    "step handler panicked: {}",
+                    crate::panic::panic_message(panic.as_ref())
+                );
                 StepResult::failed(task, StepError::retryable(message).with_code("panic"))
             }
         };

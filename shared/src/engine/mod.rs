@@ -250,6 +250,34 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     tracing::debug!(%run_id, attempt, pause, "activation lost a race; re-running on fresh state");
                     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                 }
+                Err(RecordError::Engine(EngineError::UnknownWorkflow(workflow)))
+                    if parent.is_some() =>
+                {
+                    // A child of a workflow this engine does not host: the parent hears it as
+                    // a terminal failure of its child call instead of waiting forever.
+                    let parent = parent
+                        .as_ref()
+                        .map(|p| (p.run_id.clone(), p.seq))
+                        .unwrap_or_default();
+                    tracing::error!(%run_id, %workflow, parent_run = %parent.0, "child run of an unknown workflow");
+                    let error = crate::contract::StepError::terminal(format!(
+                        "no workflow named {workflow:?} is registered"
+                    ))
+                    .with_code("unknown_workflow");
+                    let result = crate::contract::StepResult {
+                        run_id: parent.0.clone(),
+                        seq: parent.1,
+                        step_id: crate::contract::step_id(&parent.0, parent.1),
+                        status: StepStatus::Failed,
+                        output: None,
+                        error: Some(error),
+                        started_at: None,
+                        events: None,
+                        attempt: None,
+                    };
+                    self.transport.send_results(&[result]).await?;
+                    return Ok(());
+                }
                 Err(RecordError::Engine(err)) => {
                     // Loud: the run keeps its state, the record goes back to SQS (and to the
                     // DLQ), and the reason is on the run for `cairn runs show`.
@@ -343,6 +371,13 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             outbox: commands,
         };
         self.store.commit(&commit).await?;
+        if !was_terminal && commit.run.status.is_terminal() {
+            // Best effort: a run that keeps its chunks past the TTL costs storage, not
+            // correctness, so a failure here must not fail the record.
+            if let Err(error) = self.store.retire(run_id).await {
+                tracing::warn!(%run_id, %error, "could not stamp the TTL on the run's history");
+            }
+        }
         let mut batches = pending;
         if !commit.outbox.is_empty() {
             batches.push(crate::store::OutboxBatch::new(

@@ -416,6 +416,47 @@ impl CheckpointStore for DynamoStore {
         Ok(())
     }
 
+    async fn retire(&self, run_id: &str) -> Result<(), StoreError> {
+        let pk = items::run_pk(run_id);
+        let expires_at = items::expires_at(crate::engine::now_ms(), self.retention_days);
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("sk")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                let Some(sk) = item.get("sk").and_then(|v| v.as_s().ok()) else {
+                    continue;
+                };
+                if sk == items::RUN_SK {
+                    continue;
+                }
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", s(&pk))
+                    .key("sk", s(sk))
+                    .update_expression("SET expiresAt = :t")
+                    .expression_attribute_values(":t", AttributeValue::N(expires_at.to_string()))
+                    .send()
+                    .await
+                    .map_err(|e| backend("UpdateItem", e))?;
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     async fn note_problem(&self, run_id: &str, problem: &str) -> Result<(), StoreError> {
         self.client
             .update_item()

@@ -117,10 +117,17 @@ pub(crate) fn run_to_item(run: &RunRecord, retention_days: u32) -> Item {
         );
     }
     if run.status.is_terminal() {
-        let expires_at = run.updated_at_ms / 1000 + u64::from(retention_days) * 86_400;
-        item.insert("expiresAt".into(), n(expires_at));
+        item.insert(
+            "expiresAt".into(),
+            n(expires_at(run.updated_at_ms, retention_days)),
+        );
     }
     item
+}
+
+/// The TTL (epoch seconds) of a run that finished at `finished_ms`.
+pub(crate) fn expires_at(finished_ms: u64, retention_days: u32) -> u64 {
+    finished_ms / 1000 + u64::from(retention_days) * 86_400
 }
 
 /// `text` cut to at most `max` bytes (on a char boundary), marked when cut.

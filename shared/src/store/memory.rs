@@ -92,6 +92,11 @@ impl CheckpointStore for MemoryStore {
         })
     }
 
+    async fn retire(&self, _run_id: &str) -> Result<(), StoreError> {
+        // Nothing expires in memory.
+        Ok(())
+    }
+
     async fn note_problem(&self, run_id: &str, problem: &str) -> Result<(), StoreError> {
         self.with(|runs| {
             if let Some(run) = runs.get_mut(run_id).and_then(|e| e.run.as_mut()) {

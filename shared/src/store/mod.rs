@@ -194,6 +194,10 @@ pub trait CheckpointStore: Send + Sync {
         batches: &[OutboxBatch],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Stamps the retention TTL on every item of a finished run (its history and outbox
+    /// chunks; the run item carries it already), so the whole run expires together.
+    fn retire(&self, run_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Records an engine-side problem on the run for operators (no version change).
     fn note_problem(
         &self,

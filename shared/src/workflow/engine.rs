@@ -269,7 +269,9 @@ impl Driver {
                 Ok(polled) => polled,
                 Err(panic) => {
                     self.future = None;
-                    return Poll::Ready(Err(EngineError::Panicked(panic_message(panic.as_ref()))));
+                    return Poll::Ready(Err(EngineError::Panicked(crate::panic::panic_message(
+                        panic.as_ref(),
+                    ))));
                 }
             };
             let in_flight = {
@@ -297,14 +299,6 @@ impl Driver {
         self.future = None;
         self.outcome.take()
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 #[cfg(test)]
