@@ -25,6 +25,9 @@ pub struct BatchOptions {
     pub concurrency: usize,
     /// Time left before the Lambda deadline; processing stops a margin before it.
     pub time_left: Option<Duration>,
+    /// How long before the deadline processing stops, leaving room for what follows it
+    /// (the worker still sends the batch's results).
+    pub deadline_margin: Duration,
 }
 
 impl Default for BatchOptions {
@@ -33,11 +36,12 @@ impl Default for BatchOptions {
             fifo: false,
             concurrency: 10,
             time_left: None,
+            deadline_margin: DEADLINE_MARGIN,
         }
     }
 }
 
-/// Records still running this long before the deadline are reported as failures.
+/// By default, records still running this long before the deadline are reported as failures.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
 
 /// Identifier of a record for the batch response.
@@ -157,7 +161,7 @@ where
                 .await;
         }
     };
-    with_deadline(options.time_left, all).await;
+    with_deadline(options.time_left, options.deadline_margin, all).await;
     confirmed.into_inner().unwrap_or_default()
 }
 
@@ -200,15 +204,19 @@ where
             tracing::warn!(message_ids = ?unit.ids, %reason, "records failed; reported for redelivery");
         }
     });
-    with_deadline(options.time_left, all).await;
+    with_deadline(options.time_left, options.deadline_margin, all).await;
     confirmed.into_inner().unwrap_or_default()
 }
 
 /// Runs `work`, giving up a margin before the deadline (what is unfinished stays unconfirmed).
-async fn with_deadline(time_left: Option<Duration>, work: impl Future<Output = ()>) {
+async fn with_deadline(
+    time_left: Option<Duration>,
+    margin: Duration,
+    work: impl Future<Output = ()>,
+) {
     match time_left {
         Some(left) => {
-            let budget = left.saturating_sub(DEADLINE_MARGIN);
+            let budget = left.saturating_sub(margin);
             if tokio::time::timeout(budget, work).await.is_err() {
                 tracing::warn!("deadline near: unfinished records reported as failures");
             }

@@ -54,6 +54,9 @@ pub struct TaskContext {
     pub span: tracing::Span,
 }
 
+/// Time kept, before the Lambda deadline, for sending the batch's results.
+const RESULT_SEND_RESERVE: std::time::Duration = std::time::Duration::from_secs(5);
+
 type Handler =
     Arc<dyn Fn(Value, TaskContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
 
@@ -184,6 +187,9 @@ impl Worker {
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
         let options = BatchOptions {
             time_left: crate::batch::time_left(&event.context),
+            // Handlers stop early enough to leave time for sending the batch's results
+            // (claim checks included); a result not sent means the task runs again.
+            deadline_margin: RESULT_SEND_RESERVE,
             ..self.options
         };
         let records = event.payload.records;

@@ -125,6 +125,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             fifo: self.options.fifo,
             concurrency: self.options.concurrency,
             time_left: time_left(&event.context),
+            ..BatchOptions::default()
         };
         if options.fifo {
             // FIFO: the queue already orders each run's messages (group = run id); keep that
