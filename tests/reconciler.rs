@@ -91,21 +91,11 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
     assert_eq!(report.examined, 2, "the fresh run is not stalled yet");
 
     let url = &env.resources.task_queue_urls["notifications.send-email"];
-    let out = env
-        .clients
-        .sqs
-        .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(2)
-        .send()
+    let tasks: Vec<_> = env
+        .receive_bodies(url)
         .await
-        .unwrap();
-    let tasks: Vec<_> = out
-        .messages
-        .unwrap_or_default()
         .iter()
-        .map(|m| decode_task(m.body.as_deref().unwrap()).unwrap())
+        .map(|body| decode_task(body).unwrap())
         .collect();
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].step_id, "stuck:1");

@@ -37,18 +37,8 @@ async fn run_tasks(env: &TestEnv, url: &str, expected: usize) -> Vec<StepResult>
     let worker = cairn_demo::worker();
     let mut results = Vec::new();
     while results.len() < expected {
-        let out = env
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(2)
-            .send()
-            .await
-            .unwrap();
-        for message in out.messages.unwrap_or_default() {
-            let task = cairn::contract::decode_task(message.body.as_deref().unwrap()).unwrap();
+        for body in env.receive_bodies(url).await {
+            let task = cairn::contract::decode_task(&body).unwrap();
             results.push(worker.run_task(&task).await);
         }
     }
@@ -182,24 +172,6 @@ async fn a_worker_that_crashes_before_deleting_gets_the_task_again() {
     assert_eq!(run.output, Some(json!(3)));
 }
 
-async fn dlq_bodies(env: &TestEnv, url: &str) -> Vec<String> {
-    let out = env
-        .clients
-        .sqs
-        .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
-        .send()
-        .await
-        .unwrap();
-    out.messages
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| m.body)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_does_not_sink_its_batch_and_ends_in_the_dlq() {
     let env = TestEnv::with_receive_count("poison", false, 2).await;
@@ -244,7 +216,7 @@ async fn a_poison_record_does_not_sink_its_batch_and_ends_in_the_dlq() {
     let deadline = std::time::Instant::now() + WAIT;
     let mut dead = Vec::new();
     while dead.is_empty() && std::time::Instant::now() < deadline {
-        dead = dlq_bodies(&env, &env.resources.results_dlq_url).await;
+        dead = env.receive_bodies(&env.resources.results_dlq_url).await;
     }
     assert_eq!(
         dead,

@@ -146,6 +146,33 @@ impl TestEnv {
         )
     }
 
+    /// Bodies of up to 10 messages received from `url` (waiting up to 2 s), deleted once read.
+    pub async fn receive_bodies(&self, url: &str) -> Vec<String> {
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .unwrap();
+        let mut bodies = Vec::new();
+        for message in out.messages.unwrap_or_default() {
+            self.clients
+                .sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(message.receipt_handle.unwrap())
+                .send()
+                .await
+                .unwrap();
+            bodies.push(message.body.unwrap());
+        }
+        bodies
+    }
+
     /// Mapping options fit for tests: short visibility timeout so failures come back fast.
     pub fn mapping(&self) -> MappingOptions {
         MappingOptions {

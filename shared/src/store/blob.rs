@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
-use super::dynamo::backend;
+use super::dynamo::{backend, query_partition};
 use super::items;
 use super::StoreError;
 
@@ -67,33 +67,17 @@ impl BlobStore for DynamoBlobStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let items = query_partition(&self.client, &self.table, &format!("BLOB#{id}"), None).await?;
+        if items.is_empty() {
+            return Ok(None);
+        }
         let mut data = Vec::new();
-        let mut found = false;
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(format!("BLOB#{id}")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| backend("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                found = true;
-                if let Some(bytes) = item.get("data").and_then(|v| v.as_b().ok()) {
-                    data.extend_from_slice(bytes.as_ref());
-                }
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
+        for item in items {
+            if let Some(bytes) = item.get("data").and_then(|v| v.as_b().ok()) {
+                data.extend_from_slice(bytes.as_ref());
             }
         }
-        Ok(found.then_some(data))
+        Ok(Some(data))
     }
 }
 

@@ -136,30 +136,51 @@ fn restore_payloads(run: &mut RunRecord, history: &[HistoryEvent]) {
     }
 }
 
-impl DynamoStore {
-    async fn query_all(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| backend("Query", e))?;
-            out.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(out),
-            }
+/// Every item of partition `pk` (consistent read, all pages), in sort-key order; only the
+/// `projection` attributes when given.
+pub(crate) async fn query_partition(
+    client: &Client,
+    table: &str,
+    pk: &str,
+    projection: Option<&str>,
+) -> Result<Vec<Item>, StoreError> {
+    let mut out = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .set_projection_expression(projection.map(str::to_owned))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| backend("Query", e))?;
+        out.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(out),
         }
     }
+}
 
+/// Puts of the chunk items holding `values` as JSON, and the JSON's size.
+fn json_chunk_puts<T: serde::Serialize>(
+    table: &str,
+    pk: &str,
+    sk: impl Fn(usize) -> String,
+    values: &[T],
+) -> Result<(Vec<TransactWriteItem>, usize), StoreError> {
+    let data = serde_json::to_vec(values).map_err(|e| StoreError::Corrupt {
+        key: pk.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok((chunk_puts(table, pk, sk, &data)?, data.len()))
+}
+
+impl DynamoStore {
     async fn query_runs(
         &self,
         q: IndexQuery<'_>,
@@ -224,7 +245,7 @@ impl CheckpointStore for DynamoStore {
         let mut run = None;
         let mut events: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
         let mut outbox: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
-        for item in self.query_all(&pk).await? {
+        for item in query_partition(&self.client, &self.table, &pk, None).await? {
             let sk = item
                 .get("sk")
                 .and_then(|v| v.as_s().ok())
@@ -301,30 +322,16 @@ impl CheckpointStore for DynamoStore {
         writes.push(TransactWriteItem::builder().put(put).build());
         let mut bytes = 0;
         if !commit.events.is_empty() {
-            let data = serde_json::to_vec(&commit.events).map_err(|e| StoreError::Corrupt {
-                key: pk.clone(),
-                reason: e.to_string(),
-            })?;
-            bytes += data.len();
-            writes.extend(chunk_puts(
-                &self.table,
-                &pk,
-                |part| items::events_sk(first, part),
-                &data,
-            )?);
+            let sk = |part| items::events_sk(first, part);
+            let (puts, size) = json_chunk_puts(&self.table, &pk, sk, &commit.events)?;
+            writes.extend(puts);
+            bytes += size;
         }
         if !commit.outbox.is_empty() {
-            let data = serde_json::to_vec(&commit.outbox).map_err(|e| StoreError::Corrupt {
-                key: pk.clone(),
-                reason: e.to_string(),
-            })?;
-            bytes += data.len();
-            writes.extend(chunk_puts(
-                &self.table,
-                &pk,
-                |part| items::outbox_sk(first, part),
-                &data,
-            )?);
+            let sk = |part| items::outbox_sk(first, part);
+            let (puts, size) = json_chunk_puts(&self.table, &pk, sk, &commit.outbox)?;
+            writes.extend(puts);
+            bytes += size;
         }
         // The run item is bounded (large payloads stay in the history), so the chunks decide.
         if bytes > MAX_TRANSACTION_BYTES {
@@ -419,42 +426,25 @@ impl CheckpointStore for DynamoStore {
     async fn retire(&self, run_id: &str) -> Result<(), StoreError> {
         let pk = items::run_pk(run_id);
         let expires_at = items::expires_at(crate::engine::now_ms(), self.retention_days);
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
+        for item in query_partition(&self.client, &self.table, &pk, Some("sk")).await? {
+            let Some(sk) = item.get("sk").and_then(|v| v.as_s().ok()) else {
+                continue;
+            };
+            if sk == items::RUN_SK {
+                continue;
+            }
+            self.client
+                .update_item()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk))
-                .projection_expression("sk")
-                .set_exclusive_start_key(start)
+                .key("pk", s(&pk))
+                .key("sk", s(sk))
+                .update_expression("SET expiresAt = :t")
+                .expression_attribute_values(":t", AttributeValue::N(expires_at.to_string()))
                 .send()
                 .await
-                .map_err(|e| backend("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                let Some(sk) = item.get("sk").and_then(|v| v.as_s().ok()) else {
-                    continue;
-                };
-                if sk == items::RUN_SK {
-                    continue;
-                }
-                self.client
-                    .update_item()
-                    .table_name(&self.table)
-                    .key("pk", s(&pk))
-                    .key("sk", s(sk))
-                    .update_expression("SET expiresAt = :t")
-                    .expression_attribute_values(":t", AttributeValue::N(expires_at.to_string()))
-                    .send()
-                    .await
-                    .map_err(|e| backend("UpdateItem", e))?;
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(()),
-            }
+                .map_err(|e| backend("UpdateItem", e))?;
         }
+        Ok(())
     }
 
     async fn note_problem(&self, run_id: &str, problem: &str) -> Result<(), StoreError> {
