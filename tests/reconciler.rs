@@ -119,3 +119,41 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
     let again = reconcile(&store, &transport, options).await.unwrap();
     assert!(again.redriven.is_empty());
 }
+
+#[tokio::test]
+async fn an_overdue_timer_whose_message_was_lost_fires_again() {
+    let env = TestEnv::new("reconciler-timer", false).await;
+    let store = env.clients.store(&env.config);
+    let transport = env.clients.transport(&env.config);
+    let now = cairn::engine::now_ms();
+    let mut sleeper = stuck_run("sleeper", now - 600_000, false);
+    sleeper.events[1] = HistoryEvent::new(
+        now - 600_000,
+        EventKind::TimerStarted {
+            seq: 1,
+            timer_id: "1".into(),
+            fire_at_ms: now - 300_000,
+        },
+    );
+    store.commit(&sleeper).await.unwrap();
+
+    let report = reconcile_stalled(&store, &transport, &env.config)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.timers_refired,
+        vec!["sleeper".to_owned()],
+        "{report:?}"
+    );
+
+    let bodies = env.receive_bodies(&env.resources.results_queue_url).await;
+    let fired: Vec<_> = bodies
+        .iter()
+        .map(|b| cairn::contract::decode_results_message(b).unwrap())
+        .collect();
+    assert_eq!(fired.len(), 1);
+    assert!(matches!(
+        &fired[0],
+        cairn::contract::ResultsMessage::Control(cairn::contract::ControlMessage::TimerFired { timer_id, .. }) if timer_id == "1"
+    ));
+}

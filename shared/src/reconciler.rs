@@ -3,11 +3,46 @@
 //! A crash between "commit" and "send" leaves commands in the run's outbox. Usually the
 //! record is redelivered and the engine repairs it; if the record is gone (e.g. dead-lettered)
 //! the run would wait forever. The reconciler runs on a schedule, lists runs that have not
-//! changed for `stall` and sends their outbox again. Receivers are idempotent, so a repeat
-//! is harmless.
+//! changed for `stall` and sends their outbox again. A timer that is long overdue (its
+//! message dead-lettered or lost) is fired again. Receivers are idempotent (timer ids,
+//! `stepId`s, start-by-run-id), so a repeat is harmless.
 
+use std::collections::HashMap;
+
+use crate::contract::ControlMessage;
 use crate::engine::{send_outbox, EngineTransport};
 use crate::store::{CheckpointStore, StoreError};
+use crate::workflow::{EventKind, HistoryEvent};
+
+/// A timer this overdue is presumed lost (a hop takes at most the SQS delay plus polling).
+const TIMER_GRACE_MS: u64 = 60_000;
+
+/// Timers started and not fired whose time is long past: `(timer id, fire at)`.
+fn overdue_timers(history: &[HistoryEvent], now_ms: u64) -> Vec<(String, u64)> {
+    let mut pending: HashMap<&str, u64> = HashMap::new();
+    for event in history {
+        match &event.kind {
+            EventKind::TimerStarted {
+                timer_id,
+                fire_at_ms,
+                ..
+            } => {
+                pending.insert(timer_id, *fire_at_ms);
+            }
+            EventKind::TimerFired { timer_id, .. } => {
+                pending.remove(timer_id.as_str());
+            }
+            _ => {}
+        }
+    }
+    let mut overdue: Vec<(String, u64)> = pending
+        .into_iter()
+        .filter(|(_, at)| at.saturating_add(TIMER_GRACE_MS) < now_ms)
+        .map(|(id, at)| (id.to_owned(), at))
+        .collect();
+    overdue.sort();
+    overdue
+}
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -18,6 +53,8 @@ pub struct ReconcileReport {
     pub redriven: Vec<String>,
     /// Runs that are idle with nothing to send (waiting on a signal, a long timer or a worker).
     pub idle: usize,
+    /// Runs with an overdue timer that was fired again.
+    pub timers_refired: Vec<String>,
     /// Runs whose re-drive failed (left for the next pass).
     pub failed: Vec<String>,
 }
@@ -61,7 +98,35 @@ pub async fn reconcile<S: CheckpointStore, T: EngineTransport>(
                 }
             };
             if loaded.outbox.is_empty() {
-                report.idle += 1;
+                let overdue = overdue_timers(&loaded.history, crate::engine::now_ms());
+                if overdue.is_empty() {
+                    report.idle += 1;
+                    continue;
+                }
+                let messages: Vec<(ControlMessage, u32)> = overdue
+                    .into_iter()
+                    .map(|(timer_id, fire_at_ms)| {
+                        let run_id = run.run_id.clone();
+                        (
+                            ControlMessage::TimerFired {
+                                run_id,
+                                timer_id,
+                                fire_at_ms,
+                            },
+                            0,
+                        )
+                    })
+                    .collect();
+                match transport.send_control(&messages).await {
+                    Ok(()) => {
+                        tracing::info!(run_id = %run.run_id, timers = messages.len(), "fired overdue timers again");
+                        report.timers_refired.push(run.run_id);
+                    }
+                    Err(e) => {
+                        tracing::warn!(run_id = %run.run_id, error = %e, "could not re-fire timers");
+                        report.failed.push(run.run_id);
+                    }
+                }
                 continue;
             }
             match send_outbox(
@@ -102,4 +167,49 @@ pub async fn reconcile_stalled<S: CheckpointStore, T: EngineTransport>(
         timer_chunk_seconds: config.timer_chunk_seconds,
     };
     reconcile(store, transport, options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: EventKind) -> HistoryEvent {
+        HistoryEvent::new(0, kind)
+    }
+
+    #[test]
+    fn only_unfired_timers_past_their_grace_are_overdue() {
+        let history = vec![
+            event(EventKind::RunStarted {
+                workflow: "w".into(),
+                input: json!(null),
+            }),
+            event(EventKind::TimerStarted {
+                seq: 1,
+                timer_id: "1".into(),
+                fire_at_ms: 1_000,
+            }),
+            event(EventKind::TimerFired {
+                seq: 1,
+                timer_id: "1".into(),
+            }),
+            event(EventKind::TimerStarted {
+                seq: 2,
+                timer_id: "2".into(),
+                fire_at_ms: 2_000,
+            }),
+            event(EventKind::TimerStarted {
+                seq: 3,
+                timer_id: "3".into(),
+                fire_at_ms: 500_000,
+            }),
+        ];
+        let now = 2_000 + TIMER_GRACE_MS + 1;
+        assert_eq!(overdue_timers(&history, now), vec![("2".to_owned(), 2_000)]);
+        assert!(
+            overdue_timers(&history, 2_000).is_empty(),
+            "not overdue within the grace"
+        );
+    }
 }
