@@ -167,6 +167,33 @@ pub(crate) struct OpGuard {
     pub seq: Option<u64>,
 }
 
+/// The locked run state.
+pub(crate) type StateGuard<'a> = std::sync::MutexGuard<'a, State>;
+/// What an operation future's poll returns.
+pub(crate) type OpPoll<T> = Poll<Result<T, WorkflowError>>;
+
+impl OpGuard {
+    /// The common start of an operation future's poll: an error found when the operation was
+    /// issued, an operation never numbered (pending forever), a fatal engine state, or a
+    /// cancellation end the poll (`Err`); otherwise the op's `seq` and the locked state.
+    pub(crate) fn begin_poll<T>(
+        &self,
+        early: &mut Option<WorkflowError>,
+    ) -> Result<(u64, StateGuard<'_>), OpPoll<T>> {
+        if let Some(error) = early.take() {
+            return Err(Poll::Ready(Err(error)));
+        }
+        let Some(seq) = self.seq else {
+            return Err(Poll::Pending);
+        };
+        let mut state = self.ctx.state();
+        if let Some(end) = state.poll_prelude(seq) {
+            return Err(end);
+        }
+        Ok((seq, state))
+    }
+}
+
 impl Drop for OpGuard {
     fn drop(&mut self) {
         if let Some(seq) = self.seq {

@@ -99,16 +99,10 @@ impl Wait {
         &mut self,
         cx: &Context<'_>,
     ) -> Poll<Result<Option<serde_json::Value>, WorkflowError>> {
-        if let Some(error) = self.early.take() {
-            return Poll::Ready(Err(error));
-        }
-        let Some(seq) = self.guard.seq else {
-            return Poll::Pending;
+        let (seq, mut state) = match self.guard.begin_poll(&mut self.early) {
+            Ok(begun) => begun,
+            Err(end) => return end,
         };
-        let mut state = self.guard.ctx.state();
-        if let Some(early) = state.poll_prelude(seq) {
-            return early;
-        }
         if let Some(index) = state
             .signal_queues
             .get_mut(&self.name)

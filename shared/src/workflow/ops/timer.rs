@@ -69,16 +69,10 @@ impl Future for Sleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let Some(error) = this.early.take() {
-            return Poll::Ready(Err(error));
-        }
-        let Some(seq) = this.guard.seq else {
-            return Poll::Pending;
+        let (seq, mut state) = match this.guard.begin_poll(&mut this.early) {
+            Ok(begun) => begun,
+            Err(end) => return end,
         };
-        let mut state = this.guard.ctx.state();
-        if let Some(early) = state.poll_prelude(seq) {
-            return early;
-        }
         let id = seq.to_string();
         let fired = state
             .slot(seq)
