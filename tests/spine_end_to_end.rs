@@ -286,8 +286,8 @@ async fn child_runs_report_to_their_parent_through_the_results_queue() {
     );
     assert_eq!(output["missing"], json!("unknown_workflow"), "{output}");
     // The chain's runs are there to inspect: the first continued, the last completed.
-    let first = client.get("family-child-2").await.unwrap().run;
+    let first = client.get("family~c2").await.unwrap().run;
     assert_eq!(first.status, RunStatus::ContinuedAsNew);
-    let last = client.get("family-child-2~2").await.unwrap().run;
+    let last = client.get("family~c2~2").await.unwrap().run;
     assert_eq!(last.status, RunStatus::Completed);
 }

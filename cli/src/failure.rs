@@ -96,6 +96,9 @@ pub fn classify(error: &anyhow::Error, target: &Target) -> (u8, String) {
             ),
         );
     }
+    if let Some(ClientError::InvalidRunId { .. }) = error.downcast_ref::<ClientError>() {
+        return (code::USAGE, format!("{error}"));
+    }
     if let Some(ClientError::Timeout {
         run_id,
         status,

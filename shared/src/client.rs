@@ -17,6 +17,14 @@ pub enum ClientError {
     /// The run does not exist.
     #[error("run {0} not found")]
     NotFound(String),
+    /// A run id a caller may not choose.
+    #[error("invalid run id {run_id:?}: {reason}")]
+    InvalidRunId {
+        /// The id.
+        run_id: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -56,7 +64,10 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
         input: Value,
         run_id: Option<String>,
     ) -> Result<String, ClientError> {
-        let run_id = run_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let run_id = match run_id {
+            Some(id) => validate_run_id(id)?,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         let message = ControlMessage::StartRun {
             run_id: run_id.clone(),
             workflow: workflow.to_owned(),
@@ -132,5 +143,45 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
             status: last_status,
             waited: timeout,
         })
+    }
+}
+
+/// Longest run id accepted (it is part of every key and message of the run).
+const MAX_RUN_ID_LEN: usize = 200;
+
+/// Checks a caller-chosen run id: printable, not too long, and free of `~`, which cairn
+/// reserves for the ids it derives (child runs, continue-as-new).
+fn validate_run_id(run_id: String) -> Result<String, ClientError> {
+    let reason = if run_id.is_empty() {
+        "it is empty"
+    } else if run_id.len() > MAX_RUN_ID_LEN {
+        "it is longer than 200 bytes"
+    } else if run_id.contains('~') {
+        "`~` is reserved for ids cairn derives (child runs, continue-as-new)"
+    } else if run_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        "it contains whitespace or control characters"
+    } else {
+        return Ok(run_id);
+    };
+    Err(ClientError::InvalidRunId { run_id, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_run_ids_cannot_take_the_shape_of_derived_ones() {
+        assert!(validate_run_id("order-42".into()).is_ok());
+        for bad in ["", "a~1", "p~c2", "has space", "tab\t"] {
+            assert!(
+                matches!(
+                    validate_run_id(bad.into()),
+                    Err(ClientError::InvalidRunId { .. })
+                ),
+                "{bad:?} should be refused"
+            );
+        }
+        assert!(validate_run_id("x".repeat(201)).is_err());
     }
 }

@@ -13,9 +13,13 @@ use crate::workflow::context::{decode, encode, issue_in, OpGuard};
 use crate::workflow::state::OpKind;
 use crate::workflow::{Command, EventKind, WorkflowContext, WorkflowError};
 
-/// The run id of the child started at `seq` of `parent_run_id`.
+/// The run id of the child started at `seq` of `parent_run_id`: `<parent>~c<seq>`.
+///
+/// `~` is reserved for ids cairn derives (children here, `<run>~<n>` for continue-as-new):
+/// [`Client::start`](crate::client::Client::start) refuses it in the ids people choose, so a
+/// derived id never collides with a user's.
 pub fn child_run_id(parent_run_id: &str, seq: u64) -> String {
-    format!("{parent_run_id}-child-{seq}")
+    format!("{parent_run_id}~c{seq}")
 }
 
 impl WorkflowContext {
@@ -157,7 +161,7 @@ mod tests {
             vec![Command::StartChild {
                 seq: 1,
                 workflow: "kid".into(),
-                run_id: "p-child-1".into(),
+                run_id: "p~c1".into(),
                 input: json!(4)
             }]
         );
@@ -174,7 +178,7 @@ mod tests {
         let a = sim.step(vec![Incoming::Cancel { reason: None }]);
         assert_eq!(a.status, RunStatus::Cancelled);
         assert!(a.commands.contains(&Command::CancelChild {
-            run_id: "p-child-1".into()
+            run_id: "p~c1".into()
         }));
     }
 }
