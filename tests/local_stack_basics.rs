@@ -73,6 +73,7 @@ fn started(run_id: &str) -> Commit {
         updated_at_ms: 1,
         parent: None,
         last_error: None,
+        outbox_pending: false,
     };
     let event = HistoryEvent::new(
         1,

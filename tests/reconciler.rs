@@ -24,6 +24,7 @@ fn stuck_run(run_id: &str, updated_at_ms: u64, with_outbox: bool) -> Commit {
         updated_at_ms,
         parent: None,
         last_error: None,
+        outbox_pending: with_outbox,
     };
     let events = vec![
         HistoryEvent::new(
@@ -79,16 +80,30 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
         .await
         .unwrap();
     store.commit(&stuck_run("fresh", now, true)).await.unwrap();
+    // A finished child whose report to its parent was never sent: not `running`, but its
+    // pending outbox puts it in the index the reconciler reads first.
+    let mut finished = stuck_run("finished", now - 600_000, true);
+    finished.run.status = RunStatus::Completed;
+    store.commit(&finished).await.unwrap();
 
     let report = reconcile_stalled(&store, &transport, &env.config)
         .await
         .unwrap();
-    assert_eq!(report.redriven, vec!["stuck".to_owned()], "{report:?}");
+    let mut redriven = report.redriven.clone();
+    redriven.sort();
     assert_eq!(
-        report.idle, 1,
-        "a run waiting with nothing to send is left alone"
+        redriven,
+        vec!["finished".to_owned(), "stuck".to_owned()],
+        "{report:?}"
     );
-    assert_eq!(report.examined, 2, "the fresh run is not stalled yet");
+    // Pending-outbox phase: finished, stuck. Stalled-running phase (timers): stuck, idle —
+    // neither has an overdue timer. The fresh run is in neither yet.
+    assert_eq!(report.examined, 4, "{report:?}");
+    assert_eq!(
+        report.idle, 2,
+        "runs waiting with nothing to send are left alone"
+    );
+    assert!(report.failed.is_empty());
 
     let url = &env.resources.task_queue_urls["notifications.send-email"];
     let tasks: Vec<_> = env
@@ -97,8 +112,9 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
         .iter()
         .map(|body| decode_task(body).unwrap())
         .collect();
-    assert_eq!(tasks.len(), 1);
-    assert_eq!(tasks[0].step_id, "stuck:1");
+    let mut step_ids: Vec<&str> = tasks.iter().map(|t| t.step_id.as_str()).collect();
+    step_ids.sort();
+    assert_eq!(step_ids, vec!["finished:1", "stuck:1"]);
     assert!(
         store
             .load("stuck")

@@ -269,7 +269,7 @@ async fn provision_and_compare(params: &TemplateParams) -> StackResources {
     assert_eq!(indexes, declared_indexes);
     assert_eq!(
         indexes.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["byStatus", "byWorkflow"]
+        ["byOutbox", "byStatus", "byWorkflow"]
     );
     let billing = described
         .billing_mode_summary()

@@ -1,11 +1,14 @@
-//! The reconciler: finds runs stuck in `running` and re-drives what they were waiting to send.
+//! The reconciler: re-drives what runs were waiting to send.
 //!
 //! A crash between "commit" and "send" leaves commands in the run's outbox. Usually the
 //! record is redelivered and the engine repairs it; if the record is gone (e.g. dead-lettered)
-//! the run would wait forever. The reconciler runs on a schedule, lists runs that have not
-//! changed for `stall` and sends their outbox again. A timer that is long overdue (its
-//! message dead-lettered or lost) is fired again. Receivers are idempotent (timer ids,
-//! `stepId`s, start-by-run-id), so a repeat is harmless.
+//! the run would wait forever. The reconciler runs on a schedule and, for runs that have not
+//! changed for `stall`:
+//! - sends the outbox of every run in the sparse `byOutbox` index, whatever its status (a
+//!   finished child's report to its parent included), and settles the index marker;
+//! - fires again the long-overdue timers of `running` runs (their messages lost).
+//!
+//! Receivers are idempotent (timer ids, `stepId`s, start-by-run-id), so a repeat is harmless.
 
 use std::collections::HashMap;
 
@@ -70,7 +73,17 @@ pub struct ReconcileOptions {
     pub timer_chunk_seconds: u32,
 }
 
-/// One reconciler pass: stalled runs, oldest first, page after page up to `max_runs`.
+/// Which runs a phase of the pass lists.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Runs with commands committed and not confirmed sent, whatever their status.
+    PendingOutbox,
+    /// Runs still `running` (for overdue timers).
+    Stalled,
+}
+
+/// One reconciler pass: runs with an unsent outbox (any status), then stalled running runs
+/// with overdue timers; oldest first, page after page, up to `max_runs` in all.
 ///
 /// A run that cannot be loaded or re-driven is reported in `failed` and the pass goes on:
 /// one bad run never blocks the others.
@@ -80,77 +93,116 @@ pub async fn reconcile<S: CheckpointStore, T: EngineTransport>(
     options: ReconcileOptions,
 ) -> Result<ReconcileReport, StoreError> {
     let mut report = ReconcileReport::default();
-    let mut cursor = None;
-    loop {
-        let page = store.stalled_runs(options.before_ms, 100, cursor).await?;
-        for run in page.runs {
-            if report.examined >= options.max_runs {
-                return Ok(report);
-            }
-            report.examined += 1;
-            let loaded = match store.load(&run.run_id).await {
-                Ok(Some(loaded)) => loaded,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(run_id = %run.run_id, error = %e, "cannot load stalled run");
-                    report.failed.push(run.run_id);
-                    continue;
+    for phase in [Phase::PendingOutbox, Phase::Stalled] {
+        let mut cursor = None;
+        loop {
+            let page = match phase {
+                Phase::PendingOutbox => {
+                    store
+                        .pending_outbox_runs(options.before_ms, 100, cursor)
+                        .await?
                 }
+                Phase::Stalled => store.stalled_runs(options.before_ms, 100, cursor).await?,
             };
-            if loaded.outbox.is_empty() {
-                let overdue = overdue_timers(&loaded.history, crate::engine::now_ms());
-                if overdue.is_empty() {
-                    report.idle += 1;
-                    continue;
+            for run in page.runs {
+                if report.examined >= options.max_runs {
+                    return Ok(report);
                 }
-                let messages: Vec<(ControlMessage, u32)> = overdue
-                    .into_iter()
-                    .map(|(timer_id, fire_at_ms)| {
-                        let run_id = run.run_id.clone();
-                        (
-                            ControlMessage::TimerFired {
-                                run_id,
-                                timer_id,
-                                fire_at_ms,
-                            },
-                            0,
-                        )
-                    })
-                    .collect();
-                match transport.send_control(&messages).await {
-                    Ok(()) => {
-                        tracing::info!(run_id = %run.run_id, timers = messages.len(), "fired overdue timers again");
-                        report.timers_refired.push(run.run_id);
-                    }
+                report.examined += 1;
+                match store.load(&run.run_id).await {
+                    Ok(Some(loaded)) => match phase {
+                        Phase::PendingOutbox => {
+                            redrive(store, transport, loaded, &options, &mut report).await
+                        }
+                        Phase::Stalled => refire_timers(transport, loaded, &mut report).await,
+                    },
+                    Ok(None) => {}
                     Err(e) => {
-                        tracing::warn!(run_id = %run.run_id, error = %e, "could not re-fire timers");
+                        tracing::warn!(run_id = %run.run_id, error = %e, "cannot load stalled run");
                         report.failed.push(run.run_id);
                     }
                 }
-                continue;
             }
-            match send_outbox(
-                transport,
-                store,
-                &loaded.run,
-                loaded.outbox,
-                options.timer_chunk_seconds,
-            )
-            .await
-            {
-                Ok(()) => {
-                    tracing::info!(run_id = %run.run_id, "re-drove pending commands");
-                    report.redriven.push(run.run_id);
-                }
-                Err(e) => {
-                    tracing::warn!(run_id = %run.run_id, error = %e, "re-drive failed; will retry next pass");
-                    report.failed.push(run.run_id);
-                }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return Ok(report),
+    }
+    Ok(report)
+}
+
+/// Sends a run's leftover outbox, then takes it out of the pending-outbox index.
+async fn redrive<S: CheckpointStore, T: EngineTransport>(
+    store: &S,
+    transport: &T,
+    loaded: crate::store::LoadedRun,
+    options: &ReconcileOptions,
+    report: &mut ReconcileReport,
+) {
+    let run = loaded.run;
+    let had_outbox = !loaded.outbox.is_empty();
+    if had_outbox {
+        if let Err(e) = send_outbox(
+            transport,
+            store,
+            &run,
+            loaded.outbox,
+            options.timer_chunk_seconds,
+        )
+        .await
+        {
+            tracing::warn!(run_id = %run.run_id, error = %e, "re-drive failed; will retry next pass");
+            report.failed.push(run.run_id);
+            return;
+        }
+        tracing::info!(run_id = %run.run_id, "re-drove pending commands");
+    }
+    // Sent now, or already sent on the hot path (which leaves the marker to us).
+    if let Err(e) = store.settle_outbox_marker(&run).await {
+        tracing::warn!(run_id = %run.run_id, error = %e, "could not settle the outbox marker");
+    }
+    if had_outbox {
+        report.redriven.push(run.run_id);
+    } else {
+        report.idle += 1;
+    }
+}
+
+/// Fires a stalled run's overdue timers again (their messages were lost).
+async fn refire_timers<T: EngineTransport>(
+    transport: &T,
+    loaded: crate::store::LoadedRun,
+    report: &mut ReconcileReport,
+) {
+    let run_id = loaded.run.run_id;
+    let overdue = overdue_timers(&loaded.history, crate::engine::now_ms());
+    if overdue.is_empty() {
+        report.idle += 1;
+        return;
+    }
+    let messages: Vec<(ControlMessage, u32)> = overdue
+        .into_iter()
+        .map(|(timer_id, fire_at_ms)| {
+            let run_id = run_id.clone();
+            (
+                ControlMessage::TimerFired {
+                    run_id,
+                    timer_id,
+                    fire_at_ms,
+                },
+                0,
+            )
+        })
+        .collect();
+    match transport.send_control(&messages).await {
+        Ok(()) => {
+            tracing::info!(%run_id, timers = messages.len(), "fired overdue timers again");
+            report.timers_refired.push(run_id);
+        }
+        Err(e) => {
+            tracing::warn!(%run_id, error = %e, "could not re-fire timers");
+            report.failed.push(run_id);
         }
     }
 }

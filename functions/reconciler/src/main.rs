@@ -1,5 +1,9 @@
 //! The reconciler Lambda: on a schedule, re-drives runs stuck with unsent commands. Wiring only.
 
+// The reconciler future nests the SDK's deep futures (index pages inside a pass inside the
+// runtime); computing its layout needs more than rustc's default query depth.
+#![recursion_limit = "256"]
+
 use cairn::aws::{sdk_config, AwsClients};
 use cairn::config::Config;
 use lambda_runtime::{service_fn, Error, LambdaEvent};

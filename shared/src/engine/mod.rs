@@ -319,6 +319,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                         updated_at_ms: now,
                         parent,
                         last_error: None,
+                        outbox_pending: false,
                     };
                     (run, Vec::new(), Vec::new())
                 }
@@ -365,6 +366,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         if !was_terminal && next.status.is_terminal() {
             outbox::ensure_parent_report(&next, &mut commands);
         }
+        next.outbox_pending = !pending.is_empty() || !commands.is_empty();
         let commit = Commit {
             run: next,
             expected_version: if is_new { None } else { Some(run.version) },

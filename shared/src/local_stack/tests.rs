@@ -171,6 +171,10 @@ fn table_has_keys_indexes_and_ttl() {
         indexes["byWorkflow"],
         (vec![("gsi2pk", "HASH"), ("gsi2sk", "RANGE")], "ALL")
     );
+    assert_eq!(
+        indexes["byOutbox"],
+        (vec![("gsi3pk", "HASH"), ("gsi3sk", "RANGE")], "ALL")
+    );
     assert_eq!(table.ttl_attribute.as_deref(), Some("expiresAt"));
     assert!(table.point_in_time_recovery && table.sse);
     assert_eq!(table.billing_mode, "PAY_PER_REQUEST");

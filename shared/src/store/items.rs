@@ -37,6 +37,9 @@ pub(crate) fn events_sk(first_index: u64, part: usize) -> String {
 pub(crate) fn outbox_sk(key: u64, part: usize) -> String {
     format!("OUT#{key:010}#{part:03}")
 }
+/// The one partition of the sparse `byOutbox` index.
+pub(crate) const OUTBOX_PK: &str = "OUTBOX";
+
 pub(crate) fn status_pk(status: &str) -> String {
     format!("STATUS#{status}")
 }
@@ -122,6 +125,10 @@ pub(crate) fn run_to_item(run: &RunRecord, retention_days: u32) -> Item {
             n(expires_at(run.updated_at_ms, retention_days)),
         );
     }
+    if run.outbox_pending {
+        item.insert("gsi3pk".into(), s(OUTBOX_PK));
+        item.insert("gsi3sk".into(), s(time_sk(run.updated_at_ms, &run.run_id)));
+    }
     item
 }
 
@@ -189,6 +196,7 @@ pub(crate) fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
             .transpose()
             .map_err(|e| corrupt(format!("parent: {e}")))?,
         last_error: get_s(item, "lastError").map(str::to_owned),
+        outbox_pending: item.contains_key("gsi3pk"),
     })
 }
 
@@ -212,6 +220,7 @@ mod tests {
             updated_at_ms: 2_000,
             parent: None,
             last_error: None,
+            outbox_pending: false,
         }
     }
 
@@ -234,6 +243,17 @@ mod tests {
         assert_eq!(item["expiresAt"].as_n().unwrap(), &(2 + 86_400).to_string());
         assert!(!item.contains_key("output"));
         assert_eq!(run_from_item(&item).unwrap().output, None);
+    }
+
+    #[test]
+    fn only_runs_with_a_pending_outbox_enter_the_sparse_index() {
+        let mut record = run();
+        assert!(!run_to_item(&record, 30).contains_key("gsi3pk"));
+        record.outbox_pending = true;
+        let item = run_to_item(&record, 30);
+        assert_eq!(item["gsi3pk"].as_s().unwrap(), OUTBOX_PK);
+        assert_eq!(item["gsi3sk"].as_s().unwrap(), "0000000002000#r-1");
+        assert!(run_from_item(&item).unwrap().outbox_pending);
     }
 
     #[test]

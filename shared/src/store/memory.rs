@@ -27,6 +27,30 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Runs matching `keep`, oldest change first, one page (the cursor is an offset).
+    fn page(
+        &self,
+        keep: impl Fn(&RunRecord) -> bool,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<RunPage, StoreError> {
+        self.with(|runs| {
+            let mut found: Vec<RunRecord> = runs
+                .values()
+                .filter_map(|e| e.run.clone())
+                .filter(|r| keep(r))
+                .collect();
+            found.sort_by_key(|r| (r.updated_at_ms, r.run_id.clone()));
+            let skip: usize = cursor.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
+            let limit = limit.max(1) as usize;
+            let next_cursor = (found.len() > skip + limit).then(|| (skip + limit).to_string());
+            RunPage {
+                runs: found.into_iter().skip(skip).take(limit).collect(),
+                next_cursor,
+            }
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> Result<T, StoreError> {
         let mut runs = self.runs.lock().map_err(|_| StoreError::Backend {
             operation: "lock",
@@ -92,6 +116,28 @@ impl CheckpointStore for MemoryStore {
         })
     }
 
+    async fn settle_outbox_marker(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.with(|runs| {
+            let stored = runs.get_mut(&run.run_id).and_then(|e| e.run.as_mut());
+            if let Some(stored) = stored.filter(|r| r.version == run.version) {
+                stored.outbox_pending = false;
+            }
+        })
+    }
+
+    async fn pending_outbox_runs(
+        &self,
+        before_ms: u64,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<RunPage, StoreError> {
+        self.page(
+            |r| r.outbox_pending && r.updated_at_ms < before_ms,
+            limit,
+            cursor,
+        )
+    }
+
     async fn retire(&self, _run_id: &str) -> Result<(), StoreError> {
         // Nothing expires in memory.
         Ok(())
@@ -139,20 +185,10 @@ impl CheckpointStore for MemoryStore {
         limit: u32,
         cursor: Option<String>,
     ) -> Result<RunPage, StoreError> {
-        self.with(|runs| {
-            let mut found: Vec<RunRecord> = runs
-                .values()
-                .filter_map(|e| e.run.clone())
-                .filter(|r| r.status == RunStatus::Running && r.updated_at_ms < before_ms)
-                .collect();
-            found.sort_by_key(|r| (r.updated_at_ms, r.run_id.clone()));
-            let skip: usize = cursor.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
-            let limit = limit.max(1) as usize;
-            let next_cursor = (found.len() > skip + limit).then(|| (skip + limit).to_string());
-            RunPage {
-                runs: found.into_iter().skip(skip).take(limit).collect(),
-                next_cursor,
-            }
-        })
+        self.page(
+            |r| r.status == RunStatus::Running && r.updated_at_ms < before_ms,
+            limit,
+            cursor,
+        )
     }
 }

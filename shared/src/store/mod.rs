@@ -49,6 +49,10 @@ pub struct RunRecord {
     pub parent: Option<ParentRef>,
     /// The last engine-side problem with this run (e.g. non-determinism), for operators.
     pub last_error: Option<String>,
+    /// Commands were committed and are not yet confirmed sent (the run is then in the sparse
+    /// `byOutbox` index, where the reconciler looks, whatever the run's status).
+    #[serde(default)]
+    pub outbox_pending: bool,
 }
 
 /// One activation's outbox: commands persisted with its events, deleted once sent.
@@ -188,11 +192,31 @@ pub trait CheckpointStore: Send + Sync {
     fn commit(&self, commit: &Commit) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Marks outbox batches as sent (deletes them). Missing batches are fine.
+    ///
+    /// The run's `outbox_pending` marker is left alone on this hot path: the next commit
+    /// rewrites it, and the reconciler settles it for runs that stay idle
+    /// ([`settle_outbox_marker`](Self::settle_outbox_marker)).
     fn clear_outbox(
         &self,
         run_id: &str,
         batches: &[OutboxBatch],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes `run` out of the pending-outbox index if it is still at `run.version` (a newer
+    /// commit decided for itself).
+    fn settle_outbox_marker(
+        &self,
+        run: &RunRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Runs with a pending outbox that have not changed since `before_ms`, oldest first, a
+    /// page at a time.
+    fn pending_outbox_runs(
+        &self,
+        before_ms: u64,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
 
     /// Stamps the retention TTL on every item of a finished run (its history and outbox
     /// chunks; the run item carries it already), so the whole run expires together.

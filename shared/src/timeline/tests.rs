@@ -24,6 +24,7 @@ fn run(status: RunStatus, events: Vec<(u64, EventKind)>) -> LoadedRun {
             updated_at_ms: last,
             parent: None,
             last_error: None,
+            outbox_pending: false,
         },
         history: events
             .into_iter()

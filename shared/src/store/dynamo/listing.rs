@@ -135,26 +135,66 @@ impl DynamoStore {
         limit: u32,
         cursor: Option<String>,
     ) -> Result<RunPage, StoreError> {
-        let values = HashMap::from([
-            (
-                ":pk".to_owned(),
-                s(items::status_pk(&RunStatus::Running.to_string())),
-            ),
-            (":before".to_owned(), s(items::time_sk(before_ms, ""))),
-        ]);
-        let query = IndexQuery {
-            index: "byStatus",
-            key_condition: "gsi1pk = :pk AND gsi1sk < :before",
-            values,
-            filter: None,
-            forward: true,
-            limit,
-            cursor: decode_cursor(cursor.as_deref())?,
-        };
+        let pk = items::status_pk(&RunStatus::Running.to_string());
+        let query = older_than(
+            "byStatus",
+            "gsi1pk = :pk AND gsi1sk < :before",
+            pk,
+            before_ms,
+        );
+        self.page(query, limit, cursor).await
+    }
+
+    pub(super) async fn pending_outbox(
+        &self,
+        before_ms: u64,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<RunPage, StoreError> {
+        let pk = items::OUTBOX_PK.to_owned();
+        let query = older_than(
+            "byOutbox",
+            "gsi3pk = :pk AND gsi3sk < :before",
+            pk,
+            before_ms,
+        );
+        self.page(query, limit, cursor).await
+    }
+
+    async fn page(
+        &self,
+        mut query: IndexQuery<'_>,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<RunPage, StoreError> {
+        query.limit = limit;
+        query.cursor = decode_cursor(cursor.as_deref())?;
         let (runs, next) = self.query_runs(query).await?;
         Ok(RunPage {
             runs,
             next_cursor: encode_cursor(next),
         })
+    }
+}
+
+/// An oldest-first query of index partition `pk` for `<time>#<runId>` sort keys before
+/// `before_ms`.
+fn older_than(
+    index: &'static str,
+    key_condition: &'static str,
+    pk: String,
+    before_ms: u64,
+) -> IndexQuery<'static> {
+    IndexQuery {
+        index,
+        key_condition,
+        values: HashMap::from([
+            (":pk".to_owned(), s(pk)),
+            (":before".to_owned(), s(items::time_sk(before_ms, ""))),
+        ]),
+        filter: None,
+        forward: true,
+        limit: 100,
+        cursor: None,
     }
 }

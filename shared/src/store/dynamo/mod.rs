@@ -366,6 +366,40 @@ impl CheckpointStore for DynamoStore {
         Ok(())
     }
 
+    async fn settle_outbox_marker(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(items::run_pk(&run.run_id)))
+            .key("sk", s(items::RUN_SK))
+            .update_expression("REMOVE gsi3pk, gsi3sk")
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", AttributeValue::N(run.version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match err.into_service_error() {
+                // A newer commit rewrote the run (and its marker): nothing to settle.
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => Ok(()),
+                other => Err(StoreError::Backend {
+                    operation: "UpdateItem",
+                    message: DisplayErrorContext(&other).to_string(),
+                }),
+            },
+        }
+    }
+
+    async fn pending_outbox_runs(
+        &self,
+        before_ms: u64,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<RunPage, StoreError> {
+        self.pending_outbox(before_ms, limit, cursor).await
+    }
+
     async fn retire(&self, run_id: &str) -> Result<(), StoreError> {
         let pk = items::run_pk(run_id);
         let expires_at = items::expires_at(crate::engine::now_ms(), self.retention_days);
