@@ -198,6 +198,7 @@ mod tests {
             updated_at_ms: updated,
             parent: None,
             last_error: None,
+            outbox_pending: false,
         }
     }
 
