@@ -105,64 +105,67 @@ where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
+    if !options.fifo {
+        let units = records
+            .iter()
+            .map(|record| Unit {
+                ids: vec![message_id(record).to_owned()],
+                item: record.clone(),
+            })
+            .collect();
+        return process_units(units, options, handle).await;
+    }
+    // FIFO: groups in parallel, records of one group in order, stopping at its first
+    // failure. Records without a group (a standard timers queue read by the same function)
+    // are independent: each is its own group.
     let confirmed = Mutex::new(HashSet::new());
-    let run_one = |record: SqsMessage| {
-        let id = message_id(&record).to_owned();
-        let confirmed = &confirmed;
-        let work = AssertUnwindSafe(handle(record)).catch_unwind();
-        async move {
-            let ok = match work.await {
-                Ok(Ok(())) => true,
-                Ok(Err(reason)) => {
-                    tracing::warn!(message_id = %id, %reason, "record failed; reported for redelivery");
-                    false
-                }
-                Err(panic) => {
-                    let reason = crate::panic::panic_message(panic.as_ref());
-                    tracing::error!(message_id = %id, %reason, "record handler panicked; reported for redelivery");
-                    false
-                }
-            };
-            if ok {
-                if let Ok(mut set) = confirmed.lock() {
-                    set.insert(id);
+    let mut groups: BTreeMap<(String, usize), Vec<SqsMessage>> = BTreeMap::new();
+    for (index, record) in records.iter().cloned().enumerate() {
+        let key = match message_group(&record) {
+            Some(group) => (group.to_owned(), 0),
+            None => (String::new(), index),
+        };
+        groups.entry(key).or_default().push(record);
+    }
+    let all = futures::stream::iter(groups.into_values()).for_each_concurrent(
+        options.concurrency.max(1),
+        |group| async {
+            for record in group {
+                let ids = vec![message_id(&record).to_owned()];
+                if !confirm_if_ok(ids, async { handle(record).await }, &confirmed).await {
+                    break;
                 }
             }
-            ok
-        }
-    };
-    let all = async {
-        if options.fifo {
-            // Groups in parallel, records of one group in order, stopping at its first failure.
-            // Records without a group (a standard timers queue read by the same function)
-            // are independent: each is its own group.
-            let mut groups: BTreeMap<(String, usize), Vec<SqsMessage>> = BTreeMap::new();
-            for (index, record) in records.iter().cloned().enumerate() {
-                let key = match message_group(&record) {
-                    Some(group) => (group.to_owned(), 0),
-                    None => (String::new(), index),
-                };
-                groups.entry(key).or_default().push(record);
-            }
-            futures::stream::iter(groups.into_values())
-                .for_each_concurrent(options.concurrency.max(1), |group| async {
-                    for record in group {
-                        if !run_one(record).await {
-                            break;
-                        }
-                    }
-                })
-                .await;
-        } else {
-            futures::stream::iter(records.iter().cloned())
-                .for_each_concurrent(options.concurrency.max(1), |record| async {
-                    run_one(record).await;
-                })
-                .await;
-        }
-    };
+        },
+    );
     with_deadline(options.time_left, options.deadline_margin, all).await;
     confirmed.into_inner().unwrap_or_default()
+}
+
+/// Awaits `work` with panics caught; on `Ok` confirms `ids`, otherwise logs why they will
+/// be redelivered. Returns whether they were confirmed.
+async fn confirm_if_ok(
+    ids: Vec<String>,
+    work: impl Future<Output = Result<(), String>>,
+    confirmed: &Mutex<HashSet<String>>,
+) -> bool {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(Ok(())) => {
+            if let Ok(mut set) = confirmed.lock() {
+                set.extend(ids);
+            }
+            true
+        }
+        Ok(Err(reason)) => {
+            tracing::warn!(message_ids = ?ids, %reason, "failed; reported for redelivery");
+            false
+        }
+        Err(panic) => {
+            let reason = crate::panic::panic_message(panic.as_ref());
+            tracing::error!(message_ids = ?ids, %reason, "handler panicked; reported for redelivery");
+            false
+        }
+    }
 }
 
 /// A unit of work covering one or more records: confirming it confirms them all.
@@ -187,23 +190,16 @@ where
     Fut: Future<Output = Result<(), String>>,
 {
     let confirmed = Mutex::new(HashSet::new());
-    let all = futures::stream::iter(units).for_each_concurrent(options.concurrency.max(1), |unit| {
-        let confirmed = &confirmed;
-        let work = AssertUnwindSafe(handle(unit.item)).catch_unwind();
-        async move {
-            let reason = match work.await {
-                Ok(Ok(())) => {
-                    if let Ok(mut set) = confirmed.lock() {
-                        set.extend(unit.ids);
-                    }
-                    return;
-                }
-                Ok(Err(reason)) => reason,
-                Err(panic) => format!("panicked: {}", crate::panic::panic_message(panic.as_ref())),
-            };
-            tracing::warn!(message_ids = ?unit.ids, %reason, "records failed; reported for redelivery");
-        }
-    });
+    let all =
+        futures::stream::iter(units).for_each_concurrent(options.concurrency.max(1), |unit| {
+            // The handler is called inside the caught future, so even a panic before its first
+            // await fails only this unit.
+            let work = async { handle(unit.item).await };
+            let confirmed = &confirmed;
+            async move {
+                confirm_if_ok(unit.ids, work, confirmed).await;
+            }
+        });
     with_deadline(options.time_left, options.deadline_margin, all).await;
     confirmed.into_inner().unwrap_or_default()
 }
