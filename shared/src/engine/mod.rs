@@ -256,26 +256,16 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 {
                     // A child of a workflow this engine does not host: the parent hears it as
                     // a terminal failure of its child call instead of waiting forever.
-                    let parent = parent
-                        .as_ref()
-                        .map(|p| (p.run_id.clone(), p.seq))
-                        .unwrap_or_default();
-                    tracing::error!(%run_id, %workflow, parent_run = %parent.0, "child run of an unknown workflow");
+                    let Some(parent) = parent.as_ref() else {
+                        return Ok(());
+                    };
+                    tracing::error!(%run_id, %workflow, parent_run = %parent.run_id, "child run of an unknown workflow");
                     let error = crate::contract::StepError::terminal(format!(
                         "no workflow named {workflow:?} is registered"
                     ))
                     .with_code("unknown_workflow");
-                    let result = crate::contract::StepResult {
-                        run_id: parent.0.clone(),
-                        seq: parent.1,
-                        step_id: crate::contract::step_id(&parent.0, parent.1),
-                        status: StepStatus::Failed,
-                        output: None,
-                        error: Some(error),
-                        started_at: None,
-                        events: None,
-                        attempt: None,
-                    };
+                    let outcome = crate::workflow::RunOutcome::Failed { error };
+                    let result = outbox::parent_result(parent, outcome, None);
                     self.transport.send_results(&[result]).await?;
                     return Ok(());
                 }

@@ -48,6 +48,29 @@ pub(crate) fn next_run_id(run_id: &str) -> String {
     }
 }
 
+/// A child run's outcome as the parent receives it: a `StepResult` for the parent's `seq`.
+pub(crate) fn parent_result(
+    parent: &ParentRef,
+    outcome: RunOutcome,
+    started_at: Option<u64>,
+) -> StepResult {
+    let (status, output, error) = match outcome {
+        RunOutcome::Completed { output } => (StepStatus::Completed, Some(output), None),
+        RunOutcome::Failed { error } => (StepStatus::Failed, None, Some(error)),
+    };
+    StepResult {
+        run_id: parent.run_id.clone(),
+        seq: parent.seq,
+        step_id: step_id(&parent.run_id, parent.seq),
+        status,
+        output,
+        error,
+        started_at,
+        events: None,
+        attempt: None,
+    }
+}
+
 #[derive(Default)]
 struct Messages {
     tasks: Vec<RemoteTask>,
@@ -121,25 +144,8 @@ fn messages_for(
             )),
             Command::ReportToParent { outcome } => {
                 if let Some(parent) = &run.parent {
-                    let (status, output, error) = match outcome {
-                        RunOutcome::Completed { output } => {
-                            (StepStatus::Completed, Some(output.clone()), None)
-                        }
-                        RunOutcome::Failed { error } => {
-                            (StepStatus::Failed, None, Some(error.clone()))
-                        }
-                    };
-                    out.results.push(StepResult {
-                        run_id: parent.run_id.clone(),
-                        seq: parent.seq,
-                        step_id: step_id(&parent.run_id, parent.seq),
-                        status,
-                        output,
-                        error,
-                        started_at: Some(run.created_at_ms),
-                        events: None,
-                        attempt: None,
-                    });
+                    let result = parent_result(parent, outcome.clone(), Some(run.created_at_ms));
+                    out.results.push(result);
                 }
             }
             Command::ContinueAsNew { workflow, input } => out.control.push((
