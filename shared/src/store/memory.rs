@@ -41,13 +41,7 @@ impl MemoryStore {
                 .filter(|r| keep(r))
                 .collect();
             found.sort_by_key(|r| (r.updated_at_ms, r.run_id.clone()));
-            let skip: usize = cursor.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
-            let limit = limit.max(1) as usize;
-            let next_cursor = (found.len() > skip + limit).then(|| (skip + limit).to_string());
-            RunPage {
-                runs: found.into_iter().skip(skip).take(limit).collect(),
-                next_cursor,
-            }
+            offset_page(found, limit, cursor.as_deref())
         })
     }
 
@@ -57,6 +51,17 @@ impl MemoryStore {
             message: "memory store poisoned".into(),
         })?;
         Ok(f(&mut runs))
+    }
+}
+
+/// One page of already ordered runs; the cursor is the offset of the next page.
+fn offset_page(found: Vec<RunRecord>, limit: u32, cursor: Option<&str>) -> RunPage {
+    let skip: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+    let limit = limit.max(1) as usize;
+    let next_cursor = (found.len() > skip + limit).then(|| (skip + limit).to_string());
+    RunPage {
+        runs: found.into_iter().skip(skip).take(limit).collect(),
+        next_cursor,
     }
 }
 
@@ -165,17 +170,7 @@ impl CheckpointStore for MemoryStore {
                     .cmp(&a.created_at_ms)
                     .then_with(|| a.run_id.cmp(&b.run_id))
             });
-            let skip: usize = filter
-                .cursor
-                .as_deref()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            let limit = filter.limit.max(1) as usize;
-            let next_cursor = (found.len() > skip + limit).then(|| (skip + limit).to_string());
-            RunPage {
-                runs: found.into_iter().skip(skip).take(limit).collect(),
-                next_cursor,
-            }
+            offset_page(found, filter.limit, filter.cursor.as_deref())
         })
     }
 
