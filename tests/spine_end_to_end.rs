@@ -183,9 +183,10 @@ async fn a_two_megabyte_output_travels_by_claim_check() {
     let env = TestEnv::new("claimcheck", false).await;
     let mut workflows = Workflows::new();
     workflows.register("big", big);
-    let worker = cairn::worker::Worker::new().handle(&BIG_OUTPUT, |bytes: usize, _| async move {
-        Ok::<_, StepError>("x".repeat(bytes))
-    });
+    let worker = cairn_lambda::worker::Worker::new()
+        .handle(&BIG_OUTPUT, |bytes: usize, _| async move {
+            Ok::<_, StepError>("x".repeat(bytes))
+        });
     let _runtime = env.run(env.engine(workflows), worker).await;
     let client = env.client();
     let run_id = client
@@ -268,7 +269,7 @@ async fn child_runs_report_to_their_parent_through_the_results_queue() {
         .register("echo", echo)
         .register("countdown", countdown);
     let _runtime = env
-        .run(env.engine(workflows), cairn::worker::Worker::new())
+        .run(env.engine(workflows), cairn_lambda::worker::Worker::new())
         .await;
     let client = env.client();
     let run_id = client

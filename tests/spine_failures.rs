@@ -9,10 +9,10 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use cairn::contract::{encode, ControlMessage, ResultsMessage, StepResult};
-use cairn::event_source::EventSourceMapping;
-use cairn::local_runtime::LocalRuntime;
 use cairn::store::CheckpointStore;
 use cairn::workflow::{EventKind, RunStatus, WorkflowContext, WorkflowError, Workflows};
+use cairn_devstack::event_source::EventSourceMapping;
+use cairn_devstack::local_runtime::LocalRuntime;
 use cairn_tests::TestEnv;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
@@ -206,7 +206,7 @@ async fn a_poison_record_does_not_sink_its_batch_and_ends_in_the_dlq() {
         .unwrap();
 
     let _runtime = env
-        .run(env.engine(workflows), cairn::worker::Worker::new())
+        .run(env.engine(workflows), cairn_lambda::worker::Worker::new())
         .await;
     let client = env.client();
     for i in (0..10).filter(|i| *i != 4) {

@@ -11,11 +11,11 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use cairn::local_stack::{
+use cairn::queue_name::{tasks_queue_name, QueueKind};
+use cairn_devstack::local_stack::{
     provision_from_template, ProvisionError, QueueRole, StackResources, TemplateParams,
     TemplateResources, GROUP_TAG, ROLE_TAG, TEMPLATE_YAML,
 };
-use cairn::queue_name::{tasks_queue_name, QueueKind};
 use cairn_tests::{local_sdk_config, repo_root, unique_prefix};
 
 struct Clients {
@@ -218,7 +218,7 @@ async fn provision_and_compare(params: &TemplateParams) -> StackResources {
             })
             .collect()
     };
-    let declared_keys = |k: &[cairn::local_stack::KeyAttribute]| -> Vec<(String, String)> {
+    let declared_keys = |k: &[cairn_devstack::local_stack::KeyAttribute]| -> Vec<(String, String)> {
         k.iter()
             .map(|k| (k.name.clone(), k.key_type.clone()))
             .collect()

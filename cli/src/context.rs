@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_config::timeout::TimeoutConfig;
-use cairn::aws::{sdk_config, AwsClients};
 use cairn::client::Client;
-use cairn::config::Config;
-use cairn::store::{DynamoBlobStore, DynamoStore};
-use cairn::transport::SqsTransport;
+use cairn_lambda::aws::{sdk_config, AwsClients};
+use cairn_lambda::config::Config;
+use cairn_lambda::dynamo::{DynamoBlobStore, DynamoStore};
+use cairn_lambda::sqs::SqsTransport;
 use serde_json::Value;
 
 use crate::args::Global;

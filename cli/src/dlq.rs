@@ -16,8 +16,8 @@ use aws_sdk_sqs::types::{
     QueueAttributeName,
 };
 use aws_sdk_sqs::Client;
-use cairn::inspect::{summarize, utc_timestamp};
 use cairn::queue_name::{dlq_name, results_queue_name, tasks_queue_name, QueueKind};
+use cairn_inspect::{summarize, utc_timestamp};
 use serde_json::{json, Value};
 
 use crate::args::{DlqCommand, DlqListArgs};

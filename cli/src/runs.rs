@@ -4,8 +4,8 @@ use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use cairn::inspect::{format_duration_ms, utc_timestamp};
 use cairn::store::{RunFilter, RunRecord};
+use cairn_inspect::{format_duration_ms, utc_timestamp};
 use serde_json::json;
 
 use crate::args::{ListArgs, RunsCommand, ShowArgs, TimelineArgs};
@@ -146,8 +146,8 @@ async fn show_run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
 
 async fn timeline(ctx: &Ctx, args: TimelineArgs) -> anyhow::Result<()> {
     let run = ctx.client().get(&args.run_id).await?;
-    let html = cairn::timeline::render_html(&run);
-    let bars = cairn::timeline::layout(&run)
+    let html = cairn_inspect::timeline::render_html(&run);
+    let bars = cairn_inspect::timeline::layout(&run)
         .rows
         .iter()
         .map(|r| r.segments.len())

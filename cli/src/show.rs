@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 
 use cairn::contract::StepError;
-use cairn::inspect::{
+use cairn::store::LoadedRun;
+use cairn_inspect::timeline;
+use cairn_inspect::{
     self, format_duration_ms, summarize, utc_timestamp, StepKind, StepState, StepView,
 };
-use cairn::store::LoadedRun;
-use cairn::timeline;
 use serde_json::Value;
 
 /// Pretty JSON up to this many bytes; larger payloads are summarized.
@@ -112,7 +112,7 @@ pub fn render(run: &LoadedRun) -> String {
     if let Some(problem) = &r.last_error {
         let _ = writeln!(out, "engine problem: {problem}");
     }
-    let (steps, signals) = inspect::steps(run);
+    let (steps, signals) = cairn_inspect::steps(run);
     let rows = table_rows(run, &steps);
     let _ = writeln!(out, "\nsteps ({})", rows.len());
     if rows.is_empty() {
@@ -251,7 +251,7 @@ fn table_rows(run: &LoadedRun, steps: &[StepView]) -> Vec<[String; 9]> {
 
 /// The JSON of `cairn runs show --json`: the run, its steps and signals, and the raw history.
 pub fn json(run: &LoadedRun) -> Value {
-    let (steps, signals) = inspect::steps(run);
+    let (steps, signals) = cairn_inspect::steps(run);
     serde_json::json!({
         "run": run.run,
         "steps": steps,

@@ -1,7 +1,7 @@
 //! The text of a caught panic, for errors and logs.
 
 /// The message of a panic payload (`&str` or `String`; anything else is described).
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -9,17 +9,17 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use cairn::aws::{sdk_config, AwsClients, RequestCounter};
 use cairn::client::Client;
-use cairn::config::Config;
-use cairn::engine::{Engine, EngineOptions};
-use cairn::event_source::MappingOptions;
-use cairn::local_runtime::{LocalRuntime, Queues};
-use cairn::local_stack::{provision_from_template, StackResources, TemplateParams};
-use cairn::store::{DynamoBlobStore, DynamoStore};
-use cairn::transport::SqsTransport;
-use cairn::worker::Worker;
 use cairn::workflow::Workflows;
+use cairn_devstack::event_source::MappingOptions;
+use cairn_devstack::local_runtime::{LocalRuntime, Queues};
+use cairn_devstack::local_stack::{provision_from_template, StackResources, TemplateParams};
+use cairn_lambda::aws::{sdk_config, AwsClients, RequestCounter};
+use cairn_lambda::config::Config;
+use cairn_lambda::dynamo::{DynamoBlobStore, DynamoStore};
+use cairn_lambda::engine::{Engine, EngineOptions};
+use cairn_lambda::sqs::SqsTransport;
+use cairn_lambda::worker::Worker;
 
 pub type AwsEngine = Engine<DynamoStore, SqsTransport<DynamoBlobStore>, DynamoBlobStore>;
 pub type AwsClient = Client<DynamoStore, SqsTransport<DynamoBlobStore>>;

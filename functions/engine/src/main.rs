@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use cairn::aws::{sdk_config, AwsClients};
-use cairn::config::Config;
-use cairn::engine::{Engine, EngineOptions};
+use cairn_lambda::aws::{sdk_config, AwsClients};
+use cairn_lambda::config::Config;
+use cairn_lambda::engine::{Engine, EngineOptions};
 use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cairn::telemetry::init();
+    cairn_lambda::telemetry::init();
     let config = Config::from_env()?;
     let clients = AwsClients::new(&sdk_config(config.endpoint_url.as_deref()).await);
     let options = EngineOptions {

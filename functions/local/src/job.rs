@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cairn::aws::{sdk_config, AwsClients, RequestCounter};
 use cairn::client::Client;
-use cairn::config::Config;
-use cairn::engine::{Engine, EngineOptions};
-use cairn::event_source::MappingOptions;
-use cairn::local_runtime::{LocalRuntime, Queues};
-use cairn::local_stack::{provision_from_template, TemplateParams};
 use cairn::workflow::RunStatus;
+use cairn_devstack::event_source::MappingOptions;
+use cairn_devstack::local_runtime::{LocalRuntime, Queues};
+use cairn_devstack::local_stack::{provision_from_template, TemplateParams};
+use cairn_lambda::aws::{sdk_config, AwsClients, RequestCounter};
+use cairn_lambda::config::Config;
+use cairn_lambda::engine::{Engine, EngineOptions};
 use serde_json::json;
 
 /// Command-line options.
@@ -138,10 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     for run_id in &demo {
-        println!(
-            "{}",
-            cairn::inspect::render_text(&client.get(run_id).await?)
-        );
+        println!("{}", cairn_inspect::render_text(&client.get(run_id).await?));
     }
     let expected = [
         RunStatus::Completed,
@@ -166,8 +163,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// Runs `n` plain checkouts and prints AWS requests per remote step and items written.
 async fn measure(
     client: &Client<
-        cairn::store::DynamoStore,
-        cairn::transport::SqsTransport<cairn::store::DynamoBlobStore>,
+        cairn_lambda::dynamo::DynamoStore,
+        cairn_lambda::sqs::SqsTransport<cairn_lambda::dynamo::DynamoBlobStore>,
     >,
     counter: &RequestCounter,
     n: usize,

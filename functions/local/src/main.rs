@@ -6,6 +6,6 @@ use clap::Parser;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    cairn::telemetry::init();
+    cairn_lambda::telemetry::init();
     job::run(job::Args::parse()).await
 }

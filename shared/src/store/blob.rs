@@ -1,15 +1,10 @@
-//! Claim-check blobs: payloads too large for an SQS message, stored beside the runs in the
-//! same table (`pk = BLOB#<id>`, one item per 350 KB chunk) and expired by TTL.
+//! Claim-check blobs: payloads too large for an SQS message, kept beside the runs.
+//! The DynamoDB implementation is `cairn_lambda::dynamo::DynamoBlobStore`.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::Client;
-
-use super::dynamo::{backend, query_partition};
-use super::items;
 use super::StoreError;
 
 /// Stores and fetches opaque payloads by id.
@@ -18,67 +13,6 @@ pub trait BlobStore: Send + Sync {
     fn put(&self, data: &[u8]) -> impl Future<Output = Result<String, StoreError>> + Send;
     /// Fetches a blob; `Ok(None)` if it does not exist (expired or never written).
     fn get(&self, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
-}
-
-/// Blobs in the cairn DynamoDB table.
-#[derive(Debug, Clone)]
-pub struct DynamoBlobStore {
-    client: Client,
-    table: String,
-    retention_days: u32,
-}
-
-impl DynamoBlobStore {
-    /// Blobs in `table`, expiring after `retention_days`.
-    pub fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            retention_days,
-        }
-    }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-impl BlobStore for DynamoBlobStore {
-    async fn put(&self, data: &[u8]) -> Result<String, StoreError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let expires_at = now_secs() + u64::from(self.retention_days) * 86_400;
-        // Chunks are written one by one: the blob is only referenced once every put succeeded.
-        for (part, bytes) in items::chunks(data).into_iter().enumerate() {
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .item("pk", AttributeValue::S(format!("BLOB#{id}")))
-                .item("sk", AttributeValue::S(format!("CHUNK#{part:04}")))
-                .item("data", AttributeValue::B(bytes.to_vec().into()))
-                .item("expiresAt", AttributeValue::N(expires_at.to_string()))
-                .send()
-                .await
-                .map_err(|e| backend("PutItem", e))?;
-        }
-        Ok(id)
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let items = query_partition(&self.client, &self.table, &format!("BLOB#{id}"), None).await?;
-        if items.is_empty() {
-            return Ok(None);
-        }
-        let mut data = Vec::new();
-        for item in items {
-            if let Some(bytes) = item.get("data").and_then(|v| v.as_b().ok()) {
-                data.extend_from_slice(bytes.as_ref());
-            }
-        }
-        Ok(Some(data))
-    }
 }
 
 /// Blobs in memory, for unit tests.

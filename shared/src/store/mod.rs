@@ -1,12 +1,10 @@
 //! The checkpoint store: runs, their history and their outbox, behind a narrow trait.
 //!
-//! [`DynamoStore`] is the production implementation (one table, see `ARCHITECTURE.md`);
-//! [`MemoryStore`] is its in-memory twin for unit tests. Every write is conditional: a run's
+//! `cairn_lambda::dynamo::DynamoStore` is the production implementation (one table, see
+//! `ARCHITECTURE.md`); [`MemoryStore`] is its in-memory twin for unit tests. Every write is conditional: a run's
 //! `version` gives optimistic concurrency, and a lost race is [`StoreError::Conflict`].
 
 mod blob;
-mod dynamo;
-mod items;
 mod memory;
 
 use std::future::Future;
@@ -17,9 +15,12 @@ use serde_json::Value;
 use crate::contract::{ParentRef, StepError};
 use crate::workflow::{Command, HistoryEvent, RunStatus};
 
-pub use blob::{BlobStore, DynamoBlobStore, MemoryBlobStore};
-pub use dynamo::DynamoStore;
+pub use blob::{BlobStore, MemoryBlobStore};
 pub use memory::MemoryStore;
+
+/// Largest chunk of history, outbox or blob data in one stored item (DynamoDB's item limit is
+/// 400 KB; the rest is keys and attributes).
+pub const CHUNK_BYTES: usize = 350 * 1024;
 
 /// A run as stored: its identity, status and outcome. History and outbox live beside it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +71,7 @@ impl OutboxBatch {
     /// The batch as [`CheckpointStore::commit`] stores it (`parts` from its serialized size).
     pub fn new(key: u64, commands: Vec<Command>) -> Self {
         let size = serde_json::to_vec(&commands).map(|d| d.len()).unwrap_or(0);
-        let parts = size.div_ceil(items::CHUNK_BYTES).max(1);
+        let parts = size.div_ceil(CHUNK_BYTES).max(1);
         Self {
             key,
             commands,

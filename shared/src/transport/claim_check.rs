@@ -27,10 +27,7 @@ struct Envelope {
 }
 
 /// The body to send: `body` itself, or a claim-check reference after storing it.
-pub(crate) async fn offload(
-    body: String,
-    blobs: &impl BlobStore,
-) -> Result<String, TransportError> {
+pub async fn offload(body: String, blobs: &impl BlobStore) -> Result<String, TransportError> {
     if body.len() <= CLAIM_CHECK_THRESHOLD {
         return Ok(body);
     }

@@ -1,19 +1,17 @@
 //! Transports: how tasks reach workers and results (and control messages) reach the engine.
 //!
-//! [`SqsTransport`] is the production implementation; [`MemoryTransport`] records what was sent,
-//! for unit tests. Callers take the narrowest trait: workers need only [`ResultSender`].
+//! `cairn_lambda::sqs::SqsTransport` is the production implementation; [`MemoryTransport`]
+//! records what was sent, for unit tests. Callers take the narrowest trait: workers need only [`ResultSender`].
 
 mod claim_check;
 mod memory;
-mod sqs;
 
 use std::future::Future;
 
 use crate::contract::{ControlMessage, RemoteTask, StepResult};
 
-pub use claim_check::{resolve_body, ClaimCheck, CLAIM_CHECK_THRESHOLD};
+pub use claim_check::{offload, resolve_body, ClaimCheck, CLAIM_CHECK_THRESHOLD};
 pub use memory::MemoryTransport;
-pub use sqs::{SqsTransport, SqsTransportConfig};
 
 /// A send that failed, in whole or for some messages.
 #[derive(Debug, thiserror::Error)]

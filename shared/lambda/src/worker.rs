@@ -32,10 +32,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::batch::{batch_response, message_id, process_records, BatchOptions};
-use crate::contract::{decode_task, RemoteTask, StepError, StepResult};
-use crate::store::BlobStore;
-use crate::transport::{resolve_body, ResultSender};
-use crate::workflow::RemoteStep;
+use cairn::contract::{decode_task, RemoteTask, StepError, StepResult};
+use cairn::store::BlobStore;
+use cairn::transport::{resolve_body, ResultSender};
+use cairn::workflow::RemoteStep;
 
 /// What a step handler knows about the task it runs.
 #[derive(Debug, Clone)]
@@ -170,7 +170,7 @@ impl Worker {
             Err(panic) => {
                 let message = format!(
                     "step handler panicked: {}",
-                    crate::panic::panic_message(panic.as_ref())
+                    cairn::panic::panic_message(panic.as_ref())
                 );
                 StepResult::failed(task, StepError::retryable(message).with_code("panic"))
             }

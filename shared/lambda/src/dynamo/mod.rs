@@ -1,4 +1,4 @@
-//! [`CheckpointStore`] on DynamoDB (see [`items`](super::items) for the layout).
+//! [`CheckpointStore`] on DynamoDB (the item layout is in `dynamo/items.rs`).
 
 use std::collections::BTreeMap;
 
@@ -7,13 +7,17 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
+mod blob;
+pub(crate) mod items;
 mod listing;
 
-use super::items::{self, Item};
-use super::{
+pub use blob::DynamoBlobStore;
+
+use cairn::store::{
     CheckpointStore, Commit, LoadedRun, OutboxBatch, RunFilter, RunPage, RunRecord, StoreError,
 };
-use crate::workflow::{Command, EventKind, HistoryEvent, RunStatus};
+use cairn::workflow::{Command, EventKind, HistoryEvent, RunStatus};
+use items::Item;
 
 /// DynamoDB allows at most 100 items in one transaction.
 const MAX_TRANSACTION_ITEMS: usize = 100;

@@ -14,12 +14,12 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 
 use crate::batch::{batch_response, process_batch, process_units, time_left, BatchOptions, Unit};
-use crate::contract::{
+use cairn::contract::{
     decode_results_message, ControlMessage, DecodeError, ResultsMessage, StepStatus,
 };
-use crate::store::{BlobStore, CheckpointStore, Commit, RunRecord, StoreError};
-use crate::transport::{resolve_body, ControlSender, ResultSender, TaskSender, TransportError};
-use crate::workflow::{
+use cairn::store::{BlobStore, CheckpointStore, Commit, RunRecord, StoreError};
+use cairn::transport::{resolve_body, ControlSender, ResultSender, TaskSender, TransportError};
+use cairn::workflow::{
     activate, ActivationRequest, EngineError, EventKind, Incoming, RunStatus, Workflows,
 };
 
@@ -260,11 +260,11 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                         return Ok(());
                     };
                     tracing::error!(%run_id, %workflow, parent_run = %parent.run_id, "child run of an unknown workflow");
-                    let error = crate::contract::StepError::terminal(format!(
+                    let error = cairn::contract::StepError::terminal(format!(
                         "no workflow named {workflow:?} is registered"
                     ))
                     .with_code("unknown_workflow");
-                    let outcome = crate::workflow::RunOutcome::Failed { error };
+                    let outcome = cairn::workflow::RunOutcome::Failed { error };
                     let result = outbox::parent_result(parent, outcome, None);
                     self.transport.send_results(&[result]).await?;
                     return Ok(());
@@ -285,7 +285,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         &self,
         run_id: &str,
         incoming: &[Incoming],
-        parent: Option<crate::contract::ParentRef>,
+        parent: Option<cairn::contract::ParentRef>,
     ) -> Result<(), RecordError> {
         let loaded = self.store.load(run_id).await?;
         let now = now_ms();
@@ -373,7 +373,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         }
         let mut batches = pending;
         if !commit.outbox.is_empty() {
-            batches.push(crate::store::OutboxBatch::new(
+            batches.push(cairn::store::OutboxBatch::new(
                 commit.first_index(),
                 commit.outbox.clone(),
             ));
@@ -396,13 +396,13 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
 fn to_incoming(
     message: ResultsMessage,
     message_id: &str,
-) -> (Incoming, Option<crate::contract::ParentRef>) {
+) -> (Incoming, Option<cairn::contract::ParentRef>) {
     match message {
         ResultsMessage::Step(result) => {
             let outcome = match result.status {
                 StepStatus::Completed => Ok(result.output.unwrap_or(serde_json::Value::Null)),
                 StepStatus::Failed => Err(result.error.unwrap_or_else(|| {
-                    crate::contract::StepError::retryable(
+                    cairn::contract::StepError::retryable(
                         "worker reported failure without an error",
                     )
                 })),

@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 
 use super::{kind_name, layout, Row, SegmentKind, Timeline};
-use crate::inspect::{self, format_duration_ms, summarize, utc_timestamp, StepState};
-use crate::store::LoadedRun;
-use crate::workflow::RunStatus;
+use crate::{format_duration_ms, summarize, utc_timestamp, StepState};
+use cairn::store::LoadedRun;
+use cairn::workflow::RunStatus;
 
 /// Escapes text for HTML content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -242,7 +242,7 @@ fn row_label(row: &Row) -> String {
 fn steps_table(h: &mut String, run: &LoadedRun, timeline: &Timeline) {
     let start = run.run.created_at_ms;
     let since = |t: u64| format_duration_ms(t.saturating_sub(start));
-    let (steps, _) = inspect::steps(run);
+    let (steps, _) = crate::steps(run);
     let mut lines: Vec<(u64, String)> = Vec::new();
     for s in &steps {
         let result = match s.state {

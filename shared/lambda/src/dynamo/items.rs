@@ -18,10 +18,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
-use super::{RunRecord, StoreError};
+use cairn::store::{RunRecord, StoreError};
 
-/// Largest chunk of history/outbox/blob data in one item.
-pub(crate) const CHUNK_BYTES: usize = 350 * 1024;
+pub(crate) use cairn::store::CHUNK_BYTES;
 /// Run inputs/outputs larger than this stay only in the history, not on the run item.
 pub(crate) const INLINE_PAYLOAD_BYTES: usize = 32 * 1024;
 
@@ -204,7 +203,7 @@ pub(crate) fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::workflow::RunStatus;
+    use cairn::workflow::RunStatus;
 
     fn run() -> RunRecord {
         RunRecord {

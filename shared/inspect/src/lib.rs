@@ -1,5 +1,10 @@
-//! Reading a run the way a person wants to: one line per durable operation, with attempts,
-//! timing and errors, derived from the checkpointed history. Used by the main job and the CLI.
+//! # cairn-inspect — a run the way a person wants to read it
+//!
+//! One line per durable operation, with attempts, timing and errors, derived from the
+//! checkpointed history ([`steps`], [`render_text`]); and the same as a self-contained HTML
+//! timeline ([`timeline`]). Used by the main job and the CLI.
+
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,9 +12,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::contract::StepError;
-use crate::store::LoadedRun;
-use crate::workflow::EventKind;
+use cairn::contract::StepError;
+use cairn::store::LoadedRun;
+use cairn::workflow::EventKind;
 
 /// What kind of durable operation a step line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -12,10 +12,10 @@
 
 use std::collections::HashMap;
 
-use crate::contract::ControlMessage;
 use crate::engine::{send_outbox, EngineTransport};
-use crate::store::{CheckpointStore, StoreError};
-use crate::workflow::{EventKind, HistoryEvent};
+use cairn::contract::ControlMessage;
+use cairn::store::{CheckpointStore, StoreError};
+use cairn::workflow::{EventKind, HistoryEvent};
 
 /// A timer this overdue is presumed lost (a hop takes at most the SQS delay plus polling).
 const TIMER_GRACE_MS: u64 = 60_000;
@@ -136,7 +136,7 @@ pub async fn reconcile<S: CheckpointStore, T: EngineTransport>(
 async fn redrive<S: CheckpointStore, T: EngineTransport>(
     store: &S,
     transport: &T,
-    loaded: crate::store::LoadedRun,
+    loaded: cairn::store::LoadedRun,
     options: &ReconcileOptions,
     report: &mut ReconcileReport,
 ) {
@@ -172,7 +172,7 @@ async fn redrive<S: CheckpointStore, T: EngineTransport>(
 /// Fires a stalled run's overdue timers again (their messages were lost).
 async fn refire_timers<T: EngineTransport>(
     transport: &T,
-    loaded: crate::store::LoadedRun,
+    loaded: cairn::store::LoadedRun,
     report: &mut ReconcileReport,
 ) {
     let run_id = loaded.run.run_id;

@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::items::{self, Item};
 use super::{backend, s, DynamoStore};
-use crate::store::items::{self, Item};
-use crate::store::{RunFilter, RunPage, RunRecord, StoreError};
-use crate::workflow::RunStatus;
+use cairn::store::{RunFilter, RunPage, RunRecord, StoreError};
+use cairn::workflow::RunStatus;
 
 impl DynamoStore {
     async fn query_runs(

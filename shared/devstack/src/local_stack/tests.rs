@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::queue_name::{dlq_name, results_queue_name, tasks_queue_name, QueueKind};
+use cairn::queue_name::{dlq_name, results_queue_name, tasks_queue_name, QueueKind};
 
 const GROUPS: [&str; 3] = [
     "notifications.send-email",

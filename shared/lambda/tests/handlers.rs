@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use cairn::contract::{encode, ControlMessage, RemoteTask, StepError, StepResult, StepStatus};
-use cairn::engine::{Engine, EngineOptions};
 use cairn::store::{CheckpointStore, MemoryBlobStore, MemoryStore};
 use cairn::transport::{MemoryTransport, ResultSender, TransportError};
-use cairn::worker::Worker;
 use cairn::workflow::{
     EventKind, RemoteStep, RunStatus, WorkflowContext, WorkflowError, Workflows,
 };
+use cairn_lambda::engine::{Engine, EngineOptions};
+use cairn_lambda::worker::Worker;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 

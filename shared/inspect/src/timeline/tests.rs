@@ -4,9 +4,9 @@ use serde_json::json;
 
 use super::html::tick_step;
 use super::*;
-use crate::contract::StepError;
-use crate::store::RunRecord;
-use crate::workflow::{HistoryEvent, RunStatus};
+use cairn::contract::StepError;
+use cairn::store::RunRecord;
+use cairn::workflow::{HistoryEvent, RunStatus};
 
 fn run(status: RunStatus, events: Vec<(u64, EventKind)>) -> LoadedRun {
     let last = events.iter().map(|(at, _)| *at).max().unwrap_or(0);

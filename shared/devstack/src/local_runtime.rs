@@ -10,11 +10,11 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use tokio::task::JoinHandle;
 
-use crate::engine::{Engine, EngineTransport};
 use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
-use crate::store::{BlobStore, CheckpointStore};
-use crate::transport::ResultSender;
-use crate::worker::Worker;
+use cairn::store::{BlobStore, CheckpointStore};
+use cairn::transport::ResultSender;
+use cairn_lambda::engine::{Engine, EngineTransport};
+use cairn_lambda::worker::Worker;
 
 /// The queues to map: results queue → engine, tasks queue per group → worker.
 #[derive(Debug, Clone)]

@@ -9,11 +9,10 @@ use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use sha2::{Digest, Sha256};
 
-use super::claim_check::offload;
-use super::{ControlSender, ResultSender, TaskSender, TransportError};
-use crate::contract::{encode, ControlMessage, RemoteTask, StepResult};
-use crate::queue_name::{results_queue_name, tasks_queue_name, QueueKind};
-use crate::store::BlobStore;
+use cairn::contract::{encode, ControlMessage, RemoteTask, StepResult};
+use cairn::queue_name::{results_queue_name, tasks_queue_name, QueueKind};
+use cairn::store::BlobStore;
+use cairn::transport::{offload, ControlSender, ResultSender, TaskSender, TransportError};
 
 /// SQS accepts at most 10 entries and 256 KiB per `SendMessageBatch`.
 const MAX_BATCH_ENTRIES: usize = 10;

@@ -161,8 +161,8 @@ impl Intercept for RequestCounter {
 
 impl AwsClients {
     /// The DynamoDB checkpoint store named by `config`.
-    pub fn store(&self, config: &crate::config::Config) -> crate::store::DynamoStore {
-        crate::store::DynamoStore::new(
+    pub fn store(&self, config: &crate::config::Config) -> crate::dynamo::DynamoStore {
+        crate::dynamo::DynamoStore::new(
             self.dynamodb.clone(),
             &config.table_name,
             config.retention_days,
@@ -170,8 +170,8 @@ impl AwsClients {
     }
 
     /// The claim-check blob store (same table).
-    pub fn blobs(&self, config: &crate::config::Config) -> crate::store::DynamoBlobStore {
-        crate::store::DynamoBlobStore::new(
+    pub fn blobs(&self, config: &crate::config::Config) -> crate::dynamo::DynamoBlobStore {
+        crate::dynamo::DynamoBlobStore::new(
             self.dynamodb.clone(),
             &config.table_name,
             config.retention_days,
@@ -182,11 +182,11 @@ impl AwsClients {
     pub fn transport(
         &self,
         config: &crate::config::Config,
-    ) -> crate::transport::SqsTransport<crate::store::DynamoBlobStore> {
-        crate::transport::SqsTransport::new(
+    ) -> crate::sqs::SqsTransport<crate::dynamo::DynamoBlobStore> {
+        crate::sqs::SqsTransport::new(
             self.sqs.clone(),
             self.blobs(config),
-            crate::transport::SqsTransportConfig::from_config(config),
+            crate::sqs::SqsTransportConfig::from_config(config),
         )
     }
 }

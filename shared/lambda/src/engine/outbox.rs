@@ -1,8 +1,8 @@
 //! Turning commands into messages, and the outbox discipline: send, then clear.
 
-use crate::contract::{step_id, ControlMessage, ParentRef, RemoteTask, StepResult, StepStatus};
-use crate::store::{CheckpointStore, OutboxBatch, RunRecord};
-use crate::workflow::{Command, RunOutcome, RunStatus};
+use cairn::contract::{step_id, ControlMessage, ParentRef, RemoteTask, StepResult, StepStatus};
+use cairn::store::{CheckpointStore, OutboxBatch, RunRecord};
+use cairn::workflow::{Command, RunOutcome, RunStatus};
 
 use super::{EngineTransport, RecordError};
 
@@ -31,7 +31,7 @@ pub(crate) fn ensure_parent_report(run: &RunRecord, commands: &mut Vec<Command>)
             error: error.clone(),
         },
         (status, _, None) => RunOutcome::Failed {
-            error: crate::contract::StepError::terminal(format!("child run ended {status}"))
+            error: cairn::contract::StepError::terminal(format!("child run ended {status}"))
                 .with_code("child_failed"),
         },
     };

@@ -32,7 +32,7 @@ pub use table::{DeclaredIndex, DeclaredTable, KeyAttribute};
 use intrinsics::scalar_string;
 
 /// The repository's `template.yaml`, embedded at build time.
-pub const TEMPLATE_YAML: &str = include_str!("../../../template.yaml");
+pub const TEMPLATE_YAML: &str = include_str!("../../../../template.yaml");
 
 /// Pseudo parameters as the local stack sees them (moto's default account).
 const PSEUDO_PARAMETERS: &[(&str, &str)] = &[
@@ -63,7 +63,7 @@ pub struct TemplateParams {
 impl Default for TemplateParams {
     fn default() -> Self {
         Self {
-            prefix: crate::queue_name::DEFAULT_PREFIX.to_owned(),
+            prefix: cairn::queue_name::DEFAULT_PREFIX.to_owned(),
             fifo: false,
             max_receive_count: 5,
             retention_days: 30,

@@ -13,9 +13,9 @@ mod html;
 
 use std::collections::BTreeMap;
 
-use crate::inspect::{self, summarize, StepKind, StepState};
-use crate::store::LoadedRun;
-use crate::workflow::EventKind;
+use crate::{summarize, StepKind, StepState};
+use cairn::store::LoadedRun;
+use cairn::workflow::EventKind;
 
 pub use html::{escape, render_html};
 
@@ -96,7 +96,7 @@ pub fn layout(run: &LoadedRun) -> Timeline {
         .max()
         .unwrap_or(start_ms);
     let end_ms = run.run.updated_at_ms.max(last_event).max(start_ms);
-    let (steps, signals) = inspect::steps(run);
+    let (steps, signals) = crate::steps(run);
     let mut rows: BTreeMap<u64, Row> = BTreeMap::new();
     for step in &steps {
         let mut segments = Vec::new();

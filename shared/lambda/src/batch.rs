@@ -161,7 +161,7 @@ async fn confirm_if_ok(
             false
         }
         Err(panic) => {
-            let reason = crate::panic::panic_message(panic.as_ref());
+            let reason = cairn::panic::panic_message(panic.as_ref());
             tracing::error!(message_ids = ?ids, %reason, "handler panicked; reported for redelivery");
             false
         }

@@ -1,0 +1,27 @@
+//! # cairn-lambda — cairn on AWS: DynamoDB, SQS and the Lambda handlers
+//!
+//! The core crate `cairn` defines workflows, the replay engine and the ports; this crate
+//! implements the ports on AWS and holds the logic of the three Lambda functions. Their
+//! `main.rs` files are wiring only.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | runtime configuration from the environment |
+//! | [`aws`] | SDK clients (local-stack aware) and a request counter |
+//! | [`dynamo`] | the checkpoint store and claim-check blobs on DynamoDB |
+//! | [`sqs`] | the task/result/control transport on SQS (with claim checks) |
+//! | [`batch`] | one SQS batch: per-record handling, batch item failures, FIFO rule |
+//! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
+//! | [`worker`] | the worker runtime: step handlers behind a tasks queue |
+//! | [`reconciler`] | re-drives runs stuck with unsent commands or lost timers |
+//! | [`telemetry`] | logging set-up for the binaries |
+
+pub mod aws;
+pub mod batch;
+pub mod config;
+pub mod dynamo;
+pub mod engine;
+pub mod reconciler;
+pub mod sqs;
+pub mod telemetry;
+pub mod worker;
