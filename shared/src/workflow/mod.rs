@@ -94,9 +94,9 @@
 //! # Ok(()) }
 //! ```
 
+mod activation;
 mod command;
 mod context;
-mod engine;
 mod error;
 mod history;
 mod incoming;
@@ -107,9 +107,9 @@ mod state;
 mod status;
 pub mod testing;
 
+pub use activation::{activate, Activation, ActivationRequest, Phase};
 pub use command::{Command, RunOutcome};
 pub use context::WorkflowContext;
-pub use engine::{activate, Activation, ActivationRequest, Phase};
 pub use error::{EngineError, WorkflowError, CANCELLED_CODE, TIMEOUT_CODE};
 pub use history::{EventKind, HistoryEvent};
 pub use incoming::Incoming;
