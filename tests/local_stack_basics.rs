@@ -30,7 +30,7 @@ async fn a_remote_task_travels_through_a_queue_with_a_dlq() {
     );
 
     let task = RemoteTask::new(
-        "run-1",
+        &"run-1".parse().unwrap(),
         3,
         "payments.charge-card",
         "payments.charge-card",
@@ -61,7 +61,7 @@ async fn a_remote_task_travels_through_a_queue_with_a_dlq() {
 
 fn started(run_id: &str) -> Commit {
     let run = RunRecord {
-        run_id: run_id.into(),
+        run_id: run_id.parse().unwrap(),
         workflow: "checkout".into(),
         status: RunStatus::Running,
         input: json!({}),

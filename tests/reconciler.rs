@@ -12,7 +12,7 @@ use serde_json::json;
 
 fn stuck_run(run_id: &str, updated_at_ms: u64, with_outbox: bool) -> Commit {
     let run = RunRecord {
-        run_id: run_id.into(),
+        run_id: run_id.parse().unwrap(),
         workflow: "fan-out".into(),
         status: RunStatus::Running,
         input: json!(1),

@@ -25,7 +25,7 @@ async fn echo(_ctx: WorkflowContext, input: Value) -> Result<Value, WorkflowErro
 
 fn start(run_id: &str, workflow: &str, input: Value) -> ResultsMessage {
     ResultsMessage::Control(ControlMessage::StartRun {
-        run_id: run_id.into(),
+        run_id: run_id.parse().unwrap(),
         workflow: workflow.into(),
         input,
         parent: None,
@@ -183,7 +183,7 @@ async fn a_poison_record_does_not_sink_its_batch_and_ends_in_the_dlq() {
                 "{ this is not json".to_owned()
             } else {
                 encode(&ControlMessage::StartRun {
-                    run_id: format!("p-{i}"),
+                    run_id: format!("p-{i}").parse().unwrap(),
                     workflow: "echo".into(),
                     input: json!(i),
                     parent: None,
@@ -244,7 +244,7 @@ async fn fifo_a_failed_record_fails_the_later_records_of_its_group() {
     };
     let start = |id: &str| {
         encode(&ControlMessage::StartRun {
-            run_id: id.into(),
+            run_id: id.parse().unwrap(),
             workflow: "echo".into(),
             input: json!(id),
             parent: None,

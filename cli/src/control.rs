@@ -43,7 +43,7 @@ pub async fn start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<()> {
                 "run {} already exists ({}); not started again",
                 run.run_id, run.status
             );
-            run.run_id.clone()
+            run.run_id.to_string()
         }
         None => {
             client
@@ -134,7 +134,7 @@ pub async fn signal(ctx: &Ctx, args: SignalArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let run_id = event.run_id();
+    let run_id = event.run_id()?;
     let client = ctx.client();
     if !args.no_check {
         let loaded = client.get(&run_id).await?;

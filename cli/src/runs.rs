@@ -103,7 +103,7 @@ pub fn table(runs: &[RunRecord], now_ms: u64) -> String {
                 .map(|s| s.replace('T', " "))
                 .unwrap_or(created);
             [
-                r.run_id.clone(),
+                r.run_id.to_string(),
                 r.workflow.clone(),
                 r.status.to_string(),
                 created,
@@ -186,7 +186,7 @@ mod tests {
 
     fn record(id: &str, status: RunStatus, created: u64, updated: u64) -> RunRecord {
         RunRecord {
-            run_id: id.into(),
+            run_id: id.parse().unwrap(),
             workflow: "checkout".into(),
             status,
             input: Value::Null,

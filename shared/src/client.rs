@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::contract::{ControlMessage, WorkflowEvent};
+use crate::contract::{ControlMessage, InvalidId, RunId, WorkflowEvent};
 use crate::store::{CheckpointStore, LoadedRun, RunFilter, RunPage, RunRecord, StoreError};
 use crate::transport::{ControlSender, TransportError};
 
@@ -65,8 +65,8 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
         run_id: Option<String>,
     ) -> Result<String, ClientError> {
         let run_id = match run_id {
-            Some(id) => validate_run_id(id)?,
-            None => uuid::Uuid::new_v4().to_string(),
+            Some(id) => RunId::caller(id).map_err(ClientError::from)?,
+            None => RunId::caller(uuid::Uuid::new_v4().to_string())?,
         };
         let message = ControlMessage::StartRun {
             run_id: run_id.clone(),
@@ -75,7 +75,7 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
             parent: None,
         };
         self.transport.send_control(&[(message, 0)]).await?;
-        Ok(run_id)
+        Ok(run_id.into_string())
     }
 
     /// Sends signal `name` to a run.
@@ -86,7 +86,7 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
         payload: Value,
     ) -> Result<(), ClientError> {
         let message = ControlMessage::Signal {
-            run_id: run_id.to_owned(),
+            run_id: RunId::parse(run_id)?,
             name: name.to_owned(),
             payload,
             signal_id: Some(uuid::Uuid::new_v4().to_string()),
@@ -97,7 +97,7 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
 
     /// Sends a seed-style `IWorkflowEvent` as a signal (`topic` → name, `urn` → run id).
     pub async fn signal_event(&self, event: WorkflowEvent) -> Result<(), ClientError> {
-        let run_id = event.run_id();
+        let run_id = event.run_id()?;
         self.signal(&run_id, &event.topic, event.payload.unwrap_or(Value::Null))
             .await
     }
@@ -105,7 +105,7 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
     /// Asks a run to cancel.
     pub async fn cancel(&self, run_id: &str, reason: Option<String>) -> Result<(), ClientError> {
         let message = ControlMessage::CancelRun {
-            run_id: run_id.to_owned(),
+            run_id: RunId::parse(run_id)?,
             reason,
         };
         self.transport.send_control(&[(message, 0)]).await?;
@@ -146,24 +146,13 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
     }
 }
 
-/// Longest run id accepted (it is part of every key and message of the run).
-const MAX_RUN_ID_LEN: usize = 200;
-
-/// Checks a caller-chosen run id: printable, not too long, and free of `~`, which cairn
-/// reserves for the ids it derives (child runs, continue-as-new).
-fn validate_run_id(run_id: String) -> Result<String, ClientError> {
-    let reason = if run_id.is_empty() {
-        "it is empty"
-    } else if run_id.len() > MAX_RUN_ID_LEN {
-        "it is longer than 200 bytes"
-    } else if run_id.contains('~') {
-        "`~` is reserved for ids cairn derives (child runs, continue-as-new)"
-    } else if run_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        "it contains whitespace or control characters"
-    } else {
-        return Ok(run_id);
-    };
-    Err(ClientError::InvalidRunId { run_id, reason })
+impl From<InvalidId> for ClientError {
+    fn from(e: InvalidId) -> Self {
+        Self::InvalidRunId {
+            run_id: e.id,
+            reason: e.reason,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -172,16 +161,16 @@ mod tests {
 
     #[test]
     fn caller_run_ids_cannot_take_the_shape_of_derived_ones() {
-        assert!(validate_run_id("order-42".into()).is_ok());
+        assert!(RunId::caller("order-42").is_ok());
         for bad in ["", "a~1", "p~c2", "has space", "tab\t"] {
             assert!(
                 matches!(
-                    validate_run_id(bad.into()),
+                    RunId::caller(bad).map_err(ClientError::from),
                     Err(ClientError::InvalidRunId { .. })
                 ),
                 "{bad:?} should be refused"
             );
         }
-        assert!(validate_run_id("x".repeat(201)).is_err());
+        assert!(RunId::caller("x".repeat(201)).is_err());
     }
 }

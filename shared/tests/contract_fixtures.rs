@@ -187,7 +187,7 @@ fn workflow_event_fixtures_round_trip_and_become_signals() {
         let event: WorkflowEvent = serde_json::from_str(text).unwrap();
         assert_eq!(
             message,
-            &ResultsMessage::Control(event.clone().into_signal())
+            &ResultsMessage::Control(event.clone().into_signal().unwrap())
         );
         let again = encode(&event);
         assert_valid(&schemas().event, &value(&again), text);
@@ -204,7 +204,10 @@ fn the_seed_remote_task_decodes() {
     let task = decode_task(&body(&path)).unwrap();
     assert_eq!(task.name, "payments.charge-card");
     assert_eq!(task.group, "payments.charge-card");
-    assert_eq!(task.step_id, format!("{}:{}", task.run_id, task.seq));
+    assert_eq!(
+        task.step_id.as_str(),
+        format!("{}:{}", task.run_id, task.seq)
+    );
     assert_eq!(task.input["orderId"], "ord_1042");
     assert_eq!(task.input["amountCents"], 4999);
     assert_eq!(

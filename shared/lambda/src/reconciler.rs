@@ -119,7 +119,7 @@ pub async fn reconcile<S: CheckpointStore, T: EngineTransport>(
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(run_id = %run.run_id, error = %e, "cannot load stalled run");
-                        report.failed.push(run.run_id);
+                        report.failed.push(run.run_id.into_string());
                     }
                 }
             }
@@ -153,7 +153,7 @@ async fn redrive<S: CheckpointStore, T: EngineTransport>(
         .await
         {
             tracing::warn!(run_id = %run.run_id, error = %e, "re-drive failed; will retry next pass");
-            report.failed.push(run.run_id);
+            report.failed.push(run.run_id.into_string());
             return;
         }
         tracing::info!(run_id = %run.run_id, "re-drove pending commands");
@@ -163,7 +163,7 @@ async fn redrive<S: CheckpointStore, T: EngineTransport>(
         tracing::warn!(run_id = %run.run_id, error = %e, "could not settle the outbox marker");
     }
     if had_outbox {
-        report.redriven.push(run.run_id);
+        report.redriven.push(run.run_id.into_string());
     } else {
         report.idle += 1;
     }
@@ -198,11 +198,11 @@ async fn refire_timers<T: EngineTransport>(
     match transport.send_control(&messages).await {
         Ok(()) => {
             tracing::info!(%run_id, timers = messages.len(), "fired overdue timers again");
-            report.timers_refired.push(run_id);
+            report.timers_refired.push(run_id.into_string());
         }
         Err(e) => {
             tracing::warn!(%run_id, error = %e, "could not re-fire timers");
-            report.failed.push(run_id);
+            report.failed.push(run_id.into_string());
         }
     }
 }

@@ -273,7 +273,7 @@ impl<B: BlobStore> TaskSender for SqsTransport<B> {
             let (group_id, dedup) = self.fifo_ids(
                 || match task.group.split_once('@') {
                     Some((_, partition)) => partition.to_owned(),
-                    None => task.run_id.clone(),
+                    None => task.run_id.to_string(),
                 },
                 || format!("{}:{}", task.step_id, task.attempt),
             );
@@ -303,7 +303,7 @@ impl<B: BlobStore> ResultSender for SqsTransport<B> {
             .enumerate()
             .map(|(index, result)| {
                 let (group_id, dedup) = self.fifo_ids(
-                    || result.run_id.clone(),
+                    || result.run_id.to_string(),
                     || format!("{}:{}", result.step_id, result.attempt.unwrap_or(0)),
                 );
                 (
@@ -388,7 +388,7 @@ impl<B: BlobStore> SqsTransport<B> {
             .into_iter()
             .map(|(index, (message, delay))| {
                 let (group_id, dedup) = self.fifo_ids(
-                    || message.run_id().to_owned(),
+                    || message.run_id().to_string(),
                     || match message {
                         ControlMessage::StartRun { run_id, .. } => format!("start:{run_id}"),
                         ControlMessage::CancelRun { run_id, .. } => format!("cancel:{run_id}"),

@@ -149,8 +149,8 @@ impl Worker {
         };
         let context = task.context.as_ref();
         let ctx = TaskContext {
-            step_id: task.step_id.clone(),
-            run_id: task.run_id.clone(),
+            step_id: task.step_id.to_string(),
+            run_id: task.run_id.to_string(),
             attempt: task.attempt,
             workflow: context
                 .and_then(|c| c.get("workflow"))

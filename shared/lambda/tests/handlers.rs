@@ -54,7 +54,7 @@ fn event(bodies: &[String]) -> LambdaEvent<SqsEvent> {
 
 fn start(run_id: &str, n: u64) -> String {
     encode(&ControlMessage::StartRun {
-        run_id: run_id.into(),
+        run_id: run_id.parse().unwrap(),
         workflow: "double-twice".into(),
         input: json!(n),
         parent: None,
@@ -173,7 +173,14 @@ impl cairn::transport::ControlSender for TransportRef {
 }
 
 fn task(name: &str, input: Value) -> String {
-    encode(&RemoteTask::new("run", 1, name, name, input, 1))
+    encode(&RemoteTask::new(
+        &"run".parse().unwrap(),
+        1,
+        name,
+        name,
+        input,
+        1,
+    ))
 }
 
 #[tokio::test]
@@ -269,14 +276,14 @@ async fn a_redelivered_signal_is_applied_once() {
         EngineOptions::default(),
     );
     let start = encode(&ControlMessage::StartRun {
-        run_id: "a".into(),
+        run_id: "a".parse().unwrap(),
         workflow: "approval".into(),
         input: json!(null),
         parent: None,
     });
     let signal = |approved: bool| {
         encode(&ControlMessage::Signal {
-            run_id: "a".into(),
+            run_id: "a".parse().unwrap(),
             name: "other".into(),
             payload: json!(approved),
             signal_id: Some("sig-1".into()),

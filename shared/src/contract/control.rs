@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::{InvalidId, RunId};
+
 /// Where a child run reports its outcome: the parent run and the `seq` of its
 /// `start_child` call. The child's outcome reaches the parent as an ordinary `StepResult`
 /// with `stepId = "<parentRunId>:<seq>"`.
@@ -13,7 +15,7 @@ use serde_json::Value;
 #[serde(rename_all = "camelCase")]
 pub struct ParentRef {
     /// The parent run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The parent's sequence number of the child call.
     pub seq: u64,
 }
@@ -29,7 +31,7 @@ pub enum ControlMessage {
     /// Start a run. Idempotent by `runId`: a second start of the same id is ignored.
     StartRun {
         /// The new run's id.
-        run_id: String,
+        run_id: RunId,
         /// The registered workflow name.
         workflow: String,
         /// The workflow input.
@@ -42,7 +44,7 @@ pub enum ControlMessage {
     /// Deliver a signal to a run; buffered until the workflow waits for it.
     Signal {
         /// The target run.
-        run_id: String,
+        run_id: RunId,
         /// The signal name the workflow waits on.
         name: String,
         /// The signal payload.
@@ -56,7 +58,7 @@ pub enum ControlMessage {
     /// chained delay longer than SQS's 15-minute maximum).
     TimerFired {
         /// The run that started the timer.
-        run_id: String,
+        run_id: RunId,
         /// The timer's id, as the engine issued it.
         timer_id: String,
         /// When the timer is due, epoch milliseconds.
@@ -65,7 +67,7 @@ pub enum ControlMessage {
     /// Ask a run to cancel; the workflow sees a cancellation error at its next await.
     CancelRun {
         /// The target run.
-        run_id: String,
+        run_id: RunId,
         /// Why, for people reading the run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
@@ -74,7 +76,7 @@ pub enum ControlMessage {
 
 impl ControlMessage {
     /// The run this message is addressed to.
-    pub fn run_id(&self) -> &str {
+    pub fn run_id(&self) -> &RunId {
         match self {
             Self::StartRun { run_id, .. }
             | Self::Signal { run_id, .. }
@@ -108,7 +110,7 @@ pub(super) enum ControlKind {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct StartRunFields {
-    run_id: String,
+    run_id: RunId,
     workflow: String,
     #[serde(default)]
     input: Value,
@@ -119,7 +121,7 @@ pub(super) struct StartRunFields {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct SignalFields {
-    run_id: String,
+    run_id: RunId,
     name: String,
     #[serde(default)]
     payload: Value,
@@ -130,7 +132,7 @@ pub(super) struct SignalFields {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct TimerFiredFields {
-    run_id: String,
+    run_id: RunId,
     timer_id: String,
     fire_at_ms: u64,
 }
@@ -138,7 +140,7 @@ pub(super) struct TimerFiredFields {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct CancelRunFields {
-    run_id: String,
+    run_id: RunId,
     #[serde(default)]
     reason: Option<String>,
 }
@@ -201,21 +203,21 @@ pub struct WorkflowEvent {
 }
 
 impl WorkflowEvent {
-    /// The run id as a string (numbers are rendered in decimal).
-    pub fn run_id(&self) -> String {
+    /// The run id (numbers are rendered in decimal), if it is a valid one.
+    pub fn run_id(&self) -> Result<RunId, InvalidId> {
         match &self.urn {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+            Value::String(s) => RunId::parse(s.clone()),
+            other => RunId::parse(other.to_string()),
         }
     }
 
-    /// The equivalent cairn signal.
-    pub fn into_signal(self) -> ControlMessage {
-        ControlMessage::Signal {
-            run_id: self.run_id(),
+    /// The equivalent cairn signal, if the `urn` is a valid run id.
+    pub fn into_signal(self) -> Result<ControlMessage, InvalidId> {
+        Ok(ControlMessage::Signal {
+            run_id: self.run_id()?,
             name: self.topic,
             payload: self.payload.unwrap_or(Value::Null),
             signal_id: None,
-        }
+        })
     }
 }

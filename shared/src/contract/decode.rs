@@ -6,7 +6,8 @@ use serde_json::Value;
 use super::control::{
     CancelRunFields, ControlKind, ControlTag, SignalFields, StartRunFields, TimerFiredFields,
 };
-use super::{ControlMessage, RemoteTask, StepResult, WorkflowEvent};
+use super::strict::{self, Strictness, MAX_JSON_DEPTH};
+use super::{ControlMessage, RemoteTask, RunId, StepId, StepResult, WorkflowEvent};
 
 /// A message body that is not a valid cairn message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +20,21 @@ pub enum DecodeError {
     NotAnObject {
         /// The JSON type found instead.
         found: &'static str,
+    },
+    /// The same key twice in one object: peers' parsers may keep either one, so the message
+    /// has no single meaning.
+    #[error("duplicate key `{key}` (in `{path}`)")]
+    DuplicateKey {
+        /// JSON path of the object holding the key (`.` for the root).
+        path: String,
+        /// The repeated key.
+        key: String,
+    },
+    /// Nested deeper than a stored history item can be read back.
+    #[error("body nests arrays/objects deeper than {limit} levels")]
+    TooDeep {
+        /// The limit, [`MAX_JSON_DEPTH`](super::MAX_JSON_DEPTH).
+        limit: usize,
     },
     /// A field is missing or has the wrong type.
     #[error("{message} (at `{path}`, decoding {message_type})")]
@@ -43,7 +59,7 @@ pub enum ResultsMessage {
 
 impl ResultsMessage {
     /// The run this message is addressed to.
-    pub fn run_id(&self) -> &str {
+    pub fn run_id(&self) -> &RunId {
         match self {
             Self::Step(r) => &r.run_id,
             Self::Control(c) => c.run_id(),
@@ -63,8 +79,13 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 fn parse_object(body: &str) -> Result<Value, DecodeError> {
-    let value: Value =
-        serde_json::from_str(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let value = strict::parse(body, MAX_JSON_DEPTH).map_err(|refused| match refused {
+        Ok(Strictness::DuplicateKey { path, key }) => DecodeError::DuplicateKey { path, key },
+        Ok(Strictness::TooDeep) => DecodeError::TooDeep {
+            limit: MAX_JSON_DEPTH,
+        },
+        Err(not_json) => DecodeError::NotJson(not_json),
+    })?;
     if value.is_object() {
         Ok(value)
     } else {
@@ -85,30 +106,23 @@ fn typed<T: DeserializeOwned>(message_type: &'static str, value: Value) -> Resul
     })
 }
 
-/// Whether `step_id` has the `"<runId>:<seq>"` shape: the schemas' `^.+:[0-9]+$`, where `.`
-/// is ECMA-262's (any character but a line terminator), as JSON Schema specifies.
-fn is_step_id(step_id: &str) -> bool {
-    let is_line_terminator = |c: char| matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}');
-    match step_id.rsplit_once(':') {
-        Some((run, seq)) => {
-            !run.is_empty()
-                && !run.contains(is_line_terminator)
-                && !seq.is_empty()
-                && seq.bytes().all(|b| b.is_ascii_digit())
-        }
-        None => false,
-    }
-}
-
-fn check_step_id(message_type: &'static str, step_id: &str) -> Result<(), DecodeError> {
-    if is_step_id(step_id) {
+/// Refuses a step id that is not `<runId>:<seq>` of the message's own `runId` and `seq`: a
+/// result for one step must not be applied to another (or another run).
+fn check_step_id(
+    message_type: &'static str,
+    step_id: &StepId,
+    run_id: &RunId,
+    seq: u64,
+) -> Result<(), DecodeError> {
+    if step_id.is_of(run_id, seq) {
         Ok(())
     } else {
         Err(DecodeError::Field {
             message_type,
             path: "stepId".to_owned(),
             message: format!(
-                "invalid value: string {step_id:?}, expected a string of the form `<runId>:<seq>`"
+                "stepId {step_id:?} does not match runId and seq (expected \"{run_id}:{seq}\")",
+                step_id = step_id.as_str()
             ),
         })
     }
@@ -141,7 +155,7 @@ fn is_object_or_null(v: &Value) -> bool {
 /// Decodes a tasks-queue body.
 pub fn decode_task(body: &str) -> Result<RemoteTask, DecodeError> {
     let task: RemoteTask = typed("RemoteTask", parse_object(body)?)?;
-    check_step_id("RemoteTask", &task.step_id)?;
+    check_step_id("RemoteTask", &task.step_id, &task.run_id, task.seq)?;
     Ok(task)
 }
 
@@ -178,6 +192,11 @@ fn decode_workflow_event(value: Value) -> Result<WorkflowEvent, DecodeError> {
     const TYPE: &str = "IWorkflowEvent";
     let event: WorkflowEvent = typed(TYPE, value)?;
     if event.urn.is_string() || event.urn.is_number() {
+        event.run_id().map_err(|e| DecodeError::Field {
+            message_type: TYPE,
+            path: "urn".to_owned(),
+            message: e.to_string(),
+        })?;
         Ok(event)
     } else {
         Err(DecodeError::Field {
@@ -202,8 +221,15 @@ pub fn decode_results_message(body: &str) -> Result<ResultsMessage, DecodeError>
         return decode_control(value).map(ResultsMessage::Control);
     }
     if value.get("topic").is_some() && value.get("urn").is_some() {
-        return decode_workflow_event(value)
-            .map(|event| ResultsMessage::Control(event.into_signal()));
+        let event = decode_workflow_event(value)?;
+        return event
+            .into_signal()
+            .map(ResultsMessage::Control)
+            .map_err(|e| DecodeError::Field {
+                message_type: "IWorkflowEvent",
+                path: "urn".to_owned(),
+                message: e.to_string(),
+            });
     }
     check_type("StepResult", &value, "status", Value::is_string, "a string")?;
     check_type(
@@ -214,7 +240,7 @@ pub fn decode_results_message(body: &str) -> Result<ResultsMessage, DecodeError>
         "struct StepError",
     )?;
     let result: StepResult = typed("StepResult", value)?;
-    check_step_id("StepResult", &result.step_id)?;
+    check_step_id("StepResult", &result.step_id, &result.run_id, result.seq)?;
     Ok(ResultsMessage::Step(result))
 }
 
@@ -261,7 +287,7 @@ mod tests {
         assert_eq!(
             message,
             ResultsMessage::Control(ControlMessage::CancelRun {
-                run_id: "r1".into(),
+                run_id: "r1".parse().unwrap(),
                 reason: Some("user".into())
             })
         );
@@ -274,7 +300,7 @@ mod tests {
         assert_eq!(
             decode_results_message(body).unwrap(),
             ResultsMessage::Control(ControlMessage::Signal {
-                run_id: "42".into(),
+                run_id: "42".parse().unwrap(),
                 name: "order.paid".into(),
                 payload: json!({"amount": 5}),
                 signal_id: None,
@@ -313,13 +339,66 @@ mod tests {
     }
 
     #[test]
-    fn step_ids_must_have_the_run_seq_shape() {
-        for bad in ["r1", "r1:", ":3", "r1:x3"] {
+    fn step_ids_must_be_the_run_and_seq_of_the_message() {
+        for bad in [
+            "r1",
+            "r1:",
+            ":3",
+            "r1:x3",
+            "someone-else:3",
+            "r1:7",
+            "r1:03",
+        ] {
             let body = json!({"runId":"r1","seq":3,"stepId":bad,"status":"failed"}).to_string();
             let (_, path, _) = field(decode_results_message(&body).unwrap_err());
-            assert_eq!(path, "stepId", "{bad}");
+            assert_eq!(path, "stepId", "{bad:?}");
         }
-        assert!(is_step_id("run:with:colons:12"));
+        let body = json!({"runId":"run:x","seq":12,"stepId":"run:x:12","status":"failed"});
+        assert!(decode_results_message(&body.to_string()).is_ok());
+        let task =
+            json!({"runId":"r","seq":2,"name":"n","stepId":"victim:2","group":"n","attempt":1});
+        let (ty, path, _) = field(decode_task(&task.to_string()).unwrap_err());
+        assert_eq!((ty, path.as_str()), ("RemoteTask", "stepId"));
+    }
+
+    #[test]
+    fn run_ids_follow_the_client_rules_at_decode() {
+        for bad in ["", "a\nb", "~c1", "x~y", "has space"] {
+            let start = json!({"control":"startRun","runId":bad,"workflow":"w"}).to_string();
+            let (_, path, message) = field(decode_results_message(&start).unwrap_err());
+            assert_eq!(path, "runId", "{bad:?}: {message}");
+            let result = json!({"runId":bad,"seq":1,"stepId":format!("{bad}:1"),"status":"failed"});
+            let (_, path, _) = field(decode_results_message(&result.to_string()).unwrap_err());
+            assert_eq!(path, "runId", "{bad:?}");
+        }
+        let child = json!({"control":"startRun","runId":"p~c2","workflow":"w","parent":{"runId":"p","seq":2}});
+        assert!(decode_results_message(&child.to_string()).is_ok());
+        let event = json!({"topic":"t","urn":""});
+        let (_, path, _) = field(decode_results_message(&event.to_string()).unwrap_err());
+        assert_eq!(path, "urn");
+    }
+
+    #[test]
+    fn duplicate_keys_and_deep_bodies_are_refused() {
+        let body = r#"{"runId":"victim","seq":1,"stepId":"r:1","status":"completed","runId":"r"}"#;
+        assert_eq!(
+            decode_results_message(body).unwrap_err(),
+            DecodeError::DuplicateKey {
+                path: ".".into(),
+                key: "runId".into()
+            }
+        );
+        let deep = format!(
+            r#"{{"runId":"r","seq":1,"stepId":"r:1","status":"completed","output":{}1{}}}"#,
+            "[".repeat(126),
+            "]".repeat(126)
+        );
+        assert_eq!(
+            decode_results_message(&deep).unwrap_err(),
+            DecodeError::TooDeep {
+                limit: MAX_JSON_DEPTH
+            }
+        );
     }
 
     #[test]

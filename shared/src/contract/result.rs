@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::{RunId, StepId};
+
 /// Outcome of one step attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,11 +95,11 @@ pub struct StepEvent {
 #[serde(rename_all = "camelCase")]
 pub struct StepResult {
     /// The run the step belongs to.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The step's sequence number.
     pub seq: u64,
     /// `"<runId>:<seq>"`, the dedupe key: applied to its run at most once.
-    pub step_id: String,
+    pub step_id: StepId,
     /// `completed` or `failed`.
     pub status: StepStatus,
     /// The output, when completed.

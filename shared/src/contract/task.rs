@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::step_id;
+use super::{RunId, StepId};
 
 /// A remote step invocation, as sent to `<prefix>-tasks-<group>`.
 ///
@@ -13,13 +13,13 @@ use super::step_id;
 #[serde(rename_all = "camelCase")]
 pub struct RemoteTask {
     /// The run this step belongs to.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The step's sequence number within the run.
     pub seq: u64,
     /// The step name the worker dispatches on, e.g. `payments.charge-card`.
     pub name: String,
     /// `"<runId>:<seq>"`: the dedupe and idempotency key of this step.
-    pub step_id: String,
+    pub step_id: StepId,
     /// The queue token: the step name, or `name@partition`.
     pub group: String,
     /// The step's input, any JSON.
@@ -45,17 +45,16 @@ pub struct RemoteTask {
 impl RemoteTask {
     /// A task with the required fields set and `stepId` derived from `run_id` and `seq`.
     pub fn new(
-        run_id: impl Into<String>,
+        run_id: &RunId,
         seq: u64,
         name: impl Into<String>,
         group: impl Into<String>,
         input: Value,
         attempt: u32,
     ) -> Self {
-        let run_id = run_id.into();
         Self {
-            step_id: step_id(&run_id, seq),
-            run_id,
+            step_id: StepId::new(run_id, seq),
+            run_id: run_id.clone(),
             seq,
             name: name.into(),
             group: group.into(),

@@ -86,17 +86,17 @@ impl CheckpointStore for MemoryStore {
 
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         self.with(|runs| {
-            let entry = runs.entry(commit.run.run_id.clone()).or_default();
+            let entry = runs.entry(commit.run.run_id.to_string()).or_default();
             let current = entry.run.as_ref().map(|r| r.version);
             if current != commit.expected_version {
                 return Err(StoreError::Conflict {
-                    run_id: commit.run.run_id.clone(),
+                    run_id: commit.run.run_id.to_string(),
                     expected: commit.expected_version,
                 });
             }
             if entry.history.len() as u64 != commit.first_index() {
                 return Err(StoreError::Conflict {
-                    run_id: commit.run.run_id.clone(),
+                    run_id: commit.run.run_id.to_string(),
                     expected: commit.expected_version,
                 });
             }
@@ -123,7 +123,9 @@ impl CheckpointStore for MemoryStore {
 
     async fn settle_outbox_marker(&self, run: &RunRecord) -> Result<(), StoreError> {
         self.with(|runs| {
-            let stored = runs.get_mut(&run.run_id).and_then(|e| e.run.as_mut());
+            let stored = runs
+                .get_mut(run.run_id.as_str())
+                .and_then(|e| e.run.as_mut());
             if let Some(stored) = stored.filter(|r| r.version == run.version) {
                 stored.outbox_pending = false;
             }

@@ -27,7 +27,7 @@ pub const CHUNK_BYTES: usize = 350 * 1024;
 #[serde(rename_all = "camelCase")]
 pub struct RunRecord {
     /// The run id.
-    pub run_id: String,
+    pub run_id: crate::contract::RunId,
     /// The registered workflow name.
     pub workflow: String,
     /// Current status.

@@ -12,7 +12,7 @@ fn run(status: RunStatus, events: Vec<(u64, EventKind)>) -> LoadedRun {
     let last = events.iter().map(|(at, _)| *at).max().unwrap_or(0);
     LoadedRun {
         run: RunRecord {
-            run_id: "r-1".into(),
+            run_id: "r-1".parse().unwrap(),
             workflow: "checkout".into(),
             status,
             input: json!({"orderId": "o-1"}),

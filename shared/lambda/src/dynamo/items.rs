@@ -81,7 +81,7 @@ pub(crate) fn run_to_item(run: &RunRecord, retention_days: u32) -> Item {
     let mut item = Item::from([
         ("pk".into(), s(run_pk(&run.run_id))),
         ("sk".into(), s(RUN_SK)),
-        ("runId".into(), s(&run.run_id)),
+        ("runId".into(), s(run.run_id.as_str())),
         ("workflow".into(), s(&run.workflow)),
         ("status".into(), s(&status)),
         ("version".into(), n(run.version)),
@@ -175,7 +175,8 @@ pub(crate) fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
             .transpose()
     };
     Ok(RunRecord {
-        run_id: req_s("runId")?.to_owned(),
+        run_id: crate::contract::RunId::parse(req_s("runId")?)
+            .map_err(|e| corrupt(e.to_string()))?,
         workflow: req_s("workflow")?.to_owned(),
         status: req_s("status")?
             .parse()
@@ -207,7 +208,7 @@ mod tests {
 
     fn run() -> RunRecord {
         RunRecord {
-            run_id: "r-1".into(),
+            run_id: "r-1".parse().unwrap(),
             workflow: "checkout".into(),
             status: RunStatus::Running,
             input: serde_json::json!({"orderId": "o-1"}),

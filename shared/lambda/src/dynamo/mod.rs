@@ -283,13 +283,13 @@ impl CheckpointStore for DynamoStore {
         // The run item is bounded (large payloads stay in the history), so the chunks decide.
         if bytes > MAX_TRANSACTION_BYTES {
             return Err(StoreError::TooLarge {
-                run_id: run.run_id.clone(),
+                run_id: run.run_id.to_string(),
                 reason: format!("{bytes} bytes in one transaction (limit {MAX_TRANSACTION_BYTES})"),
             });
         }
         if writes.len() > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::TooLarge {
-                run_id: run.run_id.clone(),
+                run_id: run.run_id.to_string(),
                 reason: format!(
                     "{} items in one transaction (limit {MAX_TRANSACTION_ITEMS})",
                     writes.len()
@@ -312,7 +312,7 @@ impl CheckpointStore for DynamoStore {
                         .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
                 {
                     Err(StoreError::Conflict {
-                        run_id: run.run_id.clone(),
+                        run_id: run.run_id.to_string(),
                         expected: commit.expected_version,
                     })
                 }

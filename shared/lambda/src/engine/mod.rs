@@ -15,7 +15,7 @@ use lambda_runtime::LambdaEvent;
 
 use crate::batch::{batch_response, process_batch, process_units, time_left, BatchOptions, Unit};
 use cairn::contract::{
-    decode_results_message, ControlMessage, DecodeError, ResultsMessage, StepStatus,
+    decode_results_message, ControlMessage, DecodeError, ResultsMessage, RunId, StepStatus,
 };
 use cairn::store::{BlobStore, CheckpointStore, Commit, RunRecord, StoreError};
 use cairn::transport::{resolve_body, ControlSender, ResultSender, TaskSender, TransportError};
@@ -146,7 +146,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         }))
         .await;
         let mut units: Vec<Unit<Vec<(String, ResultsMessage)>>> = Vec::new();
-        let mut by_run: HashMap<String, usize> = HashMap::new();
+        let mut by_run: HashMap<RunId, usize> = HashMap::new();
         for (id, message) in decoded {
             match message {
                 Err(error) => {
@@ -283,7 +283,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
 
     async fn activate_once(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         incoming: &[Incoming],
         parent: Option<cairn::contract::ParentRef>,
     ) -> Result<(), RecordError> {
@@ -297,7 +297,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             None => match start {
                 Some(Incoming::Start { workflow, input }) => {
                     let run = RunRecord {
-                        run_id: run_id.to_owned(),
+                        run_id: run_id.clone(),
                         workflow: workflow.clone(),
                         status: RunStatus::Running,
                         input: input.clone(),
@@ -313,7 +313,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     };
                     (run, Vec::new(), Vec::new())
                 }
-                _ => return Err(RecordError::UnknownRun(run_id.to_owned())),
+                _ => return Err(RecordError::UnknownRun(run_id.to_string())),
             },
         };
         let is_new = run.version == 0 && history.is_empty();

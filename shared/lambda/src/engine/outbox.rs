@@ -1,6 +1,8 @@
 //! Turning commands into messages, and the outbox discipline: send, then clear.
 
-use cairn::contract::{step_id, ControlMessage, ParentRef, RemoteTask, StepResult, StepStatus};
+use cairn::contract::{
+    ControlMessage, ParentRef, RemoteTask, RunId, StepId, StepResult, StepStatus,
+};
 use cairn::store::{CheckpointStore, OutboxBatch, RunRecord};
 use cairn::workflow::{Command, RunOutcome, RunStatus};
 
@@ -38,16 +40,6 @@ pub(crate) fn ensure_parent_report(run: &RunRecord, commands: &mut Vec<Command>)
     commands.push(Command::ReportToParent { outcome });
 }
 
-/// The id of the next run of a `continue_as_new` chain: `<base>~<n+1>`.
-pub(crate) fn next_run_id(run_id: &str) -> String {
-    match run_id.rsplit_once('~') {
-        Some((base, n)) if n.parse::<u64>().is_ok() => {
-            format!("{base}~{}", n.parse::<u64>().unwrap_or(0) + 1)
-        }
-        _ => format!("{run_id}~1"),
-    }
-}
-
 /// A child run's outcome as the parent receives it: a `StepResult` for the parent's `seq`.
 pub(crate) fn parent_result(
     parent: &ParentRef,
@@ -61,7 +53,7 @@ pub(crate) fn parent_result(
     StepResult {
         run_id: parent.run_id.clone(),
         seq: parent.seq,
-        step_id: step_id(&parent.run_id, parent.seq),
+        step_id: StepId::new(&parent.run_id, parent.seq),
         status,
         output,
         error,
@@ -121,11 +113,12 @@ fn messages_for(
             Command::StartChild {
                 seq,
                 workflow,
-                run_id,
                 input,
+                ..
             } => out.control.push((
                 ControlMessage::StartRun {
-                    run_id: run_id.clone(),
+                    // The id the workflow recorded is derived the same way from the parent.
+                    run_id: run.run_id.child(*seq),
                     workflow: workflow.clone(),
                     input: input.clone(),
                     parent: Some(ParentRef {
@@ -135,13 +128,19 @@ fn messages_for(
                 },
                 0,
             )),
-            Command::CancelChild { run_id } => out.control.push((
-                ControlMessage::CancelRun {
-                    run_id: run_id.clone(),
-                    reason: Some(format!("parent {} cancelled", run.run_id)),
-                },
-                0,
-            )),
+            Command::CancelChild { run_id } => match RunId::parse(run_id.clone()) {
+                Ok(run_id) => out.control.push((
+                    ControlMessage::CancelRun {
+                        run_id,
+                        reason: Some(format!("parent {} cancelled", run.run_id)),
+                    },
+                    0,
+                )),
+                // Derived from this run's own valid id, so only a damaged outbox gets here.
+                Err(error) => {
+                    tracing::error!(run_id = %run.run_id, %error, "child to cancel has an invalid id; skipped")
+                }
+            },
             Command::ReportToParent { outcome } => {
                 if let Some(parent) = &run.parent {
                     let result = parent_result(parent, outcome.clone(), Some(run.created_at_ms));
@@ -150,7 +149,7 @@ fn messages_for(
             }
             Command::ContinueAsNew { workflow, input } => out.control.push((
                 ControlMessage::StartRun {
-                    run_id: next_run_id(&run.run_id),
+                    run_id: run.run_id.next_in_chain(),
                     workflow: workflow.clone(),
                     input: input.clone(),
                     parent: run.parent.clone(),
@@ -202,12 +201,5 @@ mod tests {
         assert_eq!(delay_seconds(3_600_000, 0, 900), 900);
         assert_eq!(delay_seconds(5_000, 0, 2), 2);
         assert_eq!(delay_seconds(0, 10, 900), 0);
-    }
-
-    #[test]
-    fn continue_as_new_ids_count_up() {
-        assert_eq!(next_run_id("order-1"), "order-1~1");
-        assert_eq!(next_run_id("order-1~1"), "order-1~2");
-        assert_eq!(next_run_id("a~b"), "a~b~1");
     }
 }
