@@ -186,7 +186,7 @@ mod tests {
 
     fn record(id: &str, status: RunStatus, created: u64, updated: u64) -> RunRecord {
         RunRecord {
-            run_id: id.parse().unwrap(),
+            run_id: id.parse().expect("a valid run id"),
             workflow: "checkout".into(),
             status,
             input: Value::Null,
