@@ -175,7 +175,7 @@ pub(crate) fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
             .transpose()
     };
     Ok(RunRecord {
-        run_id: crate::contract::RunId::parse(req_s("runId")?)
+        run_id: cairn::contract::RunId::parse(req_s("runId")?)
             .map_err(|e| corrupt(e.to_string()))?,
         workflow: req_s("workflow")?.to_owned(),
         status: req_s("status")?
