@@ -121,6 +121,7 @@ fn failed(seq: u64, attempt: u32, message: &str) -> Incoming {
         seq,
         attempt: Some(attempt),
         outcome: Err(StepError::retryable(message)),
+        events: Vec::new(),
     }
 }
 

@@ -150,6 +150,7 @@ fn live(
                         seq: *seq,
                         attempt: Some(*attempt),
                         outcome,
+                        events: Vec::new(),
                     }
                 }
                 Command::StartTimer { timer_id, .. } => Incoming::TimerFired {
@@ -223,19 +224,23 @@ fn incoming_of(events: &[HistoryEvent]) -> Vec<Incoming> {
                 seq,
                 attempt,
                 output,
+                events,
             } if !inline.contains(seq) => Some(Incoming::StepResult {
                 seq: *seq,
                 attempt: Some(*attempt),
                 outcome: Ok(output.clone()),
+                events: events.clone(),
             }),
             EventKind::StepFailed {
                 seq,
                 attempt,
                 error,
+                events,
             } if !inline.contains(seq) => Some(Incoming::StepResult {
                 seq: *seq,
                 attempt: Some(*attempt),
                 outcome: Err(error.clone()),
+                events: events.clone(),
             }),
             EventKind::TimerFired { timer_id, .. } => Some(Incoming::TimerFired {
                 timer_id: timer_id.clone(),

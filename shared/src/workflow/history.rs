@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::StepError;
+use crate::contract::{StepError, StepEvent};
 
 /// One entry of a run's history, with the time the engine recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +72,10 @@ pub enum EventKind {
         attempt: u32,
         /// The output.
         output: Value,
+        /// What the worker logged during the attempt (absent in histories recorded before
+        /// workers could send events, and when it logged nothing).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<StepEvent>,
     },
     /// A step attempt failed. Whether it is retried is decided by the step's retry policy.
     StepFailed {
@@ -81,6 +85,9 @@ pub enum EventKind {
         attempt: u32,
         /// Why.
         error: StepError,
+        /// What the worker logged before it failed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<StepEvent>,
     },
     /// A durable timer was started (sleep, retry backoff, timeout).
     TimerStarted {

@@ -7,7 +7,7 @@ use super::error::TIMEOUT_CODE;
 use super::ops::attempts::timeout_timer_id;
 use super::state::{OpKind, State};
 use super::EventKind;
-use crate::contract::StepError;
+use crate::contract::{StepError, StepEvent};
 
 /// One message for a run, decoded by the engine Lambda from the results queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,8 @@ pub enum Incoming {
         attempt: Option<u32>,
         /// Output or error.
         outcome: Result<Value, StepError>,
+        /// What the worker logged during the attempt (kept in the history).
+        events: Vec<StepEvent>,
     },
     /// A durable timer is due.
     TimerFired {
@@ -57,6 +59,7 @@ impl Incoming {
             seq,
             attempt: None,
             outcome: Ok(output),
+            events: Vec::new(),
         }
     }
 
@@ -66,6 +69,7 @@ impl Incoming {
             seq,
             attempt: None,
             outcome: Err(error),
+            events: Vec::new(),
         }
     }
 }
@@ -92,6 +96,7 @@ impl State {
                 seq,
                 attempt,
                 outcome,
+                events,
             } => {
                 let slot = self.slot(seq).ok_or(Dropped::UnknownSeq)?;
                 if !matches!(slot.kind, Some(OpKind::Remote(_) | OpKind::Child(_)))
@@ -111,11 +116,13 @@ impl State {
                         seq,
                         attempt,
                         output,
+                        events,
                     },
                     Err(error) => EventKind::StepFailed {
                         seq,
                         attempt,
                         error,
+                        events,
                     },
                 });
                 Ok(())
@@ -141,6 +148,7 @@ impl State {
                         seq,
                         attempt,
                         error,
+                        events: Vec::new(),
                     });
                 }
                 Ok(())
@@ -201,6 +209,7 @@ mod tests {
             seq: 1,
             attempt: Some(1),
             outcome: Ok(Value::Null),
+            events: Vec::new(),
         };
         assert_eq!(state.apply_incoming(stale), Err(Dropped::StaleAttempt));
         assert_eq!(

@@ -244,6 +244,7 @@ impl State {
                 seq,
                 attempt,
                 output,
+                ..
             } => {
                 self.index_result(*seq, *attempt, Ok(output.clone()), new);
             }
@@ -251,6 +252,7 @@ impl State {
                 seq,
                 attempt,
                 error,
+                ..
             } => {
                 self.index_result(*seq, *attempt, Err(error.clone()), new);
             }

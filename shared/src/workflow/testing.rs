@@ -85,6 +85,7 @@ pub fn ok(seq: u64, output: impl Serialize) -> Incoming {
         seq,
         attempt: None,
         outcome: Ok(serde_json::to_value(output).unwrap_or_default()),
+        events: Vec::new(),
     }
 }
 
@@ -168,6 +169,7 @@ impl HistoryBuilder {
             seq,
             attempt,
             output,
+            events: Vec::new(),
         })
     }
 
@@ -177,6 +179,7 @@ impl HistoryBuilder {
             seq,
             attempt,
             error,
+            events: Vec::new(),
         })
     }
 

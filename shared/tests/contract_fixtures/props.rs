@@ -67,19 +67,31 @@ prop_compose! {
         code in proptest::option::of("[a-z_]{1,12}"),
         retryable in proptest::option::of(any::<bool>()),
         stack in proptest::option::of("\\PC{0,40}"),
+        // `"details": null` reads back as absent, so present details are never null.
+        details in proptest::option::of(json_value().prop_filter("null reads as absent", |v| !v.is_null())),
     ) -> StepError {
-        StepError { message, code, retryable, stack }
+        StepError { message, code, retryable, stack, details }
     }
 }
 
 prop_compose! {
     fn step_event()(
-        kind in "[a-z]{1,8}",
+        kind in proptest::option::of("[a-z]{1,8}"),
         at in proptest::option::of(any::<u64>()),
-        // Keys other than `type` and `at`, which the event's own fields take.
-        data in prop::collection::btree_map("x[a-z]{0,6}", json_value(), 0..3),
+        level in proptest::option::of(prop_oneof![Just("debug"), Just("info"), Just("warn"), Just("error")]),
+        message in proptest::option::of("\\PC{0,20}"),
+        data in proptest::option::of(json_value().prop_filter("null reads as absent", |v| !v.is_null())),
+        // Keys other than the event's own fields.
+        extra in prop::collection::btree_map("x[a-z]{0,6}", json_value(), 0..3),
     ) -> StepEvent {
-        StepEvent { kind, at, data: data.into_iter().collect() }
+        StepEvent {
+            at,
+            level: level.map(str::to_owned),
+            message,
+            kind,
+            data,
+            extra: extra.into_iter().collect(),
+        }
     }
 }
 
@@ -201,6 +213,8 @@ const RESULTS_FIELDS: &[&str] = &[
 const RESULTS_FIXTURES: &[&str] = &[
     "step-result/completed-nestjs.json",
     "step-result/failed-retryable.json",
+    "step-result/completed-peer-events.json",
+    "step-result/failed-fatal-details.json",
     "control/start-child-run.json",
     "control/signal.json",
     "control/timer-fired.json",

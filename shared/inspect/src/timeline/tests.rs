@@ -61,6 +61,7 @@ fn retried_run() -> LoadedRun {
                     seq: 0,
                     attempt: 1,
                     output: json!({"reservationId": "res_1"}),
+                    events: vec![],
                 },
             ),
             (
@@ -79,6 +80,7 @@ fn retried_run() -> LoadedRun {
                     seq: 1,
                     attempt: 1,
                     error: StepError::retryable("provider timed out").with_code("provider_timeout"),
+                    events: vec![],
                 },
             ),
             (
@@ -97,6 +99,7 @@ fn retried_run() -> LoadedRun {
                     seq: 1,
                     attempt: 2,
                     output: json!({"chargeId": "ch_1"}),
+                    events: vec![],
                 },
             ),
             (
@@ -285,6 +288,7 @@ fn untrusted_text_is_escaped() {
                     seq: 0,
                     attempt: 1,
                     error: StepError::terminal("bad \"quote\" & <tag>"),
+                    events: vec![],
                 },
             ),
         ],

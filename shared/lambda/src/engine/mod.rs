@@ -412,6 +412,7 @@ fn to_incoming(
                     seq: result.seq,
                     attempt: result.attempt,
                     outcome,
+                    events: result.events.unwrap_or_default(),
                 },
                 None,
             )

@@ -111,6 +111,7 @@ mod tests {
             seq: 1,
             attempt: 1,
             output: Value::from(5),
+            events: Vec::new(),
         });
         assert_eq!(walk(&mut state, 1, &policy), AttemptState::Running(1));
         assert!(state.reveal_next());
@@ -128,6 +129,7 @@ mod tests {
             seq: 1,
             attempt: 1,
             error: StepError::retryable("x"),
+            events: Vec::new(),
         });
         state.reveal_next();
         assert_eq!(walk(&mut state, 1, &policy), AttemptState::Waiting);
@@ -160,6 +162,7 @@ mod tests {
             seq: 1,
             attempt: 1,
             error: StepError::terminal("no"),
+            events: Vec::new(),
         });
         state.reveal_next();
         let got = walk(&mut state, 1, &RetryPolicy::DEFAULT);

@@ -90,11 +90,13 @@ impl WorkflowContext {
                         seq,
                         attempt,
                         output,
+                        events: Vec::new(),
                     },
                     Err(error) => EventKind::StepFailed {
                         seq,
                         attempt,
                         error,
+                        events: Vec::new(),
                     },
                 };
                 state.produce(event, None);

@@ -304,6 +304,7 @@ mod tests {
             seq: 1,
             attempt: Some(2),
             outcome: Err(StepError::retryable("x")),
+            events: Vec::new(),
         }]);
         assert_eq!(a.status, RunStatus::Completed);
         assert_eq!(sim.output(), Some(Value::from(1002)));
