@@ -113,10 +113,12 @@ async fn provision_and_compare(params: &TemplateParams) -> StackResources {
             "{}",
             queue.name
         );
-        // Every queue follows the Fifo parameter except the timers queue and its DLQ.
+        // Every queue follows the Fifo parameter except the timers and peer results queues
+        // and their DLQs.
         let timers_ids: Vec<&str> = declared
             .timers_queue()
             .into_iter()
+            .chain(declared.peer_results_queue())
             .flat_map(|t| [Some(t), declared.dead_letter_of(t)])
             .flatten()
             .map(|q| q.logical_id.as_str())
@@ -180,6 +182,13 @@ async fn provision_and_compare(params: &TemplateParams) -> StackResources {
     assert_eq!(
         resources.timer_queue_url,
         timers.map(|t| actual[&t.logical_id].0.clone())
+    );
+    // ... and give peers (no MessageGroupId) a standard queue to answer on.
+    let peers = declared.peer_results_queue();
+    assert_eq!(peers.is_some(), params.fifo);
+    assert_eq!(
+        resources.peer_results_queue_url,
+        peers.map(|q| actual[&q.logical_id].0.clone())
     );
     let groups: Vec<&str> = resources
         .task_queue_urls

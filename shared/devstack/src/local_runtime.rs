@@ -23,6 +23,8 @@ pub struct Queues {
     pub results: String,
     /// The standard timers queue beside a FIFO results queue, if any.
     pub timers: Option<String>,
+    /// The standard queue peer workers answer on beside a FIFO results queue, if any.
+    pub peer_results: Option<String>,
     /// Tasks queue URLs by group.
     pub tasks: BTreeMap<String, String>,
 }
@@ -32,6 +34,7 @@ impl From<&crate::local_stack::StackResources> for Queues {
         Self {
             results: resources.results_queue_url.clone(),
             timers: resources.timer_queue_url.clone(),
+            peer_results: resources.peer_results_queue_url.clone(),
             tasks: resources.task_queue_urls.clone(),
         }
     }
@@ -98,7 +101,7 @@ impl LocalRuntime {
         Ok(())
     }
 
-    /// What Lambda does in AWS: `engine` behind the results (and timers) queue, `worker`
+    /// What Lambda does in AWS: `engine` behind the results (timers, peer results) queues, `worker`
     /// behind every tasks queue, sending its results through `results`.
     pub async fn serve<S, T, B, R, W>(
         sqs: &aws_sdk_sqs::Client,
@@ -117,7 +120,10 @@ impl LocalRuntime {
         W: BlobStore + 'static,
     {
         let mut runtime = Self::new();
-        for url in std::iter::once(&queues.results).chain(queues.timers.as_ref()) {
+        let engine_queues = std::iter::once(&queues.results)
+            .chain(queues.timers.as_ref())
+            .chain(queues.peer_results.as_ref());
+        for url in engine_queues {
             let engine = engine.clone();
             let handler = Arc::new(move |event| {
                 let engine = engine.clone();

@@ -1,6 +1,6 @@
 //! Runtime configuration of the Lambdas and tools, parsed once from the environment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 // Mirrors `queue_name::DEFAULT_PREFIX`.
 const DEFAULT_PREFIX: &str = "durable";
@@ -36,6 +36,10 @@ pub struct Config {
     /// Tasks queue URLs by group (`CAIRN_TASK_QUEUE_URLS`, a JSON object); other groups are
     /// resolved by name.
     pub task_queue_urls: BTreeMap<String, String>,
+    /// Step groups served by nestjs-durable peer workers (`CAIRN_PEER_GROUPS`, comma
+    /// separated). They cannot read claim checks: a task for one of them over the SQS size
+    /// limit fails its step at once instead.
+    pub peer_groups: BTreeSet<String>,
     /// FIFO queues (`CAIRN_FIFO`).
     pub fifo: bool,
     /// How long finished runs are kept before TTL retires them (`CAIRN_RETENTION_DAYS`).
@@ -57,6 +61,7 @@ impl Default for Config {
             results_queue_url: None,
             timer_queue_url: None,
             task_queue_urls: BTreeMap::new(),
+            peer_groups: BTreeSet::new(),
             fifo: false,
             retention_days: 30,
             stall_seconds: 300,
@@ -102,6 +107,15 @@ impl Config {
             results_queue_url: get("CAIRN_RESULTS_QUEUE_URL"),
             timer_queue_url: get("CAIRN_TIMER_QUEUE_URL"),
             task_queue_urls,
+            peer_groups: get("CAIRN_PEER_GROUPS")
+                .map(|raw| {
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             fifo: parse(&get, "CAIRN_FIFO", defaults.fifo)?,
             retention_days: parse(&get, "CAIRN_RETENTION_DAYS", defaults.retention_days)?,
             stall_seconds: parse(&get, "CAIRN_STALL_SECONDS", defaults.stall_seconds)?,
@@ -163,6 +177,23 @@ mod tests {
             config.task_queue_urls["payments.charge-card"],
             "https://sqs/1/q"
         );
+    }
+
+    #[test]
+    fn peer_groups_are_a_comma_separated_list() {
+        let config = Config::from_lookup(lookup(&[(
+            "CAIRN_PEER_GROUPS",
+            " payments.charge-card, reports.generate@eu ,",
+        )]))
+        .unwrap();
+        assert_eq!(
+            config.peer_groups.iter().collect::<Vec<_>>(),
+            ["payments.charge-card", "reports.generate@eu"]
+        );
+        assert!(Config::from_lookup(lookup(&[]))
+            .unwrap()
+            .peer_groups
+            .is_empty());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct SqsTransportConfig {
     pub timer_queue_url: Option<String>,
     /// Create by-name queues that do not exist (development convenience).
     pub auto_create: bool,
+    /// Groups served by workers that cannot read claim checks (nestjs-durable peers): a task
+    /// for one of them over the size limit is answered with a failed result instead.
+    pub peer_groups: std::collections::BTreeSet<String>,
 }
 
 impl SqsTransportConfig {
@@ -46,6 +49,7 @@ impl SqsTransportConfig {
             timer_queue_url: config.timer_queue_url.clone(),
             task_queue_urls: config.task_queue_urls.clone(),
             auto_create: false,
+            peer_groups: config.peer_groups.clone(),
         }
     }
 }
@@ -267,7 +271,20 @@ impl<B: BlobStore> SqsTransport<B> {
 impl<B: BlobStore> TaskSender for SqsTransport<B> {
     async fn send_tasks(&self, tasks: &[RemoteTask]) -> Result<(), TransportError> {
         let mut groups: BTreeMap<&str, Vec<(usize, Outgoing)>> = BTreeMap::new();
+        // Tasks too large for a peer group's workers, answered in their place.
+        let mut refused: Vec<(usize, StepResult)> = Vec::new();
         for (index, task) in tasks.iter().enumerate() {
+            if self.config.peer_groups.contains(&task.group) {
+                if let Some(result) = cairn::transport::refuse_oversize_task(task) {
+                    tracing::warn!(
+                        step_id = %task.step_id,
+                        group = %task.group,
+                        "task too large for a peer group (its workers cannot read claim checks): the step fails instead"
+                    );
+                    refused.push((index, result));
+                    continue;
+                }
+            }
             // FIFO: one message group per partition (or per run when unpartitioned), so a
             // partition's tasks stay ordered while others proceed.
             let (group_id, dedup) = self.fifo_ids(
@@ -292,7 +309,30 @@ impl<B: BlobStore> TaskSender for SqsTransport<B> {
         for (group, messages) in groups {
             by_queue.push((self.tasks_queue_url(group).await, messages));
         }
-        self.send_all(by_queue).await
+        let sent = self.send_all(by_queue).await;
+        if refused.is_empty() {
+            return sent;
+        }
+        let results: Vec<StepResult> = refused.iter().map(|(_, r)| r.clone()).collect();
+        let Err(err) = self.send_results(&results).await else {
+            return sent;
+        };
+        // Report the refused tasks whose answer was not sent, with the tasks not sent.
+        let mut failed: Vec<usize> = sent
+            .as_ref()
+            .err()
+            .map(|e| e.failed_indexes(tasks.len()))
+            .unwrap_or_default();
+        failed.extend(
+            err.failed_indexes(results.len())
+                .into_iter()
+                .filter_map(|i| refused.get(i).map(|(index, _)| *index)),
+        );
+        failed.sort_unstable();
+        Err(TransportError::Partial {
+            failed,
+            message: err.to_string(),
+        })
     }
 }
 

@@ -10,7 +10,10 @@ use std::future::Future;
 
 use crate::contract::{ControlMessage, RemoteTask, StepResult};
 
-pub use claim_check::{offload, resolve_body, ClaimCheck, CLAIM_CHECK_THRESHOLD};
+pub use claim_check::{
+    offload, refuse_oversize_result, refuse_oversize_task, resolve_body, ClaimCheck,
+    CLAIM_CHECK_THRESHOLD, PAYLOAD_TOO_LARGE_CODE,
+};
 pub use memory::MemoryTransport;
 
 /// A send that failed, in whole or for some messages.

@@ -11,7 +11,7 @@ use super::intrinsics::{
 use super::table::{declared_table, DeclaredTable};
 use super::TemplateParams;
 
-/// Tag that says what a queue is for (`results`, `tasks`, `timers` or `dlq`).
+/// Tag that says what a queue is for (`results`, `tasks`, `timers`, `peer-results` or `dlq`).
 pub const ROLE_TAG: &str = "cairn:role";
 /// Tag of a tasks queue naming its step group (e.g. `payments.charge-card`).
 pub const GROUP_TAG: &str = "cairn:group";
@@ -57,6 +57,9 @@ pub enum QueueRole {
     /// The standard queue for durable timers beside FIFO results queues (consumed by the
     /// engine; FIFO queues have no per-message delay).
     Timers,
+    /// The standard queue nestjs-durable peer workers answer on beside FIFO results queues
+    /// (consumed by the engine; peers send results without a `MessageGroupId`).
+    PeerResults,
     /// A dead-letter queue.
     DeadLetter,
 }
@@ -182,6 +185,13 @@ impl TemplateResources {
         self.queues.iter().find(|q| q.role == QueueRole::Timers)
     }
 
+    /// The peer results queue, when these parameters declare one (FIFO deployments).
+    pub fn peer_results_queue(&self) -> Option<&DeclaredQueue> {
+        self.queues
+            .iter()
+            .find(|q| q.role == QueueRole::PeerResults)
+    }
+
     /// The tasks queues by step group.
     pub fn tasks_queues(&self) -> BTreeMap<&str, &DeclaredQueue> {
         self.queues
@@ -263,6 +273,7 @@ fn queue(
         Some("results") => QueueRole::Results,
         Some("dlq") => QueueRole::DeadLetter,
         Some("timers") => QueueRole::Timers,
+        Some("peer-results") => QueueRole::PeerResults,
         Some("tasks") => QueueRole::Tasks {
             group: tags
                 .get(GROUP_TAG)
@@ -272,7 +283,9 @@ fn queue(
         other => {
             return Err(invalid(
                 id,
-                format!("tag {ROLE_TAG} must be results|tasks|timers|dlq, is {other:?}"),
+                format!(
+                    "tag {ROLE_TAG} must be results|tasks|timers|peer-results|dlq, is {other:?}"
+                ),
             ))
         }
     };

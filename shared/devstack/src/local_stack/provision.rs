@@ -41,6 +41,10 @@ pub struct StackResources {
     /// The standard timers queue of a FIFO deployment (`CAIRN_TIMER_QUEUE_URL`); `None` for
     /// standard queues, where timers are delayed on the results queue.
     pub timer_queue_url: Option<String>,
+    /// The standard queue peer workers answer on in a FIFO deployment
+    /// (`CAIRN_PEER_RESULTS_QUEUE_URL`); `None` for standard queues, where they answer on the
+    /// results queue.
+    pub peer_results_queue_url: Option<String>,
 }
 
 /// Provisioning the local stack failed.
@@ -206,6 +210,7 @@ pub async fn provision_from_template(
         task_queue_urls,
         task_dlq_urls,
         timer_queue_url: declared.timers_queue().map(url_of),
+        peer_results_queue_url: declared.peer_results_queue().map(url_of),
     })
 }
 

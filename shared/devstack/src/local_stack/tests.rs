@@ -54,6 +54,10 @@ fn standard_queues_match_queue_name_and_have_dlqs() {
             found.timers_queue().is_none(),
             "standard queues delay timers themselves"
         );
+        assert!(
+            found.peer_results_queue().is_none(),
+            "peers answer on a standard results queue"
+        );
     }
 }
 
@@ -78,12 +82,22 @@ fn fifo_parameter_switches_names_and_attributes() {
         Some("engine")
     );
     assert_eq!(timers.redrive.as_ref().unwrap().max_receive_count, 3);
-    assert_eq!(found.queues.len(), 10);
-    for queue in found
-        .queues
-        .iter()
-        .filter(|q| ![&timers.name, &timers_dlq.name].contains(&&q.name))
-    {
+    // Peers send results without a MessageGroupId: they answer on a standard queue the engine
+    // consumes.
+    let peers = found.peer_results_queue().unwrap();
+    let peers_dlq = found.dead_letter_of(peers).unwrap();
+    assert_eq!(
+        (peers.name.as_str(), peers.fifo),
+        ("durable-peer-results", false)
+    );
+    assert_eq!(peers_dlq.name, dlq_name(&peers.name));
+    assert_eq!(
+        peers.consumer.as_ref().unwrap().binary.as_deref(),
+        Some("engine")
+    );
+    assert_eq!(found.queues.len(), 12);
+    let standard = [&timers.name, &timers_dlq.name, &peers.name, &peers_dlq.name];
+    for queue in found.queues.iter().filter(|q| !standard.contains(&&q.name)) {
         assert!(queue.fifo, "{}", queue.name);
         assert!(queue.name.ends_with(".fifo"));
         assert_eq!(queue.attributes["FifoQueue"], "true");
