@@ -217,11 +217,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[1].contains("completed") && lines[1].ends_with("1.50s"),
+            lines[1].contains("completed") && lines[1].ends_with("1s 500ms"),
             "{text}"
         );
         assert!(
-            lines[2].contains("1970-01-01 00:00:00") && lines[2].ends_with("1.0m so far"),
+            lines[2].contains("1970-01-01 00:00:00") && lines[2].ends_with("1m so far"),
             "{text}"
         );
         assert_eq!(table(&[], 0), "no runs\n");

@@ -1,9 +1,13 @@
 //! `--since`: an age (`90s`, `15m`, `1h30m`, `2d`), an RFC 3339 time or date, or epoch ms.
 
+use time::format_description::well_known::{Iso8601, Rfc3339};
+use time::{Date, OffsetDateTime};
+
 /// The epoch-ms instant `text` names, relative to `now_ms` for ages.
 ///
 /// Accepted forms:
-/// - an age: one or more `<number><unit>` with units `ms`, `s`, `m`, `h`, `d`, `w` (`1h30m`);
+/// - an age, as `humantime` reads it: one or more `<number><unit>` (`ms`, `s`, `m`, `h`, `d`,
+///   `w`, and their long names: `1h30m`, `2 days`);
 /// - RFC 3339: `2026-11-26T05:00:00Z`, `2026-11-26T05:00:00.250+02:00` (a space may replace
 ///   the `T`; `Z`/`z` or an offset is required);
 /// - a date: `2026-11-26` (midnight UTC);
@@ -19,135 +23,19 @@ pub fn parse_since(text: &str, now_ms: u64) -> Result<u64, String> {
             .parse()
             .map_err(|_| format!("{text:?} is too large for epoch milliseconds"));
     }
-    if let Some(age) = parse_age(text) {
-        return Ok(now_ms.saturating_sub(age));
+    if let Ok(age) = humantime::parse_duration(text) {
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        return Ok(now_ms.saturating_sub(age_ms));
     }
-    if text.len() == 10 {
-        if let Some(days) = parse_date(text) {
-            return to_ms(days, 0).ok_or_else(|| format!("{text:?} is before 1970"));
-        }
-    }
-    parse_rfc3339(text).ok_or_else(|| format!("cannot read {text:?}: {help}"))
-}
-
-/// `1h30m` → ms. `None` if not an age.
-fn parse_age(text: &str) -> Option<u64> {
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let number: u64 = rest.get(..digits)?.parse().ok()?;
-        rest = rest.get(digits..)?;
-        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit_ms = match rest.get(..letters)? {
-            "ms" => 1,
-            "s" | "sec" => 1000,
-            "m" | "min" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            _ => return None,
-        };
-        rest = rest.get(letters..)?;
-        total = total.checked_add(number.checked_mul(unit_ms)?)?;
-    }
-    Some(total)
-}
-
-/// `YYYY-MM-DD` → days since 1970-01-01.
-fn parse_date(text: &str) -> Option<i64> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
-        return None;
-    }
-    let year: i64 = num(text.get(0..4)?)?.into();
-    let month = num(text.get(5..7)?)?;
-    let day = num(text.get(8..10)?)?;
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
-    Some(days_from_civil(year, month, day))
-}
-
-fn num(text: &str) -> Option<u32> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn to_ms(days: i64, ms_of_day: i64) -> Option<u64> {
-    u64::try_from(days.checked_mul(86_400_000)?.checked_add(ms_of_day)?).ok()
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` → epoch ms.
-fn parse_rfc3339(text: &str) -> Option<u64> {
-    let days = parse_date(text.get(..10)?)?;
-    let sep = text.as_bytes().get(10)?;
-    if !matches!(sep, b'T' | b't' | b' ') {
-        return None;
-    }
-    let rest = text.get(11..)?;
-    let (hh, mm, ss) = (
-        num(rest.get(0..2)?)?,
-        num(rest.get(3..5)?)?,
-        num(rest.get(6..8)?)?,
-    );
-    if rest.get(2..3)? != ":" || rest.get(5..6)? != ":" || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let mut rest = rest.get(8..)?;
-    let mut millis = 0i64;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let head = fraction.get(..digits.min(3))?;
-        millis = i64::from(num(head)?) * 10i64.pow(3 - head.len() as u32);
-        rest = fraction.get(digits..)?;
-    }
-    let offset_min: i64 = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.get(..1)? {
-                "+" => 1,
-                "-" => -1,
-                _ => return None,
-            };
-            if rest.len() != 6 || rest.get(3..4)? != ":" {
-                return None;
-            }
-            let (oh, om) = (num(rest.get(1..3)?)?, num(rest.get(4..6)?)?);
-            sign * i64::from(oh * 60 + om)
-        }
+    // A date is exactly `YYYY-MM-DD`: time's ISO 8601 date parser would also take the date
+    // of `2026-11-26T05:40:01`, an RFC 3339 time without its required offset.
+    let instant = match Date::parse(text, &Iso8601::DATE) {
+        Ok(date) if text.len() == 10 => Ok(date.midnight().assume_utc()),
+        _ => OffsetDateTime::parse(text, &Rfc3339),
     };
-    let ms_of_day = (i64::from(hh) * 3600 + i64::from(mm) * 60 + i64::from(ss)) * 1000 + millis
-        - offset_min * 60_000;
-    to_ms(days, ms_of_day)
+    let instant = instant.map_err(|_| format!("cannot read {text:?}: {help}"))?;
+    u64::try_from(instant.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| format!("{text:?} is before 1970"))
 }
 
 #[cfg(test)]
@@ -166,6 +54,7 @@ mod tests {
         assert_eq!(parse_since("2d", NOW).unwrap(), NOW - 172_800_000);
         assert_eq!(parse_since("500ms", NOW).unwrap(), NOW - 500);
         assert_eq!(parse_since(" 1w ", NOW).unwrap(), NOW - 604_800_000);
+        assert_eq!(parse_since("1h 30min", NOW).unwrap(), NOW - 5_400_000);
         assert_eq!(
             parse_since("100000w", 5).unwrap(),
             0,
@@ -215,7 +104,7 @@ mod tests {
             "1969-12-31",
             "-5m",
         ] {
-            let err = parse_since(bad, NOW).unwrap_err();
+            let err = parse_since(bad, NOW).expect_err(bad);
             assert!(
                 err.contains("expected an age") || err.contains("before 1970"),
                 "{bad}: {err}"

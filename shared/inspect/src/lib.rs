@@ -8,6 +8,7 @@ pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -196,16 +197,6 @@ pub fn summarize(value: &Value, max_chars: usize) -> String {
     format!("{head}… ({kind}, {} bytes)", text.len())
 }
 
-fn fmt_ms(ms: u64) -> String {
-    if ms >= 60_000 {
-        format!("{:.1}m", ms as f64 / 60_000.0)
-    } else if ms >= 1000 {
-        format!("{:.2}s", ms as f64 / 1000.0)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
 /// The text shown by `cairn runs show` and the main job.
 pub fn render_text(run: &LoadedRun) -> String {
     let r = &run.run;
@@ -271,9 +262,11 @@ pub fn render_text(run: &LoadedRun) -> String {
             step.attempts,
             format!(
                 "+{}",
-                fmt_ms(step.started_at_ms.saturating_sub(r.created_at_ms))
+                format_duration_ms(step.started_at_ms.saturating_sub(r.created_at_ms))
             ),
-            step.duration_ms().map(fmt_ms).unwrap_or_else(|| "-".into()),
+            step.duration_ms()
+                .map(format_duration_ms)
+                .unwrap_or_else(|| "-".into()),
             result
         );
         if step.state == StepState::Completed && !retries.is_empty() {
@@ -285,43 +278,29 @@ pub fn render_text(run: &LoadedRun) -> String {
             out,
             "  signal {:<20} at +{}  {}",
             signal.name,
-            fmt_ms(signal.at_ms.saturating_sub(r.created_at_ms)),
+            format_duration_ms(signal.at_ms.saturating_sub(r.created_at_ms)),
             summarize(&signal.payload, 80)
         );
     }
     out
 }
 
-/// A duration for people: `250ms`, `1.50s`, `2.5m`.
+/// A duration for people, as `humantime` writes it: `250ms`, `1s 500ms`, `2m 5s` (whole
+/// seconds from a minute up: milliseconds only matter for short steps).
 pub fn format_duration_ms(ms: u64) -> String {
-    fmt_ms(ms)
+    let ms = if ms >= 60_000 { ms - ms % 1000 } else { ms };
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
 /// An epoch-ms time as RFC 3339 UTC with milliseconds: `2026-11-26T05:40:01.123Z`.
 pub fn utc_timestamp(ms: u64) -> String {
-    let (secs, millis) = (ms / 1000, ms % 1000);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let mut text = String::new();
+    let stamp = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms));
+    // Past year 9999 humantime declines: say the raw number rather than fail.
+    if write!(text, "{stamp}").is_err() {
+        return format!("{ms} ms after 1970");
+    }
+    text
 }
 
 #[cfg(test)]
@@ -333,5 +312,18 @@ mod time_format_tests {
         assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(utc_timestamp(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(utc_timestamp(1_795_671_601_123), "2026-11-26T05:40:01.123Z");
+        assert_eq!(
+            utc_timestamp(u64::MAX),
+            "18446744073709551615 ms after 1970"
+        );
+    }
+
+    #[test]
+    fn durations_keep_milliseconds_under_a_minute() {
+        assert_eq!(format_duration_ms(0), "0s");
+        assert_eq!(format_duration_ms(250), "250ms");
+        assert_eq!(format_duration_ms(1500), "1s 500ms");
+        assert_eq!(format_duration_ms(125_250), "2m 5s");
+        assert_eq!(format_duration_ms(90_061_000), "1day 1h 1m 1s");
     }
 }
