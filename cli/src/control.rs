@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::args::{CancelArgs, SignalArgs, StartArgs};
 use crate::context::{read_json, read_text, Ctx};
 use crate::failure::{code, Failure};
+use crate::out::outln;
 use crate::show::payload;
 
 /// `cairn start`: prints the run id (and, with `--wait`, the outcome).
@@ -53,12 +54,12 @@ pub async fn start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<()> {
     };
     let Some(secs) = args.wait else {
         if ctx.json {
-            println!(
+            outln!(
                 "{}",
                 json!({ "runId": run_id, "started": existing.is_none() })
-            );
+            )?;
         } else {
-            println!("{run_id}");
+            outln!("{run_id}")?;
         }
         return Ok(());
     };
@@ -79,24 +80,24 @@ pub async fn start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<()> {
         other => anyhow::Error::from(other),
     })?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &json!({ "runId": run.run_id, "status": run.status, "output": run.output, "error": run.error })
             )?
-        );
+        )?;
     } else {
-        println!("{run_id}");
-        println!(
+        outln!("{run_id}")?;
+        outln!(
             "{} after {}ms",
             run.status,
             run.updated_at_ms.saturating_sub(run.created_at_ms)
-        );
+        )?;
         if let Some(output) = &run.output {
-            println!("output {}", payload(output, "       "));
+            outln!("output {}", payload(output, "       "))?;
         }
         if let Some(error) = &run.error {
-            println!("error  {error}");
+            outln!("error  {error}")?;
         }
     }
     match run.status {
@@ -148,12 +149,12 @@ pub async fn signal(ctx: &Ctx, args: SignalArgs) -> anyhow::Result<()> {
     let name = event.topic.clone();
     client.signal_event(event).await?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             json!({ "runId": run_id, "signal": name, "sent": true })
-        );
+        )?;
     } else {
-        println!("sent signal {name} to run {run_id}");
+        outln!("sent signal {name} to run {run_id}")?;
     }
     Ok(())
 }
@@ -164,26 +165,27 @@ pub async fn cancel(ctx: &Ctx, args: CancelArgs) -> anyhow::Result<()> {
     let loaded = client.get(&args.run_id).await?;
     if loaded.run.status.is_terminal() {
         if ctx.json {
-            println!(
+            outln!(
                 "{}",
                 json!({ "runId": args.run_id, "sent": false, "status": loaded.run.status })
-            );
+            )?;
         } else {
-            println!(
+            outln!(
                 "run {} is already {}; nothing to cancel",
-                args.run_id, loaded.run.status
-            );
+                args.run_id,
+                loaded.run.status
+            )?;
         }
         return Ok(());
     }
     client.cancel(&args.run_id, args.reason.clone()).await?;
     if ctx.json {
-        println!("{}", json!({ "runId": args.run_id, "sent": true }));
+        outln!("{}", json!({ "runId": args.run_id, "sent": true }))?;
     } else {
-        println!(
+        outln!(
             "asked run {} to cancel (it ends as cancelled at its next activation)",
             args.run_id
-        );
+        )?;
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use crate::args::{DlqCommand, DlqListArgs};
 use crate::context::Ctx;
 use crate::failure::Failure;
+use crate::out::outln;
 
 /// How long received messages stay hidden while we work on them.
 const WORK_VISIBILITY_SECS: i32 = 120;
@@ -259,14 +260,14 @@ async fn list(ctx: &Ctx, args: DlqListArgs) -> anyhow::Result<()> {
         let list: Vec<Value> = messages.iter().map(message_json).collect();
         let out =
             json!({ "queueUrl": url, "approximateMessages": queue.approximate, "messages": list });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{url}: about {} message(s){}",
         queue.approximate,
         if queue.fifo { " (FIFO)" } else { "" }
-    );
+    )?;
     for message in &messages {
         let sent = system_attr(message, MessageSystemAttributeName::SentTimestamp)
             .and_then(|t| t.parse::<u64>().ok())
@@ -281,10 +282,10 @@ async fn list(ctx: &Ctx, args: DlqListArgs) -> anyhow::Result<()> {
         let body = serde_json::from_str::<Value>(body)
             .map(|v| summarize(&v, 160))
             .unwrap_or_else(|_| body.chars().take(160).collect());
-        println!(
+        outln!(
             "{}  sent {sent}  receives {receives}{group}\n  {body}",
             message.message_id().unwrap_or("-")
-        );
+        )?;
     }
     if messages.len() < queue.approximate as usize {
         eprintln!(

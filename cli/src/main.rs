@@ -2,11 +2,15 @@
 //! cancel and redrive runs, and draw a run's timeline. Wiring only: parsing is in [`args`],
 //! each command group in its own module, errors and exit codes in [`failure`].
 
+// Output goes through `out::outln!`, which ends quietly when the reader closes the pipe.
+#![warn(clippy::print_stdout)]
+
 mod args;
 mod context;
 mod control;
 mod dlq;
 mod failure;
+mod out;
 mod runs;
 mod show;
 mod since;
@@ -67,6 +71,10 @@ fn main() -> ExitCode {
 }
 
 fn report(error: &anyhow::Error, target: &failure::Target) -> ExitCode {
+    // The reader of our output has all it wanted (`| head`): not a failure.
+    if error.chain().any(|e| e.is::<out::StdoutClosed>()) {
+        return ExitCode::SUCCESS;
+    }
     let (code, message) = failure::classify(error, target);
     eprintln!("cairn: {message}");
     ExitCode::from(code)

@@ -1,6 +1,5 @@
 //! `cairn runs list | show | timeline`.
 
-use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -11,6 +10,7 @@ use serde_json::json;
 use crate::args::{ListArgs, RunsCommand, ShowArgs, TimelineArgs};
 use crate::context::Ctx;
 use crate::failure::{code, Failure};
+use crate::out::{self, outln};
 use crate::show;
 use crate::since::parse_since;
 
@@ -64,13 +64,13 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
         }
     };
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({ "runs": runs, "nextCursor": next_cursor }))?
-        );
+        )?;
         return Ok(());
     }
-    print!("{}", table(&runs, now_ms()));
+    out::raw(table(&runs, now_ms()).as_bytes())?;
     if let Some(cursor) = next_cursor {
         // Cursors are JSON: quote them for the shell.
         eprintln!(
@@ -137,9 +137,9 @@ pub fn table(runs: &[RunRecord], now_ms: u64) -> String {
 async fn show_run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
     let run = ctx.client().get(&args.run_id).await?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&show::json(&run))?);
+        outln!("{}", serde_json::to_string_pretty(&show::json(&run))?)?;
     } else {
-        print!("{}", show::render(&run));
+        out::raw(show::render(&run).as_bytes())?;
     }
     Ok(())
 }
@@ -153,26 +153,23 @@ async fn timeline(ctx: &Ctx, args: TimelineArgs) -> anyhow::Result<()> {
         .map(|r| r.segments.len())
         .sum::<usize>();
     if args.html.as_os_str() == "-" {
-        std::io::stdout()
-            .write_all(html.as_bytes())
-            .context("writing to stdout")?;
-        return Ok(());
+        return out::raw(html.as_bytes());
     }
     std::fs::write(&args.html, &html)
         .with_context(|| format!("writing {}", args.html.display()))?;
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             json!({ "runId": run.run.run_id, "file": args.html, "bars": bars, "bytes": html.len() })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "wrote {} ({} bars, run {} {})",
             args.html.display(),
             bars,
             run.run.run_id,
             run.run.status
-        );
+        )?;
     }
     Ok(())
 }

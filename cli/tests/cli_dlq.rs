@@ -55,6 +55,14 @@ async fn dlq_list_peeks_and_redrive_moves_every_message_back() {
         stdout(&text)
     );
 
+    // `cairn dlq list results | head -5` (issue 11): a reader that stops early ends the
+    // command quietly, not with "failed printing to stdout: Broken pipe".
+    for args in [&["dlq", "list", "results"][..], &["runs", "list"]] {
+        let closed = cairn_stdout_closed(&env, args).await;
+        assert_code(&closed, 0);
+        assert_eq!(stderr(&closed), "", "{args:?}");
+    }
+
     let out = cairn(&env, &["dlq", "redrive", "results", "--json"]).await;
     assert_code(&out, 0);
     let moved = json_of(&out);

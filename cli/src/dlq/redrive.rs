@@ -15,6 +15,7 @@ use super::{info, name_of, receive, resolve_dlq, source_of, sqs_error, system_at
 use crate::args::RedriveArgs;
 use crate::context::Ctx;
 use crate::failure::Failure;
+use crate::out::outln;
 
 /// Show a progress bar from this many messages on.
 const PROGRESS_FROM: u64 = 20;
@@ -194,16 +195,16 @@ pub async fn redrive(ctx: &Ctx, args: RedriveArgs) -> anyhow::Result<()> {
         );
     }
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             json!({ "from": dlq, "to": target, "moved": moved, "failed": failed })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "moved {moved} message(s) from {} to {}",
             name_of(&dlq),
             name_of(&target)
-        );
+        )?;
         for failure in &failed {
             eprintln!("  not moved: {failure}");
         }

@@ -15,6 +15,25 @@ pub async fn cairn(env: &TestEnv, args: &[&str]) -> Output {
 }
 
 pub async fn cairn_stdin(env: &TestEnv, args: &[&str], stdin: Option<String>) -> Output {
+    run_binary(with_deployment(env, args), stdin).await
+}
+
+/// Runs `cairn` with its stdout read by nobody: the pipe is closed before the binary's first
+/// write, as `cairn ... | head -0` would (`head -5` does it after five lines, at a moment the
+/// test could not pick). Stdout of the result is empty.
+pub async fn cairn_stdout_closed(env: &TestEnv, args: &[&str]) -> Output {
+    let args = with_deployment(env, args);
+    tokio::task::spawn_blocking(move || {
+        let mut child = command(&args).spawn().expect("spawn cairn");
+        drop(child.stdout.take());
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn with_deployment(env: &TestEnv, args: &[&str]) -> Vec<String> {
     let mut full: Vec<String> = vec![
         "--endpoint-url".into(),
         env.config.endpoint_url.clone().unwrap(),
@@ -29,28 +48,33 @@ pub async fn cairn_stdin(env: &TestEnv, args: &[&str], stdin: Option<String>) ->
         full.push("--fifo".into());
     }
     full.extend(args.iter().map(|a| a.to_string()));
-    run_binary(full, stdin).await
+    full
+}
+
+/// The binary with `args`, every stream piped, and no `CAIRN_*` from the test's environment.
+fn command(args: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in [
+        "CAIRN_ENDPOINT_URL",
+        "CAIRN_TABLE_NAME",
+        "CAIRN_QUEUE_PREFIX",
+        "CAIRN_RESULTS_QUEUE_URL",
+        "CAIRN_FIFO",
+        "CAIRN_TASK_QUEUE_URLS",
+    ] {
+        command.env_remove(var);
+    }
+    command
 }
 
 pub async fn run_binary(args: Vec<String>, stdin: Option<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        command
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for var in [
-            "CAIRN_ENDPOINT_URL",
-            "CAIRN_TABLE_NAME",
-            "CAIRN_QUEUE_PREFIX",
-            "CAIRN_RESULTS_QUEUE_URL",
-            "CAIRN_FIFO",
-            "CAIRN_TASK_QUEUE_URLS",
-        ] {
-            command.env_remove(var);
-        }
-        let mut child = command.spawn().expect("spawn cairn");
+        let mut child = command(&args).spawn().expect("spawn cairn");
         let mut pipe = child.stdin.take().unwrap();
         if let Some(text) = stdin {
             pipe.write_all(text.as_bytes()).unwrap();
