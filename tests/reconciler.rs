@@ -147,7 +147,7 @@ async fn an_overdue_timer_whose_message_was_lost_fires_again() {
         now - 600_000,
         EventKind::TimerStarted {
             seq: 1,
-            timer_id: "1".into(),
+            timer_id: cairn::workflow::TimerId::Sleep(1),
             fire_at_ms: now - 300_000,
         },
     );

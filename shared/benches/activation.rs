@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use cairn::contract::StepError;
 use cairn::workflow::{
-    activate, Activation, ActivationRequest, HistoryEvent, Incoming, RemoteStep, WorkflowContext,
-    WorkflowError, Workflows,
+    activate, Activation, ActivationRequest, HistoryEvent, Incoming, RemoteStep, TimerId,
+    WorkflowContext, WorkflowError, Workflows,
 };
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -106,7 +106,7 @@ fn record(w: &Workflows, cycles: u64) -> Vec<HistoryEvent> {
         // seq + 6: inline step (no incoming)
         if cycle + 1 < cycles {
             incoming.push(Incoming::TimerFired {
-                timer_id: (seq + 7).to_string(),
+                timer_id: TimerId::Sleep(seq + 7),
             });
         }
         seq += 7;

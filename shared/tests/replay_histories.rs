@@ -18,7 +18,7 @@ use cairn::contract::StepError;
 use cairn::workflow::testing::{fire, load_history, ok, signal, start, TestRun};
 use cairn::workflow::{
     activate, ActivationRequest, Command, EngineError, EventKind, HistoryEvent, Incoming,
-    RemoteStep, RetryPolicy, RunStatus, WorkflowContext, WorkflowError, Workflows,
+    RemoteStep, RetryPolicy, RunStatus, TimerId, WorkflowContext, WorkflowError, Workflows,
 };
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -438,9 +438,13 @@ fn retry_sequence_with_backoff() {
         .unwrap()
         + 1;
     let prefix = replay(&w, "retry_backoff", &history[..upto], vec![]).unwrap();
-    assert!(
-        matches!(&prefix.commands[..], [Command::StartTimer { timer_id, .. }] if timer_id == "1:retry:1")
-    );
+    assert!(matches!(
+        &prefix.commands[..],
+        [Command::StartTimer {
+            timer_id: TimerId::Retry { seq: 1, attempt: 1 },
+            ..
+        }]
+    ));
 }
 
 #[test]

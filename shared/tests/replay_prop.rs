@@ -154,7 +154,7 @@ fn live(
                     }
                 }
                 Command::StartTimer { timer_id, .. } => Incoming::TimerFired {
-                    timer_id: timer_id.clone(),
+                    timer_id: *timer_id,
                 },
                 other => panic!("unexpected command {other:?}"),
             });
@@ -200,7 +200,7 @@ fn commands_of(events: &[HistoryEvent]) -> Vec<Command> {
                 fire_at_ms,
             } => Some(Command::StartTimer {
                 seq: *seq,
-                timer_id: timer_id.clone(),
+                timer_id: *timer_id,
                 fire_at_ms: *fire_at_ms,
             }),
             _ => None,
@@ -243,7 +243,7 @@ fn incoming_of(events: &[HistoryEvent]) -> Vec<Incoming> {
                 events: events.clone(),
             }),
             EventKind::TimerFired { timer_id, .. } => Some(Incoming::TimerFired {
-                timer_id: timer_id.clone(),
+                timer_id: *timer_id,
             }),
             EventKind::SignalReceived {
                 name,

@@ -15,14 +15,14 @@ use std::collections::HashMap;
 use crate::engine::{send_outbox, EngineTransport};
 use cairn::contract::ControlMessage;
 use cairn::store::{CheckpointStore, StoreError};
-use cairn::workflow::{EventKind, HistoryEvent};
+use cairn::workflow::{EventKind, HistoryEvent, TimerId};
 
 /// A timer this overdue is presumed lost (a hop takes at most the SQS delay plus polling).
 const TIMER_GRACE_MS: u64 = 60_000;
 
 /// Timers started and not fired whose time is long past: `(timer id, fire at)`.
-fn overdue_timers(history: &[HistoryEvent], now_ms: u64) -> Vec<(String, u64)> {
-    let mut pending: HashMap<&str, u64> = HashMap::new();
+fn overdue_timers(history: &[HistoryEvent], now_ms: u64) -> Vec<(TimerId, u64)> {
+    let mut pending: HashMap<TimerId, u64> = HashMap::new();
     for event in history {
         match &event.kind {
             EventKind::TimerStarted {
@@ -30,18 +30,17 @@ fn overdue_timers(history: &[HistoryEvent], now_ms: u64) -> Vec<(String, u64)> {
                 fire_at_ms,
                 ..
             } => {
-                pending.insert(timer_id, *fire_at_ms);
+                pending.insert(*timer_id, *fire_at_ms);
             }
             EventKind::TimerFired { timer_id, .. } => {
-                pending.remove(timer_id.as_str());
+                pending.remove(timer_id);
             }
             _ => {}
         }
     }
-    let mut overdue: Vec<(String, u64)> = pending
+    let mut overdue: Vec<(TimerId, u64)> = pending
         .into_iter()
         .filter(|(_, at)| at.saturating_add(TIMER_GRACE_MS) < now_ms)
-        .map(|(id, at)| (id.to_owned(), at))
         .collect();
     overdue.sort();
     overdue
@@ -188,7 +187,7 @@ async fn refire_timers<T: EngineTransport>(
             (
                 ControlMessage::TimerFired {
                     run_id,
-                    timer_id,
+                    timer_id: timer_id.to_string(),
                     fire_at_ms,
                 },
                 0,
@@ -239,26 +238,29 @@ mod tests {
             }),
             event(EventKind::TimerStarted {
                 seq: 1,
-                timer_id: "1".into(),
+                timer_id: TimerId::Sleep(1),
                 fire_at_ms: 1_000,
             }),
             event(EventKind::TimerFired {
                 seq: 1,
-                timer_id: "1".into(),
+                timer_id: TimerId::Sleep(1),
             }),
             event(EventKind::TimerStarted {
                 seq: 2,
-                timer_id: "2".into(),
+                timer_id: TimerId::Sleep(2),
                 fire_at_ms: 2_000,
             }),
             event(EventKind::TimerStarted {
                 seq: 3,
-                timer_id: "3".into(),
+                timer_id: TimerId::Sleep(3),
                 fire_at_ms: 500_000,
             }),
         ];
         let now = 2_000 + TIMER_GRACE_MS + 1;
-        assert_eq!(overdue_timers(&history, now), vec![("2".to_owned(), 2_000)]);
+        assert_eq!(
+            overdue_timers(&history, now),
+            vec![(TimerId::Sleep(2), 2_000)]
+        );
         assert!(
             overdue_timers(&history, 2_000).is_empty(),
             "not overdue within the grace"

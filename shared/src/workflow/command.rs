@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::TimerId;
 use crate::contract::StepError;
 
 /// Something the engine must send after checkpointing an activation (outbox entries).
@@ -34,7 +35,7 @@ pub enum Command {
         /// Operation number the timer belongs to.
         seq: u64,
         /// Unique within the run.
-        timer_id: String,
+        timer_id: TimerId,
         /// When it is due, epoch milliseconds.
         fire_at_ms: u64,
     },

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::state::{lock, OpKind, State};
-use super::{Command, EngineError, EventKind, WorkflowError};
+use super::{Command, EngineError, EventKind, TimerId, WorkflowError};
 
 /// The workflow's handle on its run. Every durable call gets the next `seq`; replay hands back
 /// the recorded result of that `seq` at once.
@@ -123,6 +123,24 @@ impl State {
         if let Some(command) = command {
             self.commands.push(command);
         }
+    }
+
+    /// Starts a durable timer: records `TimerStarted` and sends `StartTimer` (the one place
+    /// that pairs them).
+    pub(crate) fn start_timer(&mut self, timer_id: TimerId, fire_at_ms: u64) {
+        let seq = timer_id.seq();
+        self.produce(
+            EventKind::TimerStarted {
+                seq,
+                timer_id,
+                fire_at_ms,
+            },
+            Some(Command::StartTimer {
+                seq,
+                timer_id,
+                fire_at_ms,
+            }),
+        );
     }
 
     /// Common start of an op future's poll: blocked for good after a fatal error, the

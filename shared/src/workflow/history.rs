@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::TimerId;
 use crate::contract::{StepError, StepEvent};
 
 /// One entry of a run's history, with the time the engine recorded it.
@@ -94,7 +95,7 @@ pub enum EventKind {
         /// Operation number the timer belongs to.
         seq: u64,
         /// Unique within the run; echoed back by [`EventKind::TimerFired`].
-        timer_id: String,
+        timer_id: TimerId,
         /// When it is due, epoch milliseconds.
         fire_at_ms: u64,
     },
@@ -103,7 +104,7 @@ pub enum EventKind {
         /// Operation number the timer belongs to.
         seq: u64,
         /// The timer that fired.
-        timer_id: String,
+        timer_id: TimerId,
     },
     /// The workflow started waiting for a signal (`ctx.wait_for_signal`). The issuing record of
     /// the wait, so replay can check the code still waits for the same signal at this `seq`.

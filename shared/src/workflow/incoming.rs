@@ -4,9 +4,8 @@
 use serde_json::Value;
 
 use super::error::TIMEOUT_CODE;
-use super::ops::attempts::timeout_timer_id;
 use super::state::{OpKind, State};
-use super::EventKind;
+use super::{EventKind, TimerId};
 use crate::contract::{StepError, StepEvent};
 
 /// One message for a run, decoded by the engine Lambda from the results queue.
@@ -33,7 +32,7 @@ pub enum Incoming {
     /// A durable timer is due.
     TimerFired {
         /// The id from the `StartTimer` command.
-        timer_id: String,
+        timer_id: TimerId,
     },
     /// A signal (deduplicated by the caller, e.g. by signal id).
     Signal {
@@ -136,7 +135,7 @@ impl State {
                 // A start-to-close timeout of the current attempt fails that attempt.
                 let attempt = slot.attempts;
                 let times_out = matches!(slot.kind, Some(OpKind::Remote(_)))
-                    && timer_id == timeout_timer_id(seq, attempt)
+                    && timer_id == TimerId::Timeout { seq, attempt }
                     && slot.result(attempt).is_none();
                 self.append(EventKind::TimerFired { seq, timer_id });
                 if times_out {
@@ -228,18 +227,18 @@ mod tests {
         let mut state = scheduled();
         state.append(EventKind::TimerStarted {
             seq: 1,
-            timer_id: "1:timeout:2".into(),
+            timer_id: TimerId::Timeout { seq: 1, attempt: 2 },
             fire_at_ms: 9,
         });
         assert_eq!(
             state.apply_incoming(Incoming::TimerFired {
-                timer_id: "x".into()
+                timer_id: TimerId::Sleep(7)
             }),
             Err(Dropped::UnknownTimer)
         );
         assert_eq!(
             state.apply_incoming(Incoming::TimerFired {
-                timer_id: "1:timeout:2".into()
+                timer_id: TimerId::Timeout { seq: 1, attempt: 2 }
             }),
             Ok(())
         );
@@ -248,7 +247,7 @@ mod tests {
             Some(EventKind::StepFailed { attempt: 2, .. })
         ));
         let again = Incoming::TimerFired {
-            timer_id: "1:timeout:2".into(),
+            timer_id: TimerId::Timeout { seq: 1, attempt: 2 },
         };
         assert_eq!(state.apply_incoming(again), Err(Dropped::TimerAlreadyFired));
         assert_eq!(

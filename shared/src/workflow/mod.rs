@@ -106,6 +106,7 @@ mod retry;
 mod state;
 mod status;
 pub mod testing;
+mod timer_id;
 
 pub use activation::{activate, Activation, ActivationRequest, Phase};
 pub use command::{Command, RunOutcome};
@@ -120,3 +121,4 @@ pub use ops::timer::Sleep;
 pub use registry::Workflows;
 pub use retry::{Backoff, RetryPolicy};
 pub use status::{ParseRunStatusError, RunStatus};
+pub use timer_id::{ParseTimerIdError, TimerId};

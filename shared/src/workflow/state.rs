@@ -15,7 +15,7 @@ use std::task::Waker;
 
 use serde_json::Value;
 
-use super::{Command, EngineError, EventKind, HistoryEvent};
+use super::{Command, EngineError, EventKind, HistoryEvent, TimerId};
 use crate::contract::StepError;
 
 /// Locks a mutex, ignoring poisoning (a panic in workflow code is reported separately).
@@ -60,7 +60,7 @@ pub(crate) struct AttemptResult {
 /// A durable timer of an operation (sleep, retry backoff, timeout).
 #[derive(Debug)]
 pub(crate) struct TimerSlot {
-    pub id: String,
+    pub id: TimerId,
     /// A `TimerFired` exists (for dedupe).
     pub fired: bool,
     /// ... and was revealed to the workflow.
@@ -88,7 +88,7 @@ pub(crate) struct OpSlot {
 }
 
 impl OpSlot {
-    pub(crate) fn timer(&self, id: &str) -> Option<&TimerSlot> {
+    pub(crate) fn timer(&self, id: TimerId) -> Option<&TimerSlot> {
         self.timers.iter().find(|t| t.id == id)
     }
 
@@ -143,7 +143,7 @@ pub(crate) struct State {
     /// Indexed by `seq` (seqs are dense from 1; slot 0 unused).
     pub ops: Vec<OpSlot>,
     /// Timer id -> (seq, index in that slot's timers).
-    pub timer_ids: HashMap<String, (u64, usize)>,
+    pub timer_ids: HashMap<TimerId, (u64, usize)>,
     pub signals: Vec<SignalSlot>,
     /// Ids of the signals received so far (dedupe of redelivered signals).
     pub signal_ids: std::collections::HashSet<String>,
@@ -257,17 +257,17 @@ impl State {
                 self.index_result(*seq, *attempt, Err(error.clone()), new);
             }
             EventKind::TimerStarted { seq, timer_id, .. } => {
-                if *timer_id == seq.to_string() {
+                if matches!(timer_id, TimerId::Sleep(_)) {
                     self.issue_record(*seq, OpKind::Timer, recorded);
                 }
                 let slot = self.slot_mut(*seq);
                 slot.timers.push(TimerSlot {
-                    id: timer_id.clone(),
+                    id: *timer_id,
                     fired: false,
                     visible: false,
                 });
                 let index = slot.timers.len() - 1;
-                self.timer_ids.insert(timer_id.clone(), (*seq, index));
+                self.timer_ids.insert(*timer_id, (*seq, index));
             }
             EventKind::TimerFired { timer_id, .. } => {
                 if let Some(&(seq, index)) = self.timer_ids.get(timer_id) {

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::contract::StepError;
 use crate::workflow::{
-    activate, Activation, ActivationRequest, EventKind, HistoryEvent, Incoming, Workflows,
+    activate, Activation, ActivationRequest, EventKind, HistoryEvent, Incoming, TimerId, Workflows,
 };
 
 /// Drives one run through activations in memory, persisting `appended` like the engine
@@ -98,10 +98,14 @@ pub fn signal(name: &str, payload: impl Serialize) -> Incoming {
     }
 }
 
-/// A fired timer.
+/// A fired timer, by the text form of its [`TimerId`] (`"1"`, `"1:retry:1"`...).
+///
+/// # Panics
+/// If `timer_id` is not a timer id's text form (a test mistake).
 pub fn fire(timer_id: &str) -> Incoming {
-    Incoming::TimerFired {
-        timer_id: timer_id.into(),
+    match timer_id.parse::<TimerId>() {
+        Ok(timer_id) => Incoming::TimerFired { timer_id },
+        Err(e) => panic!("fire({timer_id:?}): {e}"),
     }
 }
 
@@ -184,19 +188,19 @@ impl HistoryBuilder {
     }
 
     /// `TimerStarted`.
-    pub fn timer_started(self, seq: u64, timer_id: &str, fire_at_ms: u64) -> Self {
+    pub fn timer_started(self, timer_id: TimerId, fire_at_ms: u64) -> Self {
         self.event(EventKind::TimerStarted {
-            seq,
-            timer_id: timer_id.into(),
+            seq: timer_id.seq(),
+            timer_id,
             fire_at_ms,
         })
     }
 
     /// `TimerFired`.
-    pub fn timer_fired(self, seq: u64, timer_id: &str) -> Self {
+    pub fn timer_fired(self, timer_id: TimerId) -> Self {
         self.event(EventKind::TimerFired {
-            seq,
-            timer_id: timer_id.into(),
+            seq: timer_id.seq(),
+            timer_id,
         })
     }
 

@@ -225,7 +225,9 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     ));
                 }
                 message => {
-                    let (item, start_parent) = to_incoming(message, &message_id);
+                    let Some((item, start_parent)) = to_incoming(message, &message_id) else {
+                        continue;
+                    };
                     parent = parent.or(start_parent);
                     incoming.push(item);
                 }
@@ -392,12 +394,13 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     }
 }
 
-/// The engine input for a message, and the parent of a starting child run.
+/// The engine input for a message, and the parent of a starting child run; `None` (logged)
+/// for a message no run can take.
 fn to_incoming(
     message: ResultsMessage,
     message_id: &str,
-) -> (Incoming, Option<cairn::contract::ParentRef>) {
-    match message {
+) -> Option<(Incoming, Option<cairn::contract::ParentRef>)> {
+    Some(match message {
         ResultsMessage::Step(result) => {
             let outcome = match result.status {
                 StepStatus::Completed => Ok(result.output.unwrap_or(serde_json::Value::Null)),
@@ -441,10 +444,17 @@ fn to_incoming(
                     None,
                 )
             }
-            ControlMessage::TimerFired { timer_id, .. } => {
-                (Incoming::TimerFired { timer_id }, None)
-            }
+            ControlMessage::TimerFired {
+                run_id, timer_id, ..
+            } => match timer_id.parse() {
+                Ok(timer_id) => (Incoming::TimerFired { timer_id }, None),
+                Err(error) => {
+                    // No timer of any run has such an id: nothing to fire.
+                    tracing::info!(%run_id, message_id, %error, "timerFired dropped");
+                    return None;
+                }
+            },
             ControlMessage::CancelRun { reason, .. } => (Incoming::Cancel { reason }, None),
         },
-    }
+    })
 }

@@ -105,7 +105,7 @@ fn messages_for(
                 let delay = delay_seconds(*fire_at_ms, now_ms, timer_chunk_seconds);
                 let message = ControlMessage::TimerFired {
                     run_id: run.run_id.clone(),
-                    timer_id: timer_id.clone(),
+                    timer_id: timer_id.to_string(),
                     fire_at_ms: *fire_at_ms,
                 };
                 out.control.push((message, delay));

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::super::state::State;
-use super::super::{Command, EventKind, RetryPolicy};
+use super::super::{RetryPolicy, TimerId};
 use crate::contract::StepError;
 
 /// Where a step stands, as far as the workflow may see.
@@ -18,16 +18,6 @@ pub(crate) enum AttemptState {
     Start(u32),
     /// This attempt was started and has no visible result.
     Running(u32),
-}
-
-/// The id of the backoff timer after attempt `attempt` of `seq` failed.
-pub(crate) fn retry_timer_id(seq: u64, attempt: u32) -> String {
-    format!("{seq}:retry:{attempt}")
-}
-
-/// The id of the start-to-close timeout timer of attempt `attempt` of `seq`.
-pub(crate) fn timeout_timer_id(seq: u64, attempt: u32) -> String {
-    format!("{seq}:timeout:{attempt}")
 }
 
 /// Walks the attempts of `seq` from the first, starting backoff timers as failures call for
@@ -54,24 +44,13 @@ pub(crate) fn walk(state: &mut State, seq: u64, policy: &RetryPolicy) -> Attempt
         }
         let delay = policy.delay_ms(attempt, state.seed(seq));
         if delay > 0 {
-            let timer_id = retry_timer_id(seq, attempt);
-            match slot.timer(&timer_id) {
+            let timer_id = TimerId::Retry { seq, attempt };
+            match slot.timer(timer_id) {
                 Some(timer) if timer.visible => {}
                 Some(_) => return AttemptState::Waiting,
                 None => {
                     let fire_at_ms = state.now_ms.saturating_add(delay);
-                    state.produce(
-                        EventKind::TimerStarted {
-                            seq,
-                            timer_id: timer_id.clone(),
-                            fire_at_ms,
-                        },
-                        Some(Command::StartTimer {
-                            seq,
-                            timer_id,
-                            fire_at_ms,
-                        }),
-                    );
+                    state.start_timer(timer_id, fire_at_ms);
                     return AttemptState::Waiting;
                 }
             }
@@ -84,6 +63,7 @@ pub(crate) fn walk(state: &mut State, seq: u64, policy: &RetryPolicy) -> Attempt
 mod tests {
     use super::*;
     use crate::workflow::state::OpKind;
+    use crate::workflow::{Command, EventKind};
     use std::time::Duration;
 
     fn remote_state() -> State {
@@ -137,7 +117,7 @@ mod tests {
             state.commands,
             vec![Command::StartTimer {
                 seq: 1,
-                timer_id: "1:retry:1".into(),
+                timer_id: TimerId::Retry { seq: 1, attempt: 1 },
                 fire_at_ms: 3_000
             }]
         );
@@ -149,7 +129,7 @@ mod tests {
         assert_eq!(state.commands.len(), 1);
         state.append(EventKind::TimerFired {
             seq: 1,
-            timer_id: "1:retry:1".into(),
+            timer_id: TimerId::Retry { seq: 1, attempt: 1 },
         });
         state.reveal_next();
         assert_eq!(walk(&mut state, 1, &policy), AttemptState::Start(2));

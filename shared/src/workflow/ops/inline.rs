@@ -251,9 +251,13 @@ mod tests {
         });
         let mut sim = Sim::new(&w, "r");
         let a = sim.step(vec![start("wf", ())]);
-        assert!(
-            matches!(&a.commands[..], [Command::StartTimer { timer_id, .. }] if timer_id == "1:retry:1")
-        );
+        assert!(matches!(
+            &a.commands[..],
+            [Command::StartTimer {
+                timer_id: crate::workflow::TimerId::Retry { seq: 1, attempt: 1 },
+                ..
+            }]
+        ));
         let a = sim.step(vec![fire("1:retry:1")]);
         assert_eq!(a.status, RunStatus::Completed);
         assert_eq!(sim.output(), Some(Value::from(2)));

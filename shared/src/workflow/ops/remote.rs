@@ -11,10 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::attempts::{timeout_timer_id, walk, AttemptState};
+use super::attempts::{walk, AttemptState};
 use crate::workflow::context::{decode, encode, OpGuard};
 use crate::workflow::state::OpKind;
-use crate::workflow::{Command, EventKind, RetryPolicy, WorkflowContext, WorkflowError};
+use crate::workflow::{Command, EventKind, RetryPolicy, TimerId, WorkflowContext, WorkflowError};
 
 /// A remote step, declared once (typically as a `const`) and shared by the workflow that calls
 /// it and the worker that serves it.
@@ -210,20 +210,8 @@ impl<O: DeserializeOwned> Future for RemoteCall<O> {
                         }),
                     );
                     if let Some(timeout) = this.timeout_ms {
-                        let timer_id = timeout_timer_id(seq, attempt);
                         let fire_at_ms = state.now_ms.saturating_add(timeout);
-                        state.produce(
-                            EventKind::TimerStarted {
-                                seq,
-                                timer_id: timer_id.clone(),
-                                fire_at_ms,
-                            },
-                            Some(Command::StartTimer {
-                                seq,
-                                timer_id,
-                                fire_at_ms,
-                            }),
-                        );
+                        state.start_timer(TimerId::Timeout { seq, attempt }, fire_at_ms);
                     }
                 }
             }
@@ -285,16 +273,20 @@ mod tests {
             a.commands
         );
         let a = sim.step(vec![Incoming::TimerFired {
-            timer_id: "1:timeout:1".into(),
+            timer_id: TimerId::Timeout { seq: 1, attempt: 1 },
         }]);
-        assert!(
-            matches!(&a.commands[..], [Command::StartTimer { timer_id, .. }] if timer_id == "1:retry:1")
-        );
+        assert!(matches!(
+            &a.commands[..],
+            [Command::StartTimer {
+                timer_id: TimerId::Retry { seq: 1, attempt: 1 },
+                ..
+            }]
+        ));
         // The late result of attempt 1 is stale now.
         let a = sim.step(vec![ok(1, 5)]);
         assert!(a.appended.is_empty() && a.commands.is_empty());
         let a = sim.step(vec![Incoming::TimerFired {
-            timer_id: "1:retry:1".into(),
+            timer_id: TimerId::Retry { seq: 1, attempt: 1 },
         }]);
         assert!(matches!(
             &a.commands[0],

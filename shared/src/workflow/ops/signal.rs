@@ -11,12 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::workflow::context::{decode, issue_in, OpGuard};
 use crate::workflow::state::OpKind;
-use crate::workflow::{Command, EventKind, WorkflowContext, WorkflowError};
-
-/// The timer id of a signal wait's timeout.
-fn timeout_id(seq: u64) -> String {
-    format!("{seq}:signal-timeout")
-}
+use crate::workflow::{EventKind, TimerId, WorkflowContext, WorkflowError};
 
 impl WorkflowContext {
     /// Waits for the next signal `name` and decodes its payload.
@@ -64,19 +59,7 @@ impl WorkflowContext {
                     );
                     if let Some(timeout) = timeout_ms {
                         let fire_at_ms = state.now_ms.saturating_add(timeout);
-                        let timer_id = timeout_id(issued.seq);
-                        state.produce(
-                            EventKind::TimerStarted {
-                                seq: issued.seq,
-                                timer_id: timer_id.clone(),
-                                fire_at_ms,
-                            },
-                            Some(Command::StartTimer {
-                                seq: issued.seq,
-                                timer_id,
-                                fire_at_ms,
-                            }),
-                        );
+                        state.start_timer(TimerId::SignalTimeout(issued.seq), fire_at_ms);
                     }
                 }
             }
@@ -113,7 +96,7 @@ impl Wait {
         }
         let timed_out = state
             .slot(seq)
-            .and_then(|s| s.timer(&timeout_id(seq)))
+            .and_then(|s| s.timer(TimerId::SignalTimeout(seq)))
             .is_some_and(|t| t.visible);
         if timed_out {
             return state.resolve(seq, Ok(None));
@@ -169,7 +152,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::super::test_support::*;
     use super::*;
-    use crate::workflow::{RunStatus, Workflows};
+    use crate::workflow::{Command, RunStatus, Workflows};
     use serde_json::{json, Value};
 
     fn workflows() -> Workflows {
@@ -203,9 +186,13 @@ mod tests {
         let mut sim = Sim::new(&w, "r");
         sim.step(vec![start("approve", ())]);
         let a = sim.step(vec![signal("other", 1), signal("approval", "yes")]);
-        assert!(
-            matches!(&a.commands[..], [Command::StartTimer { timer_id, .. }] if timer_id == "2:signal-timeout")
-        );
+        assert!(matches!(
+            &a.commands[..],
+            [Command::StartTimer {
+                timer_id: TimerId::SignalTimeout(2),
+                ..
+            }]
+        ));
         let a = sim.step(vec![fire("2:signal-timeout"), signal("approval", "late")]);
         assert_eq!(a.status, RunStatus::Completed);
         assert_eq!(sim.output(), Some(json!(["yes", Value::Null])));

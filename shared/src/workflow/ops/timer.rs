@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::workflow::context::OpGuard;
 use crate::workflow::state::OpKind;
-use crate::workflow::{Command, EventKind, WorkflowContext, WorkflowError};
+use crate::workflow::{TimerId, WorkflowContext, WorkflowError};
 
 impl WorkflowContext {
     /// Sleeps durably for `duration` (any length: the run is unloaded meanwhile). Resolves
@@ -34,19 +34,7 @@ impl WorkflowContext {
                 guard.seq = Some(issued.seq);
                 if issued.new {
                     let fire_at_ms = fire_at(state.now_ms);
-                    let timer_id = issued.seq.to_string();
-                    state.produce(
-                        EventKind::TimerStarted {
-                            seq: issued.seq,
-                            timer_id: timer_id.clone(),
-                            fire_at_ms,
-                        },
-                        Some(Command::StartTimer {
-                            seq: issued.seq,
-                            timer_id,
-                            fire_at_ms,
-                        }),
-                    );
+                    state.start_timer(TimerId::Sleep(issued.seq), fire_at_ms);
                 }
             }
             Err(e) => early = Some(e),
@@ -73,10 +61,9 @@ impl Future for Sleep {
             Ok(begun) => begun,
             Err(end) => return end,
         };
-        let id = seq.to_string();
         let fired = state
             .slot(seq)
-            .and_then(|s| s.timer(&id))
+            .and_then(|s| s.timer(TimerId::Sleep(seq)))
             .is_some_and(|t| t.visible);
         if fired {
             state.resolve(seq, Ok(()))
@@ -91,7 +78,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::super::test_support::*;
     use super::*;
-    use crate::workflow::{Incoming, RunStatus, Workflows};
+    use crate::workflow::{Command, Incoming, RunStatus, Workflows};
 
     fn workflows() -> Workflows {
         let mut w = Workflows::new();
@@ -112,7 +99,7 @@ mod tests {
             a.commands,
             vec![Command::StartTimer {
                 seq: 1,
-                timer_id: "1".into(),
+                timer_id: TimerId::Sleep(1),
                 fire_at_ms: 3_601_000
             }]
         );
@@ -127,11 +114,11 @@ mod tests {
             a.commands,
             vec![Command::StartTimer {
                 seq: 2,
-                timer_id: "2".into(),
+                timer_id: TimerId::Sleep(2),
                 fire_at_ms: 10
             }]
         );
-        let a = sim.step(vec![fire("nope"), fire("2")]);
+        let a = sim.step(vec![fire("99"), fire("2")]);
         assert_eq!(a.status, RunStatus::Completed);
     }
 
