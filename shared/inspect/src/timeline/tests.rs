@@ -106,7 +106,7 @@ fn retried_run() -> LoadedRun {
                 700,
                 TimerStarted {
                     seq: 2,
-                    timer_id: crate::workflow::TimerId::Sleep(2),
+                    timer_id: cairn::workflow::TimerId::Sleep(2),
                     fire_at_ms: 1700,
                 },
             ),
@@ -114,7 +114,7 @@ fn retried_run() -> LoadedRun {
                 1700,
                 TimerFired {
                     seq: 2,
-                    timer_id: crate::workflow::TimerId::Sleep(2),
+                    timer_id: cairn::workflow::TimerId::Sleep(2),
                 },
             ),
             (
