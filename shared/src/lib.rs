@@ -21,6 +21,7 @@
 //! | [`store`] | the checkpoint store port, with its in-memory twin |
 //! | [`transport`] | the task/result transport port, claim checks, and the in-memory twin |
 //! | [`client`] | start, signal, cancel and read runs |
+//! | [`testing`] | [`TestEnv`](testing::TestEnv): workflows in process on a virtual clock, steps mocked, histories saved for replay tests |
 //! | [`mod@panic`] | the text of a caught panic |
 
 pub mod client;
@@ -28,5 +29,7 @@ pub mod contract;
 pub mod panic;
 pub mod queue_name;
 pub mod store;
+/// Workflow tests: [`TestEnv`](testing::TestEnv) (in process, time-skipping) and history helpers.
+pub use workflow::testing;
 pub mod transport;
 pub mod workflow;

@@ -5,5 +5,8 @@
 mod steps;
 mod workflows;
 
-pub use steps::{worker, CHARGE_CARD, GENERATE_REPORT, SEND_EMAIL};
+pub use steps::{
+    worker, Charge, ChargeReceipt, Email, EmailSent, Report, ReportRequest, CHARGE_CARD,
+    GENERATE_REPORT, SEND_EMAIL,
+};
 pub use workflows::{workflows, Approval, CheckoutReceipt, Order};

@@ -1,4 +1,11 @@
-//! Test helpers: build histories by hand, load recorded ones, drive a run in memory.
+//! Test helpers: [`TestEnv`] runs workflows in process on a virtual clock (start here); the
+//! rest builds histories by hand, loads recorded ones and drives single activations.
+
+mod env;
+
+pub use env::{
+    replay, ReplayError, StepCall, TestEnv, TestEnvError, DEFAULT_START_MS, MAX_TIMER_FIRINGS,
+};
 
 use serde::Serialize;
 use serde_json::Value;
