@@ -101,7 +101,7 @@ pub enum TestEnvError {
         /// `failed` or `cancelled`.
         status: RunStatus,
         /// Why.
-        error: StepError,
+        error: Box<StepError>,
     },
     /// The output does not deserialize into the requested type.
     #[error("output of run {run_id} does not match the requested type: {message}")]
@@ -489,7 +489,7 @@ impl TestEnv {
                     return Err(TestEnvError::RunFailed {
                         run_id: run_id.to_owned(),
                         status,
-                        error: error.clone(),
+                        error: Box::new(error.clone()),
                     })
                 }
                 _ => {}
@@ -671,13 +671,15 @@ impl TestEnv {
                 seq,
                 attempt: None,
                 outcome,
+                events: Vec::new(),
             });
         }
     }
 
     /// Runs the task's handler and queues its result for the run.
     async fn answer(&mut self, task: RemoteTask) {
-        let result = self.worker.run_task(&task).await;
+        let mut result = self.worker.run_task(&task).await;
+        let events = result.events.take().unwrap_or_default();
         let outcome = match result.status {
             StepStatus::Completed => Ok(result.output.unwrap_or_default()),
             StepStatus::Failed => Err(result
@@ -689,6 +691,7 @@ impl TestEnv {
                 seq: task.seq,
                 attempt: Some(task.attempt),
                 outcome: outcome.clone(),
+                events,
             });
         }
         self.calls.push(StepCall {
