@@ -13,6 +13,7 @@ use cairn::store::CheckpointStore;
 use cairn::workflow::{EventKind, RunStatus, WorkflowContext, WorkflowError, Workflows};
 use cairn_devstack::event_source::EventSourceMapping;
 use cairn_devstack::local_runtime::LocalRuntime;
+use cairn_lambda::worker::SqsWorker;
 use cairn_tests::TestEnv;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};

@@ -21,6 +21,7 @@
 //! | [`store`] | the checkpoint store port, with its in-memory twin |
 //! | [`transport`] | the task/result transport port, claim checks, and the in-memory twin |
 //! | [`client`] | start, signal, cancel and read runs |
+//! | [`worker`] | step handlers: the [`Worker`](worker::Worker) that serves remote steps |
 //! | [`testing`] | [`TestEnv`](testing::TestEnv): workflows in process on a virtual clock, steps mocked, histories saved for replay tests |
 //! | [`mod@panic`] | the text of a caught panic |
 
@@ -32,4 +33,5 @@ pub mod store;
 /// Workflow tests: [`TestEnv`](testing::TestEnv) (in process, time-skipping) and history helpers.
 pub use workflow::testing;
 pub mod transport;
+pub mod worker;
 pub mod workflow;

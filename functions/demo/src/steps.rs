@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use cairn::contract::StepError;
+use cairn::worker::{TaskContext, Worker};
 use cairn::workflow::{RemoteStep, RetryPolicy};
-use cairn_lambda::worker::{TaskContext, Worker};
 use serde::{Deserialize, Serialize};
 
 /// Charge a card.

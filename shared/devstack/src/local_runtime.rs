@@ -14,7 +14,7 @@ use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
 use cairn::store::{BlobStore, CheckpointStore};
 use cairn::transport::ResultSender;
 use cairn_lambda::engine::{Engine, EngineTransport};
-use cairn_lambda::worker::Worker;
+use cairn_lambda::worker::{SqsWorker, Worker};
 
 /// The queues to map: results queue → engine, tasks queue per group → worker.
 #[derive(Debug, Clone)]

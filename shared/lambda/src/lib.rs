@@ -4,6 +4,9 @@
 //! implements the ports on AWS and holds the logic of the three Lambda functions. Their
 //! `main.rs` files are wiring only.
 //!
+//! A function's `main` is one call: [`serve_engine`]`(workflows)`, [`serve_worker`]`(worker)`
+//! or [`serve_reconciler`]`()`, configured from the environment the template sets.
+//!
 //! | module | what it holds |
 //! |---|---|
 //! | [`config`] | runtime configuration from the environment |
@@ -12,7 +15,7 @@
 //! | [`sqs`] | the task/result/control transport on SQS (with claim checks) |
 //! | [`batch`] | one SQS batch: per-record handling, batch item failures, FIFO rule |
 //! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
-//! | [`worker`] | the worker runtime: step handlers behind a tasks queue |
+//! | [`worker`] | the worker Lambda: a core `Worker`'s step handlers behind a tasks queue |
 //! | [`reconciler`] | re-drives runs stuck with unsent commands or lost timers |
 //! | [`telemetry`] | logging set-up for the binaries |
 
@@ -22,6 +25,9 @@ pub mod config;
 pub mod dynamo;
 pub mod engine;
 pub mod reconciler;
+mod serve;
 pub mod sqs;
 pub mod telemetry;
 pub mod worker;
+
+pub use serve::{serve_engine, serve_reconciler, serve_worker};

@@ -1,18 +1,25 @@
-//! Logging set-up for the binaries: JSON lines in Lambda (CloudWatch parses them), filtered
-//! by `RUST_LOG` (default `info`).
+//! Logging set-up for the binaries.
+//!
+//! In Lambda: `lambda_runtime`'s subscriber, which follows the function's logging
+//! configuration (JSON lines when its log format is JSON, level from `AWS_LAMBDA_LOG_LEVEL`,
+//! else `RUST_LOG`, else `info`). Elsewhere: compact lines for people, filtered by `RUST_LOG`.
 
-/// Installs the global tracing subscriber. Safe to call once per process.
+use std::sync::Once;
+
+/// Installs the global tracing subscriber (once per process; later calls do nothing).
 pub fn init() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    // Lambda stamps every line itself; elsewhere a human reads the output.
-    let _ = if in_lambda {
-        builder.json().without_time().try_init()
-    } else {
-        builder.compact().try_init()
-    };
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+            lambda_runtime::tracing::init_default_subscriber();
+            return;
+        }
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .compact()
+            .try_init();
+    });
 }

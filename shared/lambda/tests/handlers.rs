@@ -14,7 +14,7 @@ use cairn::workflow::{
     EventKind, RemoteStep, RunStatus, WorkflowContext, WorkflowError, Workflows,
 };
 use cairn_lambda::engine::{Engine, EngineOptions};
-use cairn_lambda::worker::Worker;
+use cairn_lambda::worker::{SqsWorker, Worker};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 

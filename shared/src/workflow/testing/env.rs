@@ -1,44 +1,4 @@
-//! [`TestEnv`]: runs workflows in process, on a virtual clock, with remote steps served by
-//! handlers or mocks.
-//!
-//! The environment plays every part the deployed system plays, the same way: each activation
-//! is the engine's [`activate`], each `DispatchTask` command goes to the step's handler (a
-//! [`Worker`], as a worker Lambda would run it), each result, child outcome, signal and
-//! cancellation comes back as the engine's [`Incoming`] items, and child runs and
-//! continue-as-new chains are runs of their own. Only time is different: durable timers are
-//! kept in a queue and the clock jumps to the next one when nothing else is left to do, so a
-//! 30-day sleep takes microseconds.
-//!
-//! ```
-//! use std::time::Duration;
-//! use cairn::contract::StepError;
-//! use cairn::testing::TestEnv;
-//! use cairn::workflow::{RemoteStep, WorkflowContext, WorkflowError, Workflows};
-//!
-//! const RESIZE: RemoteStep<String, String> = RemoteStep::new("images.resize");
-//!
-//! async fn thumbnail(ctx: WorkflowContext, url: String) -> Result<String, WorkflowError> {
-//!     ctx.sleep(Duration::from_secs(30 * 24 * 3600)).await?; // thirty days
-//!     ctx.remote(&RESIZE, url).await
-//! }
-//!
-//! # futures::executor::block_on(async {
-//! let mut workflows = Workflows::new();
-//! workflows.register("thumbnail", thumbnail);
-//! let mut env = TestEnv::new(workflows)
-//!     .mock(&RESIZE, |url: String| Ok::<_, StepError>(format!("{url}?w=128")));
-//! let out: String = env.execute("thumbnail", "s3://a.png").await.unwrap();
-//! assert_eq!(out, "s3://a.png?w=128");
-//! assert_eq!(env.elapsed(), Duration::from_secs(30 * 24 * 3600));
-//! assert_eq!(env.calls_to("images.resize").len(), 1);
-//! # });
-//! ```
-//!
-//! Signals and cancellation are injected either now ([`TestEnv::signal`], [`TestEnv::cancel`])
-//! or at a chosen virtual time ([`TestEnv::signal_after`], [`TestEnv::cancel_after`]), and
-//! [`TestEnv::advance`] moves the clock by a given amount, firing what falls due on the way.
-//! The final history is saved with [`TestEnv::save_history`] for replay tests (load it with
-//! [`load_history`](super::load_history), check it with [`replay`]).
+//! [`TestEnv`]: workflows in process on a virtual clock, remote steps served by handlers or mocks.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
@@ -169,8 +129,47 @@ enum DueKind {
     Cancel(Option<String>),
 }
 
-/// An in-process, time-skipping environment for workflow tests. See the [module
-/// docs](self).
+/// [`TestEnv`]: runs workflows in process, on a virtual clock, with remote steps served by
+/// handlers or mocks.
+///
+/// The environment plays every part the deployed system plays, the same way: each activation
+/// is the engine's [`activate`], each `DispatchTask` command goes to the step's handler (a
+/// [`Worker`], as a worker Lambda would run it), each result, child outcome, signal and
+/// cancellation comes back as the engine's [`Incoming`] items, and child runs and
+/// continue-as-new chains are runs of their own. Only time is different: durable timers are
+/// kept in a queue and the clock jumps to the next one when nothing else is left to do, so a
+/// 30-day sleep takes microseconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use cairn::contract::StepError;
+/// use cairn::testing::TestEnv;
+/// use cairn::workflow::{RemoteStep, WorkflowContext, WorkflowError, Workflows};
+///
+/// const RESIZE: RemoteStep<String, String> = RemoteStep::new("images.resize");
+///
+/// async fn thumbnail(ctx: WorkflowContext, url: String) -> Result<String, WorkflowError> {
+///     ctx.sleep(Duration::from_secs(30 * 24 * 3600)).await?; // thirty days
+///     ctx.remote(&RESIZE, url).await
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let mut workflows = Workflows::new();
+/// workflows.register("thumbnail", thumbnail);
+/// let mut env = TestEnv::new(workflows)
+///     .mock(&RESIZE, |url: String| Ok::<_, StepError>(format!("{url}?w=128")));
+/// let out: String = env.execute("thumbnail", "s3://a.png").await.unwrap();
+/// assert_eq!(out, "s3://a.png?w=128");
+/// assert_eq!(env.elapsed(), Duration::from_secs(30 * 24 * 3600));
+/// assert_eq!(env.calls_to("images.resize").len(), 1);
+/// # });
+/// ```
+///
+/// Signals and cancellation are injected either now ([`TestEnv::signal`], [`TestEnv::cancel`])
+/// or at a chosen virtual time ([`TestEnv::signal_after`], [`TestEnv::cancel_after`]), and
+/// [`TestEnv::advance`] moves the clock by a given amount, firing what falls due on the way.
+/// The final history is saved with [`TestEnv::save_history`] for replay tests (load it with
+/// [`load_history`](super::load_history), check it with [`replay`]).
 #[derive(Debug)]
 pub struct TestEnv {
     workflows: Workflows,
@@ -671,15 +670,13 @@ impl TestEnv {
                 seq,
                 attempt: None,
                 outcome,
-                events: Vec::new(),
             });
         }
     }
 
     /// Runs the task's handler and queues its result for the run.
     async fn answer(&mut self, task: RemoteTask) {
-        let mut result = self.worker.run_task(&task).await;
-        let events = result.events.take().unwrap_or_default();
+        let result = self.worker.run_task(&task).await;
         let outcome = match result.status {
             StepStatus::Completed => Ok(result.output.unwrap_or_default()),
             StepStatus::Failed => Err(result
@@ -691,7 +688,6 @@ impl TestEnv {
                 seq: task.seq,
                 attempt: Some(task.attempt),
                 outcome: outcome.clone(),
-                events,
             });
         }
         self.calls.push(StepCall {
