@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::contract::{RemoteTask, StepError, StepStatus};
+use crate::contract::{RemoteTask, RunId, StepError, StepStatus};
 use crate::worker::{TaskContext, Worker};
 use crate::workflow::{
     activate, ActivationRequest, Command, EngineError, EventKind, HistoryEvent, Incoming,
@@ -41,6 +41,9 @@ pub enum TestEnvError {
     /// A run with this id already exists.
     #[error("run {0} already exists in this test environment")]
     DuplicateRun(String),
+    /// The id is not one a caller may choose (see `cairn::contract::RunId::caller`).
+    #[error(transparent)]
+    InvalidRunId(#[from] crate::contract::InvalidId),
     /// The run cannot progress: it waits for something only the test can send (a signal),
     /// and no timer is left to skip to.
     #[error("run {run_id} is blocked ({waiting}) and no timer is left to fire")]
@@ -105,9 +108,9 @@ struct EnvRun {
     history: Vec<HistoryEvent>,
     status: Option<RunStatus>,
     /// Parent run and the `seq` of its child call.
-    parent: Option<(String, u64)>,
+    parent: Option<(RunId, u64)>,
     /// The next run of its continue-as-new chain.
-    continued_as: Option<String>,
+    continued_as: Option<RunId>,
     /// Items not yet applied.
     inbox: Vec<Incoming>,
 }
@@ -118,7 +121,7 @@ struct Due {
     at_ms: u64,
     /// Insertion order: things due at the same time happen in the order they were set.
     order: u64,
-    run_id: String,
+    run_id: RunId,
     what: DueKind,
 }
 
@@ -174,7 +177,7 @@ enum DueKind {
 pub struct TestEnv {
     workflows: Workflows,
     worker: Worker,
-    runs: BTreeMap<String, EnvRun>,
+    runs: BTreeMap<RunId, EnvRun>,
     due: BTreeSet<Due>,
     tasks: VecDeque<RemoteTask>,
     calls: Vec<StepCall>,
@@ -269,6 +272,7 @@ impl TestEnv {
         workflow: &str,
         input: impl Serialize,
     ) -> Result<(), TestEnvError> {
+        let id = RunId::caller(run_id)?;
         if self.runs.contains_key(run_id) {
             return Err(TestEnvError::DuplicateRun(run_id.to_owned()));
         }
@@ -276,7 +280,7 @@ impl TestEnv {
             run_id: run_id.to_owned(),
             message: format!("input does not serialize: {e}"),
         })?;
-        self.add_run(run_id, workflow, input, None);
+        self.add_run(id, workflow, input, None);
         self.settle().await
     }
 
@@ -302,12 +306,15 @@ impl TestEnv {
         let mut fired = 0;
         loop {
             let last = self.last_of_chain(run_id)?;
-            if self.runs[&last].status.is_some_and(RunStatus::is_terminal) {
+            if self.runs[last.as_str()]
+                .status
+                .is_some_and(RunStatus::is_terminal)
+            {
                 return self.output(&last);
             }
             let Some(due) = self.due.pop_first() else {
                 return Err(TestEnvError::Blocked {
-                    waiting: waiting_for(&self.runs[&last].history),
+                    waiting: waiting_for(&self.runs[last.as_str()].history),
                     run_id: last,
                 });
             };
@@ -368,10 +375,10 @@ impl TestEnv {
         name: &str,
         payload: impl Serialize,
     ) -> Result<(), TestEnvError> {
-        self.run_mut(run_id)?;
+        let run_id = self.key(run_id)?;
         let payload = serde_json::to_string(&payload).unwrap_or_else(|_| "null".into());
         let at_ms = self.now_ms.saturating_add(duration_ms(after));
-        self.schedule(at_ms, run_id, DueKind::Signal(name.to_owned(), payload));
+        self.schedule(at_ms, &run_id, DueKind::Signal(name.to_owned(), payload));
         Ok(())
     }
 
@@ -382,9 +389,9 @@ impl TestEnv {
         after: Duration,
         reason: Option<&str>,
     ) -> Result<(), TestEnvError> {
-        self.run_mut(run_id)?;
+        let run_id = self.key(run_id)?;
         let at_ms = self.now_ms.saturating_add(duration_ms(after));
-        self.schedule(at_ms, run_id, DueKind::Cancel(reason.map(str::to_owned)));
+        self.schedule(at_ms, &run_id, DueKind::Cancel(reason.map(str::to_owned)));
         Ok(())
     }
 
@@ -400,7 +407,7 @@ impl TestEnv {
 
     /// The ids of every run (children and continue-as-new runs included), sorted.
     pub fn run_ids(&self) -> impl Iterator<Item = &str> {
-        self.runs.keys().map(String::as_str)
+        self.runs.keys().map(RunId::as_str)
     }
 
     /// Every remote step call so far, in call order.
@@ -428,6 +435,13 @@ impl TestEnv {
         std::fs::write(path, json + "\n").map_err(|e| io(e.to_string()))
     }
 
+    fn key(&self, run_id: &str) -> Result<RunId, TestEnvError> {
+        self.runs
+            .get_key_value(run_id)
+            .map(|(id, _)| id.clone())
+            .ok_or_else(|| TestEnvError::UnknownRun(run_id.to_owned()))
+    }
+
     fn run_mut(&mut self, run_id: &str) -> Result<&mut EnvRun, TestEnvError> {
         self.runs
             .get_mut(run_id)
@@ -436,12 +450,12 @@ impl TestEnv {
 
     fn add_run(
         &mut self,
-        run_id: &str,
+        run_id: RunId,
         workflow: &str,
         input: Value,
-        parent: Option<(String, u64)>,
+        parent: Option<(RunId, u64)>,
     ) {
-        let run = self.runs.entry(run_id.to_owned()).or_default();
+        let run = self.runs.entry(run_id).or_default();
         run.parent = parent;
         run.inbox.push(Incoming::Start {
             workflow: workflow.to_owned(),
@@ -449,12 +463,12 @@ impl TestEnv {
         });
     }
 
-    fn schedule(&mut self, at_ms: u64, run_id: &str, what: DueKind) {
+    fn schedule(&mut self, at_ms: u64, run_id: &RunId, what: DueKind) {
         self.order += 1;
         self.due.insert(Due {
             at_ms,
             order: self.order,
-            run_id: run_id.to_owned(),
+            run_id: run_id.clone(),
             what,
         });
     }
@@ -464,10 +478,10 @@ impl TestEnv {
         loop {
             let run = self
                 .runs
-                .get(&id)
+                .get(id.as_str())
                 .ok_or_else(|| TestEnvError::UnknownRun(id.clone()))?;
             match &run.continued_as {
-                Some(next) => id = next.clone(),
+                Some(next) => id = next.to_string(),
                 None => return Ok(id),
             }
         }
@@ -503,7 +517,7 @@ impl TestEnv {
     /// Jumps the clock to `due` (never backwards) and delivers it.
     fn fire(&mut self, due: Due) {
         self.now_ms = self.now_ms.max(due.at_ms);
-        let Some(run) = self.runs.get_mut(&due.run_id) else {
+        let Some(run) = self.runs.get_mut(due.run_id.as_str()) else {
             return;
         };
         run.inbox.push(match due.what {
@@ -544,13 +558,13 @@ impl TestEnv {
     }
 
     /// One activation of `run_id` with its inbox, then its commands carried out.
-    async fn activate(&mut self, run_id: &str) -> Result<(), TestEnvError> {
+    async fn activate(&mut self, run_id: &RunId) -> Result<(), TestEnvError> {
         let Some(run) = self.runs.get_mut(run_id) else {
             return Ok(());
         };
         let incoming = std::mem::take(&mut run.inbox);
         let req = ActivationRequest {
-            run_id,
+            run_id: run_id.as_str(),
             history: &run.history,
             incoming,
             now_ms: self.now_ms,
@@ -569,7 +583,7 @@ impl TestEnv {
             }
             Err(error) => {
                 return Err(TestEnvError::Engine {
-                    run_id: run_id.to_owned(),
+                    run_id: run_id.to_string(),
                     error,
                 })
             }
@@ -595,7 +609,7 @@ impl TestEnv {
     }
 
     /// What the engine's outbox would send, delivered in process.
-    fn carry_out(&mut self, run_id: &str, parent: Option<(String, u64)>, command: Command) {
+    fn carry_out(&mut self, run_id: &RunId, parent: Option<(RunId, u64)>, command: Command) {
         match command {
             Command::DispatchTask {
                 seq,
@@ -627,12 +641,15 @@ impl TestEnv {
                 run_id: child,
                 input,
             } => {
-                if !self.runs.contains_key(&child) {
-                    self.add_run(&child, &workflow, input, Some((run_id.to_owned(), seq)));
+                // The activation derived the id (`<run>~c<seq>`): it parses.
+                if let Ok(child) = RunId::parse(child) {
+                    if !self.runs.contains_key(&child) {
+                        self.add_run(child, &workflow, input, Some((run_id.clone(), seq)));
+                    }
                 }
             }
             Command::CancelChild { run_id: child } => {
-                if let Some(child) = self.runs.get_mut(&child) {
+                if let Some(child) = self.runs.get_mut(child.as_str()) {
                     child.inbox.push(Incoming::Cancel {
                         reason: Some(format!("parent {run_id} cancelled")),
                     });
@@ -642,16 +659,16 @@ impl TestEnv {
             // engine Lambda does from the run record.
             Command::ReportToParent { .. } => {}
             Command::ContinueAsNew { workflow, input } => {
-                let next = next_run_id(run_id);
+                let next = run_id.next_in_chain();
                 if let Some(run) = self.runs.get_mut(run_id) {
                     run.continued_as = Some(next.clone());
                 }
-                self.add_run(&next, &workflow, input, parent);
+                self.add_run(next, &workflow, input, parent);
             }
         }
     }
 
-    fn workflow_of(&self, run_id: &str) -> Option<String> {
+    fn workflow_of(&self, run_id: &RunId) -> Option<String> {
         self.runs[run_id]
             .history
             .iter()
@@ -661,7 +678,7 @@ impl TestEnv {
             })
     }
 
-    fn report(&mut self, parent: Option<(String, u64)>, outcome: Result<Value, StepError>) {
+    fn report(&mut self, parent: Option<(RunId, u64)>, outcome: Result<Value, StepError>) {
         let Some((parent_id, seq)) = parent else {
             return;
         };
@@ -683,7 +700,7 @@ impl TestEnv {
                 .error
                 .unwrap_or_else(|| StepError::terminal("failed without an error"))),
         };
-        if let Some(run) = self.runs.get_mut(&task.run_id) {
+        if let Some(run) = self.runs.get_mut(task.run_id.as_str()) {
             run.inbox.push(Incoming::StepResult {
                 seq: task.seq,
                 attempt: Some(task.attempt),
@@ -758,16 +775,6 @@ pub async fn replay(
         });
     }
     Ok(activation.status)
-}
-
-/// The id of the next run of a `continue_as_new` chain, as the engine derives it.
-fn next_run_id(run_id: &str) -> String {
-    match run_id.rsplit_once('~') {
-        Some((base, n)) if n.parse::<u64>().is_ok() => {
-            format!("{base}~{}", n.parse::<u64>().unwrap_or(0) + 1)
-        }
-        _ => format!("{run_id}~1"),
-    }
 }
 
 /// What a blocked run waits for, read from its history: the signals waited for and not yet
