@@ -687,13 +687,15 @@ impl TestEnv {
                 seq,
                 attempt: None,
                 outcome,
+                events: Vec::new(),
             });
         }
     }
 
     /// Runs the task's handler and queues its result for the run.
     async fn answer(&mut self, task: RemoteTask) {
-        let result = self.worker.run_task(&task).await;
+        let mut result = self.worker.run_task(&task).await;
+        let events = result.events.take().unwrap_or_default();
         let outcome = match result.status {
             StepStatus::Completed => Ok(result.output.unwrap_or_default()),
             StepStatus::Failed => Err(result
@@ -705,6 +707,7 @@ impl TestEnv {
                 seq: task.seq,
                 attempt: Some(task.attempt),
                 outcome: outcome.clone(),
+                events,
             });
         }
         self.calls.push(StepCall {
