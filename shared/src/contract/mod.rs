@@ -18,7 +18,7 @@ pub use control::{ControlMessage, ParentRef, WorkflowEvent};
 pub use decode::{decode_results_message, decode_task, encode, DecodeError, ResultsMessage};
 pub use ids::{InvalidId, RunId, StepId, MAX_BASE_RUN_ID_LEN, MAX_RUN_ID_LEN};
 pub use result::{StepError, StepEvent, StepResult, StepStatus};
-pub use strict::{json_depth, MAX_JSON_DEPTH};
+pub use strict::{json_depth, json_text_depth, MAX_JSON_DEPTH};
 pub use task::RemoteTask;
 
 /// The step id of `seq` in `run_id`: `"<runId>:<seq>"`.

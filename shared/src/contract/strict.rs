@@ -195,6 +195,34 @@ pub fn json_depth(value: &Value) -> usize {
     deepest
 }
 
+/// Nesting depth of JSON text, by one pass over its bytes (strings skipped), without parsing
+/// it: how deep a parser would have to recurse.
+pub fn json_text_depth(text: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -255,6 +283,9 @@ mod tests {
         assert_eq!(json_depth(&json!({"a": [[1], {}]})), 3);
         let value: Value = serde_json::from_str(&nested(100)).unwrap();
         assert_eq!(json_depth(&value), 100);
+        assert_eq!(json_text_depth(nested(100).as_bytes()), 100);
+        assert_eq!(json_text_depth(br#"{"a":"[[[\"[[","b":[{}]}"#), 3);
+        assert_eq!(json_text_depth(b"17"), 0);
     }
 
     #[test]

@@ -174,6 +174,60 @@ pub enum StoreError {
     },
 }
 
+/// Deepest nesting of arrays/objects a stored item may have. serde_json reads 128 levels by
+/// default; writing well under that keeps every write readable ("nothing may commit that
+/// cannot be read back").
+pub const MAX_STORED_DEPTH: usize = 100;
+
+/// Deepest nesting [`decode_stored`] reads at all: items written before the write check (up to
+/// about 130 levels) stay readable, and nothing makes the reader recurse without bound.
+const MAX_READ_DEPTH: usize = 256;
+
+/// Serializes `values` as one stored item body, refusing (as [`StoreError::TooLarge`]) what
+/// could not be read back.
+pub fn encode_stored<T: Serialize>(key: &str, values: &[T]) -> Result<Vec<u8>, StoreError> {
+    let data = serde_json::to_vec(values).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let depth = crate::contract::json_text_depth(&data);
+    if depth > MAX_STORED_DEPTH {
+        return Err(StoreError::TooLarge {
+            run_id: key.to_owned(),
+            reason: format!(
+                "a value nests {depth} levels deep; stored items are limited to {MAX_STORED_DEPTH} so they can be read back"
+            ),
+        });
+    }
+    Ok(data)
+}
+
+/// Decodes a stored item body written by [`encode_stored`] (or before its depth check existed).
+pub fn decode_stored<T: serde::de::DeserializeOwned>(
+    key: &str,
+    data: &[u8],
+) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    let depth = crate::contract::json_text_depth(data);
+    if depth <= MAX_STORED_DEPTH {
+        return serde_json::from_slice(data).map_err(|e| corrupt(e.to_string()));
+    }
+    if depth > MAX_READ_DEPTH {
+        return Err(corrupt(format!(
+            "nests {depth} levels deep (readable: {MAX_READ_DEPTH})"
+        )));
+    }
+    // Bounded above, so lifting serde_json's own limit cannot exhaust the stack.
+    let mut de = serde_json::Deserializer::from_slice(data);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de).map_err(|e| corrupt(e.to_string()))?;
+    de.end().map_err(|e| corrupt(e.to_string()))?;
+    Ok(value)
+}
+
 impl StoreError {
     /// Whether trying again (after reloading, for conflicts) may succeed.
     pub fn is_retryable(&self) -> bool {
@@ -244,4 +298,54 @@ pub trait CheckpointStore: Send + Sync {
         limit: u32,
         cursor: Option<String>,
     ) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::workflow::EventKind;
+
+    fn deep(levels: usize) -> Value {
+        let text = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        let mut de = serde_json::Deserializer::from_str(&text);
+        de.disable_recursion_limit();
+        Value::deserialize(&mut de).unwrap()
+    }
+
+    fn completed(output: Value) -> Vec<HistoryEvent> {
+        vec![HistoryEvent::new(
+            1,
+            EventKind::StepCompleted {
+                seq: 2,
+                attempt: 1,
+                output,
+            },
+        )]
+    }
+
+    #[test]
+    fn what_cannot_be_read_back_is_not_written() {
+        let ok = encode_stored("RUN#r", &completed(deep(64))).unwrap();
+        assert_eq!(
+            decode_stored::<Vec<HistoryEvent>>("k", &ok).unwrap(),
+            completed(deep(64))
+        );
+        let err = encode_stored("RUN#r", &completed(deep(126))).unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn items_written_before_the_check_still_read() {
+        // A 126-deep output stored by an older engine: 128 levels with its event and batch,
+        // past serde_json's default limit.
+        let old = serde_json::to_vec(&completed(deep(126))).unwrap();
+        assert!(serde_json::from_slice::<Vec<HistoryEvent>>(&old).is_err());
+        let read: Vec<HistoryEvent> = decode_stored("RUN#r/5", &old).unwrap();
+        assert_eq!(read, completed(deep(126)));
+        // Hostile depth is refused, not recursed into.
+        let bomb = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = decode_stored::<Vec<HistoryEvent>>("k", bomb.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("nests 100000 levels"), "{err}");
+    }
 }

@@ -111,9 +111,8 @@ fn decode_batches<T: serde::de::DeserializeOwned>(
             }
             let count = chunks.len();
             let data: Vec<u8> = chunks.into_iter().flat_map(|(_, bytes)| bytes).collect();
-            serde_json::from_slice(&data)
+            cairn::store::decode_stored(&format!("{key}/{index}"), &data)
                 .map(|values| (index, values, count))
-                .map_err(|e| corrupt(e.to_string()))
         })
         .collect()
 }
@@ -179,10 +178,7 @@ fn json_chunk_puts<T: serde::Serialize>(
     sk: impl Fn(usize) -> String,
     values: &[T],
 ) -> Result<(Vec<TransactWriteItem>, usize), StoreError> {
-    let data = serde_json::to_vec(values).map_err(|e| StoreError::Corrupt {
-        key: pk.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let data = cairn::store::encode_stored(pk, values)?;
     Ok((chunk_puts(table, pk, sk, &data)?, data.len()))
 }
 
