@@ -320,6 +320,7 @@ mod tests {
                 seq: 2,
                 attempt: 1,
                 output,
+                events: Vec::new(),
             },
         )]
     }
