@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use aws_config::timeout::TimeoutConfig;
 use cairn::client::Client;
-use cairn_lambda::aws::{sdk_config, AwsClients};
+use cairn_lambda::aws::{sdk_config_with, AwsClients, SdkChoice};
 use cairn_lambda::config::Config;
 use cairn_lambda::dynamo::{DynamoBlobStore, DynamoStore};
 use cairn_lambda::sqs::SqsTransport;
@@ -55,10 +55,14 @@ pub fn target(config: &Config, global: &Global) -> Target {
 }
 
 impl Ctx {
-    /// Loads the SDK configuration and builds the clients. `--region`/`--profile` have been
-    /// exported as `AWS_REGION`/`AWS_PROFILE` by `main` before the runtime started.
+    /// Loads the SDK configuration (`--region`/`--profile` given to the config loader) and
+    /// builds the clients.
     pub async fn new(global: &Global, config: Config, mut target: Target) -> Self {
-        let sdk = sdk_config(config.endpoint_url.as_deref()).await;
+        let choice = SdkChoice {
+            region: global.region.clone(),
+            profile: global.profile.clone(),
+        };
+        let sdk = sdk_config_with(config.endpoint_url.as_deref(), &choice).await;
         // Fail fast on an unreachable endpoint instead of hanging in connect.
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(3))

@@ -34,13 +34,6 @@ fn main() -> ExitCode {
             });
         }
     };
-    // The SDK reads these from the environment; set them before any thread exists.
-    if let Some(region) = &cli.global.region {
-        std::env::set_var("AWS_REGION", region);
-    }
-    if let Some(profile) = &cli.global.profile {
-        std::env::set_var("AWS_PROFILE", profile);
-    }
     let config = match context::config(&cli.global) {
         Ok(config) => config,
         Err(e) => return report(&e, &failure::Target::default()),

@@ -438,3 +438,37 @@ async fn an_unreachable_endpoint_is_named_with_what_to_set() {
         stderr(&out)
     );
 }
+
+/// `--profile` reaches the SDK's config loader: the profile's region (from a config file of
+/// the test's own) is the one the CLI reports, with every AWS_* of the environment removed.
+#[tokio::test]
+async fn the_profile_flag_chooses_the_region_from_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("cairn-profile-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config");
+    std::fs::write(&config, "[profile cairn-test]\nregion = eu-west-3\n").unwrap();
+    let args: Vec<String> = ["--profile", "cairn-test", "runs", "list"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut command = command(&args);
+        for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+            command.env_remove(var);
+        }
+        command
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_code(&out, 3);
+    let err = stderr(&out);
+    assert!(
+        err.contains("no usable AWS credentials for AWS region eu-west-3"),
+        "{err}"
+    );
+}

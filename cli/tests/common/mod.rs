@@ -52,7 +52,7 @@ fn with_deployment(env: &TestEnv, args: &[&str]) -> Vec<String> {
 }
 
 /// The binary with `args`, every stream piped, and no `CAIRN_*` from the test's environment.
-fn command(args: &[String]) -> Command {
+pub fn command(args: &[String]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
     command
         .args(args)

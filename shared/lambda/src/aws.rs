@@ -18,9 +18,30 @@ use aws_smithy_types::config_bag::ConfigBag;
 /// With `endpoint_url` (the local stack), every client talks to that endpoint, with test
 /// credentials and `us-east-1` unless a region is set: production code paths never set it.
 pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
+    sdk_config_with(endpoint_url, &SdkChoice::default()).await
+}
+
+/// A region and profile chosen by the caller (the CLI's `--region` / `--profile`), taken over
+/// what the environment says.
+#[derive(Debug, Clone, Default)]
+pub struct SdkChoice {
+    /// The region.
+    pub region: Option<String>,
+    /// The profile in the shared config and credentials files.
+    pub profile: Option<String>,
+}
+
+/// [`sdk_config`] with the caller's region and profile given to the config loader.
+pub async fn sdk_config_with(endpoint_url: Option<&str>, choice: &SdkChoice) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(profile) = &choice.profile {
+        loader = loader.profile_name(profile);
+    }
+    let region = choice.region.clone();
     if let Some(endpoint) = endpoint_url {
-        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
+        let region = region
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".to_owned());
         loader = loader
             .endpoint_url(endpoint)
             .region(Region::new(region))
@@ -31,6 +52,8 @@ pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
                 None,
                 "cairn-local-stack",
             ));
+    } else if let Some(region) = region {
+        loader = loader.region(Region::new(region));
     }
     loader.load().await
 }
