@@ -13,7 +13,7 @@ use crate::contract::{RemoteTask, RunId, StepError, StepStatus};
 use crate::worker::{TaskContext, Worker};
 use crate::workflow::{
     activate, ActivationRequest, Command, EngineError, EventKind, HistoryEvent, Incoming,
-    RunStatus, Workflows,
+    RunStatus, TimerId, Workflows,
 };
 
 /// Where the virtual clock starts: 2026-01-01T00:00:00Z, epoch ms.
@@ -127,7 +127,7 @@ struct Due {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum DueKind {
-    Timer(String),
+    Timer(TimerId),
     Signal(String, String),
     Cancel(Option<String>),
 }
