@@ -7,13 +7,13 @@ use anyhow::Context as _;
 use cairn::client::ClientError;
 use cairn::contract::WorkflowEvent;
 use cairn::workflow::RunStatus;
+use cairn_inspect::payload;
 use serde_json::json;
 
 use crate::args::{CancelArgs, SignalArgs, StartArgs};
 use crate::context::{read_json, read_text, Ctx};
 use crate::failure::{code, Failure};
 use crate::out::outln;
-use crate::show::payload;
 
 /// `cairn start`: prints the run id (and, with `--wait`, the outcome).
 pub async fn start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<()> {

@@ -12,7 +12,6 @@ mod dlq;
 mod failure;
 mod out;
 mod runs;
-mod show;
 mod since;
 
 use std::process::ExitCode;

@@ -3,15 +3,14 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use cairn::store::{RunFilter, RunRecord};
+use cairn::store::{LoadedRun, RunFilter, RunRecord};
 use cairn_inspect::{format_duration_ms, utc_timestamp};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::args::{ListArgs, RunsCommand, ShowArgs, TimelineArgs};
 use crate::context::Ctx;
 use crate::failure::{code, Failure};
 use crate::out::{self, outln};
-use crate::show;
 use crate::since::parse_since;
 
 /// Runs one `cairn runs` command.
@@ -86,7 +85,7 @@ pub fn table(runs: &[RunRecord], now_ms: u64) -> String {
     if runs.is_empty() {
         return "no runs\n".to_owned();
     }
-    let rows: Vec<[String; 5]> = runs
+    let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
             let took = if r.status.is_terminal() {
@@ -102,7 +101,7 @@ pub fn table(runs: &[RunRecord], now_ms: u64) -> String {
                 .get(..19)
                 .map(|s| s.replace('T', " "))
                 .unwrap_or(created);
-            [
+            vec![
                 r.run_id.to_string(),
                 r.workflow.clone(),
                 r.status.to_string(),
@@ -112,36 +111,29 @@ pub fn table(runs: &[RunRecord], now_ms: u64) -> String {
         })
         .collect();
     let header = ["RUN ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "DURATION"];
-    let widths: Vec<usize> = (0..5)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(header[i].len())
-        })
-        .collect();
-    let mut out = String::new();
-    for cells in std::iter::once(header.map(str::to_owned)).chain(rows) {
-        let line: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    cairn_inspect::table("", &header, &rows, &[])
 }
 
 async fn show_run(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
     let run = ctx.client().get(&args.run_id).await?;
     if ctx.json {
-        outln!("{}", serde_json::to_string_pretty(&show::json(&run))?)?;
+        outln!("{}", serde_json::to_string_pretty(&show_json(&run))?)?;
     } else {
-        out::raw(show::render(&run).as_bytes())?;
+        out::raw(cairn_inspect::render_text(&run).as_bytes())?;
     }
     Ok(())
+}
+
+/// The JSON of `cairn runs show --json`: the run, its steps and signals, and the raw history.
+fn show_json(run: &LoadedRun) -> Value {
+    let (steps, signals) = cairn_inspect::steps(run);
+    serde_json::json!({
+        "run": run.run,
+        "steps": steps,
+        "signals": signals,
+        "pendingOutboxBatches": run.outbox.len(),
+        "history": run.history,
+    })
 }
 
 async fn timeline(ctx: &Ctx, args: TimelineArgs) -> anyhow::Result<()> {

@@ -384,19 +384,9 @@ async fn unknown_runs_exit_2_with_a_clear_message() {
         ],
     )
     .await;
-    assert_code(&out, 4);
-    assert!(
-        stderr(&out).contains("run never was not created within 1s"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr(&out, 4, "run never was not created within 1s");
     let out = cairn(&env, &["dlq", "list", "no.such.group"]).await;
-    assert_code(&out, 2);
-    assert!(
-        stderr(&out).contains("no dead-letter queue for \"no.such.group\""),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr(&out, 2, "no dead-letter queue for \"no.such.group\"");
 }
 
 #[tokio::test]
@@ -424,19 +414,9 @@ async fn an_unreachable_endpoint_is_named_with_what_to_set() {
         );
     }
     let out = run_binary(args(&["runs", "list", "--since", "yesterday"]), None).await;
-    assert_code(&out, 64);
-    assert!(
-        stderr(&out).contains("--since: cannot read \"yesterday\""),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr(&out, 64, "--since: cannot read \"yesterday\"");
     let out = run_binary(args(&["start", "checkout", "--input", "{not json"]), None).await;
-    assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("--input is not valid JSON"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr(&out, 1, "--input is not valid JSON");
 }
 
 /// `--profile` reaches the SDK's config loader: the profile's region (from a config file of

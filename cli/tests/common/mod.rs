@@ -105,6 +105,17 @@ pub fn assert_code(out: &Output, code: i32) {
     );
 }
 
+/// The command ended with `code` and said `needle` on stderr.
+#[track_caller]
+pub fn assert_stderr(out: &Output, code: i32, needle: &str) {
+    assert_code(out, code);
+    let err = stderr(out);
+    assert!(
+        err.contains(needle),
+        "expected {needle:?} on stderr:\n{err}"
+    );
+}
+
 pub fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(out), stderr(out)))

@@ -4,10 +4,15 @@
 //! checkpointed history ([`steps`], [`render_text`]); and the same as a self-contained HTML
 //! timeline ([`timeline`]). Used by the main job and the CLI.
 
+mod table;
+mod text;
 pub mod timeline;
 
+pub use table::table;
+pub use text::{payload, render_text};
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -31,6 +36,25 @@ pub enum StepKind {
     Child,
 }
 
+impl StepKind {
+    /// The kind as people and the timeline's CSS classes name it: `remote`, `inline`, `sleep`,
+    /// `child`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Remote => "remote",
+            Self::Inline => "inline",
+            Self::Sleep => "sleep",
+            Self::Child => "child",
+        }
+    }
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where a step stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,6 +65,17 @@ pub enum StepState {
     Completed,
     /// Last attempt failed.
     Failed,
+}
+
+impl fmt::Display for StepState {
+    /// `pending`, `completed`, or `FAILED` (in capitals, to be found in a long table).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Failed => "FAILED",
+        })
+    }
 }
 
 /// One durable operation of a run.
@@ -195,94 +230,6 @@ pub fn summarize(value: &Value, max_chars: usize) -> String {
     };
     let head: String = text.chars().take(max_chars.min(60)).collect();
     format!("{head}… ({kind}, {} bytes)", text.len())
-}
-
-/// The text shown by `cairn runs show` and the main job.
-pub fn render_text(run: &LoadedRun) -> String {
-    let r = &run.run;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "run {}  workflow {}  status {}",
-        r.run_id, r.workflow, r.status
-    );
-    let _ = writeln!(out, "  input:  {}", summarize(&r.input, 200));
-    if let Some(output) = &r.output {
-        let _ = writeln!(out, "  output: {}", summarize(output, 200));
-    }
-    if let Some(error) = &r.error {
-        let _ = writeln!(out, "  error:  {error}");
-    }
-    if let Some(problem) = &r.last_error {
-        let _ = writeln!(out, "  engine problem: {problem}");
-    }
-    let _ = writeln!(
-        out,
-        "  {} events, version {}, {} ms from start to last change",
-        r.history_len,
-        r.version,
-        r.updated_at_ms.saturating_sub(r.created_at_ms)
-    );
-    let (steps, signals) = steps(run);
-    let _ = writeln!(
-        out,
-        "   seq  kind    name                         attempts     start  duration  result"
-    );
-    for step in &steps {
-        let kind = match step.kind {
-            StepKind::Remote => "remote",
-            StepKind::Inline => "inline",
-            StepKind::Sleep => "sleep",
-            StepKind::Child => "child",
-        };
-        let result = match step.state {
-            StepState::Pending => "pending".to_owned(),
-            StepState::Completed => format!(
-                "ok {}",
-                step.output
-                    .as_ref()
-                    .map(|o| summarize(o, 60))
-                    .unwrap_or_default()
-            ),
-            StepState::Failed => format!(
-                "FAILED {}",
-                step.errors
-                    .last()
-                    .map(|(_, e)| e.to_string())
-                    .unwrap_or_default()
-            ),
-        };
-        let retries: Vec<String> = step.errors.iter().map(|(_, e)| e.to_string()).collect();
-        let _ = writeln!(
-            out,
-            "  {:>4}  {:<7} {:<28} {:>8} {:>9} {:>9}  {}",
-            step.seq,
-            kind,
-            step.name,
-            step.attempts,
-            format!(
-                "+{}",
-                format_duration_ms(step.started_at_ms.saturating_sub(r.created_at_ms))
-            ),
-            step.duration_ms()
-                .map(format_duration_ms)
-                .unwrap_or_else(|| "-".into()),
-            result
-        );
-        if step.state == StepState::Completed && !retries.is_empty() {
-            let _ = writeln!(out, "        retried after: {}", retries.join("; "));
-        }
-    }
-    for signal in &signals {
-        let _ = writeln!(
-            out,
-            "  signal {:<20} at +{}  {}",
-            signal.name,
-            format_duration_ms(signal.at_ms.saturating_sub(r.created_at_ms)),
-            summarize(&signal.payload, 80)
-        );
-    }
-    out
 }
 
 /// A duration for people, as `humantime` writes it: `250ms`, `1s 500ms`, `2m 5s` (whole

@@ -77,15 +77,6 @@ pub struct Timeline {
     pub signals: Vec<(String, u64)>,
 }
 
-fn kind_name(kind: StepKind) -> &'static str {
-    match kind {
-        StepKind::Remote => "remote",
-        StepKind::Inline => "inline",
-        StepKind::Sleep => "sleep",
-        StepKind::Child => "child",
-    }
-}
-
 /// Lays a run out as rows of segments.
 pub fn layout(run: &LoadedRun) -> Timeline {
     let start_ms = run.run.created_at_ms;
@@ -157,7 +148,7 @@ pub fn layout(run: &LoadedRun) -> Timeline {
             step.seq,
             Row {
                 seq: step.seq,
-                kind: kind_name(step.kind),
+                kind: step.kind.as_str(),
                 name: step.name.clone(),
                 group: step.group.clone(),
                 segments,
@@ -214,4 +205,4 @@ pub fn layout(run: &LoadedRun) -> Timeline {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{kind_name, layout, Row, SegmentKind, Timeline};
+use super::{layout, Row, SegmentKind, Timeline};
 use crate::{format_duration_ms, summarize, utc_timestamp, StepState};
 use cairn::store::LoadedRun;
 use cairn::workflow::RunStatus;
@@ -257,7 +257,7 @@ fn steps_table(h: &mut String, run: &LoadedRun, timeline: &Timeline) {
             }
         };
         let cells = [
-            kind_name(s.kind).to_owned(),
+            s.kind.to_string(),
             s.name.clone(),
             s.group.clone().unwrap_or_else(|| "-".into()),
             s.attempts.to_string(),

@@ -35,7 +35,7 @@ fn run(status: RunStatus, events: Vec<(u64, EventKind)>) -> LoadedRun {
 }
 
 /// Inline step, a remote step that fails once and then succeeds, a sleep, a signal wait.
-fn retried_run() -> LoadedRun {
+pub(crate) fn retried_run() -> LoadedRun {
     use EventKind::*;
     run(
         RunStatus::Completed,

@@ -1,20 +1,18 @@
-//! `cairn runs show` as text: the run's summary, a table of its steps, then each step's
-//! payloads and errors (pretty JSON; large payloads summarized).
+//! A run as text for people: one renderer for `cairn runs show` and the main job.
 
 use std::fmt::Write as _;
 
 use cairn::contract::StepError;
 use cairn::store::LoadedRun;
-use cairn_inspect::timeline;
-use cairn_inspect::{
-    self, format_duration_ms, summarize, utc_timestamp, StepKind, StepState, StepView,
-};
 use serde_json::Value;
+
+use crate::table::table;
+use crate::{format_duration_ms, summarize, timeline, utc_timestamp, StepState, StepView};
 
 /// Pretty JSON up to this many bytes; larger payloads are summarized.
 const PRETTY_MAX: usize = 1500;
 
-/// A payload for people: pretty JSON, indented by `indent`, or a one-line summary when large.
+/// A payload for people: pretty JSON, continuation lines indented by `indent`, or a one-line summary when large.
 pub fn payload(value: &Value, indent: &str) -> String {
     let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
     if pretty.len() > PRETTY_MAX {
@@ -24,23 +22,6 @@ pub fn payload(value: &Value, indent: &str) -> String {
         .lines()
         .collect::<Vec<_>>()
         .join(&format!("\n{indent}"))
-}
-
-fn kind(step: &StepView) -> &'static str {
-    match step.kind {
-        StepKind::Remote => "remote",
-        StepKind::Inline => "inline",
-        StepKind::Sleep => "sleep",
-        StepKind::Child => "child",
-    }
-}
-
-fn state(step: &StepView) -> &'static str {
-    match step.state {
-        StepState::Pending => "pending",
-        StepState::Completed => "completed",
-        StepState::Failed => "FAILED",
-    }
 }
 
 fn error_text(error: &StepError) -> String {
@@ -63,8 +44,9 @@ fn when(ms: u64, start_ms: u64) -> String {
     )
 }
 
-/// The text of `cairn runs show`.
-pub fn render(run: &LoadedRun) -> String {
+/// A run for people (`cairn runs show`, the main job): its summary, a table of its steps
+/// and signal waits, then each step's attempts and output.
+pub fn render_text(run: &LoadedRun) -> String {
     let r = &run.run;
     let start = r.created_at_ms;
     let mut out = String::new();
@@ -112,34 +94,17 @@ pub fn render(run: &LoadedRun) -> String {
     if let Some(problem) = &r.last_error {
         let _ = writeln!(out, "engine problem: {problem}");
     }
-    let (steps, signals) = cairn_inspect::steps(run);
+    let (steps, signals) = crate::steps(run);
     let rows = table_rows(run, &steps);
     let _ = writeln!(out, "\nsteps ({})", rows.len());
     if rows.is_empty() {
         out.push_str("  (none yet)\n");
     }
-    let width = |i: usize, min: usize| {
-        rows.iter()
-            .map(|r| r[i].chars().count())
-            .max()
-            .unwrap_or(0)
-            .max(min)
-    };
-    let (name_w, group_w) = (width(2, 4), width(3, 5));
-    let (started_w, finished_w) = (width(5, 7), width(6, 8));
     if !rows.is_empty() {
-        let _ = writeln!(
-            out,
-            "  {:>4}  {:<6}  {:<name_w$}  {:<group_w$}  {:>8}  {:<started_w$}  {:<finished_w$}  {:>8}  STATE",
-            "SEQ", "KIND", "NAME", "GROUP", "ATTEMPTS", "STARTED", "FINISHED", "DURATION"
-        );
-    }
-    for r in &rows {
-        let _ = writeln!(
-            out,
-            "  {:>4}  {:<6}  {:<name_w$}  {:<group_w$}  {:>8}  {:<started_w$}  {:<finished_w$}  {:>8}  {}",
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
-        );
+        let header = [
+            "SEQ", "KIND", "NAME", "GROUP", "ATTEMPTS", "STARTED", "FINISHED", "DURATION", "STATE",
+        ];
+        out.push_str(&table("  ", &header, &rows, &[0, 4, 7]));
     }
     for step in &steps {
         let group = step
@@ -151,10 +116,7 @@ pub fn render(run: &LoadedRun) -> String {
         let _ = writeln!(
             out,
             "\nstep {} {} ({}{group}): {}",
-            step.seq,
-            step.name,
-            kind(step),
-            state(step)
+            step.seq, step.name, step.kind, step.state
         );
         let last = step.attempt_starts_ms.len().saturating_sub(1);
         for (i, at) in step.attempt_starts_ms.iter().enumerate() {
@@ -192,15 +154,15 @@ pub fn render(run: &LoadedRun) -> String {
 }
 
 /// The table's cells: every step, and every signal wait (not a step, but it takes time), by seq.
-fn table_rows(run: &LoadedRun, steps: &[StepView]) -> Vec<[String; 9]> {
+fn table_rows(run: &LoadedRun, steps: &[StepView]) -> Vec<Vec<String>> {
     let start = run.run.created_at_ms;
     let dash = || "-".to_owned();
-    let mut rows: Vec<(u64, [String; 9])> = steps
+    let mut rows: Vec<(u64, Vec<String>)> = steps
         .iter()
         .map(|step| {
-            let cells = [
+            let cells = vec![
                 step.seq.to_string(),
-                kind(step).to_owned(),
+                step.kind.to_string(),
                 step.name.clone(),
                 step.group.clone().unwrap_or_else(dash),
                 step.attempts.to_string(),
@@ -211,7 +173,7 @@ fn table_rows(run: &LoadedRun, steps: &[StepView]) -> Vec<[String; 9]> {
                 step.duration_ms()
                     .map(format_duration_ms)
                     .unwrap_or_else(dash),
-                state(step).to_owned(),
+                step.state.to_string(),
             ];
             (step.seq, cells)
         })
@@ -223,7 +185,7 @@ fn table_rows(run: &LoadedRun, steps: &[StepView]) -> Vec<[String; 9]> {
     {
         if let Some(wait) = row.segments.first() {
             let received = wait.state == StepState::Completed;
-            let cells = [
+            let cells = vec![
                 row.seq.to_string(),
                 "signal".to_owned(),
                 row.name.clone(),
@@ -249,18 +211,6 @@ fn table_rows(run: &LoadedRun, steps: &[StepView]) -> Vec<[String; 9]> {
     rows.into_iter().map(|(_, cells)| cells).collect()
 }
 
-/// The JSON of `cairn runs show --json`: the run, its steps and signals, and the raw history.
-pub fn json(run: &LoadedRun) -> Value {
-    let (steps, signals) = cairn_inspect::steps(run);
-    serde_json::json!({
-        "run": run.run,
-        "steps": steps,
-        "signals": signals,
-        "pendingOutboxBatches": run.outbox.len(),
-        "history": run.history,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +228,32 @@ mod tests {
             !text.contains('\n') && text.contains("object with 1 keys"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_run_reads_as_summary_step_table_and_attempts() {
+        let text = render_text(&crate::timeline::tests::retried_run());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..3],
+            ["run       r-1", "workflow  checkout", "status    completed"]
+        );
+        assert!(text.contains("\nfinished  1970-01-01T00:00:02.000Z  (2s after start)\n"));
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("  SEQ  KIND "))
+            .unwrap();
+        assert!(lines[header].ends_with("  DURATION  STATE"), "{text}");
+        // One row per step and signal wait, numbers right-aligned under their headers.
+        let charge = lines[header + 2];
+        assert!(
+            charge.starts_with("    1  remote  payments.charge-card "),
+            "{text}"
+        );
+        assert!(charge.ends_with(" 680ms  completed"), "{text}");
+        assert!(lines[header + 4].ends_with("300ms  received"), "{text}");
+        assert!(text.contains(
+            "  attempt 1  00:00:00.020 (+20ms) → 00:00:00.120 (+120ms)  failed: provider_timeout: provider timed out (retryable)\n  attempt 2  00:00:00.620 (+620ms) → 00:00:00.700 (+700ms)  completed\n"
+        ), "{text}");
     }
 }
