@@ -212,6 +212,7 @@ fn table_rows(run: &LoadedRun, steps: &[StepView]) -> Vec<Vec<String>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
