@@ -1,8 +1,9 @@
 //! # cairn-inspect — a run the way a person wants to read it
 //!
 //! One line per durable operation, with attempts, timing and errors, derived from the
-//! checkpointed history ([`steps`], [`render_text`]); and the same as a self-contained HTML
-//! timeline ([`timeline`]). Used by the main job and the CLI.
+//! checkpointed history ([`steps`], [`table_lines`]); the run as text ([`render_text`], the
+//! one renderer of the CLI and the main job) and as a self-contained HTML timeline
+//! ([`timeline`]). Times and durations are written by `humantime`, tables by `comfy-table`.
 
 mod table;
 mod text;
@@ -214,6 +215,78 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
         }
     }
     (steps.into_values().collect(), signals)
+}
+
+/// One line of a run's step table: a step, or a signal wait (not a step, but it takes time).
+/// The text view and the HTML page show the same lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableLine {
+    /// Operation number.
+    pub seq: u64,
+    /// `remote`, `inline`, `sleep`, `child`, or `signal` for a signal wait.
+    pub kind: &'static str,
+    /// Step name, `sleep`, or the awaited signal's name.
+    pub name: String,
+    /// Queue token of remote steps.
+    pub group: Option<String>,
+    /// Attempts made (steps only).
+    pub attempts: Option<u32>,
+    /// Start, epoch ms.
+    pub start_ms: u64,
+    /// End, epoch ms, once finished (or the signal received).
+    pub end_ms: Option<u64>,
+    /// `pending`, `completed`, `FAILED`; `waiting` or `received` for a signal wait.
+    pub state: String,
+    /// The output of a completed step or the last error of a failed one, in a line.
+    pub result: Option<String>,
+}
+
+impl TableLine {
+    /// Duration in ms, when finished.
+    pub fn duration_ms(&self) -> Option<u64> {
+        self.end_ms.map(|end| end.saturating_sub(self.start_ms))
+    }
+}
+
+/// The step table of a run, by `seq`.
+pub fn table_lines(run: &LoadedRun) -> Vec<TableLine> {
+    let (steps, _) = steps(run);
+    let mut lines: Vec<TableLine> = steps
+        .into_iter()
+        .map(|step| TableLine {
+            seq: step.seq,
+            kind: step.kind.as_str(),
+            attempts: Some(step.attempts),
+            start_ms: step.started_at_ms,
+            end_ms: step.finished_at_ms,
+            state: step.state.to_string(),
+            result: match step.state {
+                StepState::Pending => None,
+                StepState::Completed => step.output.as_ref().map(|o| summarize(o, 100)),
+                StepState::Failed => step.errors.last().map(|(_, e)| e.to_string()),
+            },
+            name: step.name,
+            group: step.group,
+        })
+        .collect();
+    for row in timeline::layout(run).rows {
+        if let (Some(wait), "signal") = (row.segments.first(), row.kind) {
+            let received = wait.state == StepState::Completed;
+            lines.push(TableLine {
+                seq: row.seq,
+                kind: row.kind,
+                name: row.name,
+                group: None,
+                attempts: None,
+                start_ms: wait.start_ms,
+                end_ms: received.then_some(wait.end_ms),
+                state: if received { "received" } else { "waiting" }.to_owned(),
+                result: None,
+            });
+        }
+    }
+    lines.sort_by_key(|line| line.seq);
+    lines
 }
 
 /// A payload for people: pretty JSON, or a summary when large.

@@ -7,7 +7,7 @@ use cairn::store::LoadedRun;
 use serde_json::Value;
 
 use crate::table::table;
-use crate::{format_duration_ms, summarize, timeline, utc_timestamp, StepState, StepView};
+use crate::{format_duration_ms, summarize, utc_timestamp, StepState};
 
 /// Pretty JSON up to this many bytes; larger payloads are summarized.
 const PRETTY_MAX: usize = 1500;
@@ -95,7 +95,7 @@ pub fn render_text(run: &LoadedRun) -> String {
         let _ = writeln!(out, "engine problem: {problem}");
     }
     let (steps, signals) = crate::steps(run);
-    let rows = table_rows(run, &steps);
+    let rows = table_rows(run);
     let _ = writeln!(out, "\nsteps ({})", rows.len());
     if rows.is_empty() {
         out.push_str("  (none yet)\n");
@@ -153,62 +153,28 @@ pub fn render_text(run: &LoadedRun) -> String {
     out
 }
 
-/// The table's cells: every step, and every signal wait (not a step, but it takes time), by seq.
-fn table_rows(run: &LoadedRun, steps: &[StepView]) -> Vec<Vec<String>> {
+/// The table's cells, one row per [`TableLine`].
+fn table_rows(run: &LoadedRun) -> Vec<Vec<String>> {
     let start = run.run.created_at_ms;
     let dash = || "-".to_owned();
-    let mut rows: Vec<(u64, Vec<String>)> = steps
-        .iter()
-        .map(|step| {
-            let cells = vec![
-                step.seq.to_string(),
-                step.kind.to_string(),
-                step.name.clone(),
-                step.group.clone().unwrap_or_else(dash),
-                step.attempts.to_string(),
-                when(step.started_at_ms, start),
-                step.finished_at_ms
-                    .map(|f| when(f, start))
-                    .unwrap_or_else(dash),
-                step.duration_ms()
+    crate::table_lines(run)
+        .into_iter()
+        .map(|line| {
+            vec![
+                line.seq.to_string(),
+                line.kind.to_owned(),
+                line.name.clone(),
+                line.group.clone().unwrap_or_else(dash),
+                line.attempts.map(|n| n.to_string()).unwrap_or_else(dash),
+                when(line.start_ms, start),
+                line.end_ms.map(|end| when(end, start)).unwrap_or_else(dash),
+                line.duration_ms()
                     .map(format_duration_ms)
                     .unwrap_or_else(dash),
-                step.state.to_string(),
-            ];
-            (step.seq, cells)
+                line.state,
+            ]
         })
-        .collect();
-    for row in timeline::layout(run)
-        .rows
-        .into_iter()
-        .filter(|r| r.kind == "signal")
-    {
-        if let Some(wait) = row.segments.first() {
-            let received = wait.state == StepState::Completed;
-            let cells = vec![
-                row.seq.to_string(),
-                "signal".to_owned(),
-                row.name.clone(),
-                dash(),
-                dash(),
-                when(wait.start_ms, start),
-                if received {
-                    when(wait.end_ms, start)
-                } else {
-                    dash()
-                },
-                if received {
-                    format_duration_ms(wait.end_ms.saturating_sub(wait.start_ms))
-                } else {
-                    dash()
-                },
-                if received { "received" } else { "waiting" }.to_owned(),
-            ];
-            rows.push((row.seq, cells));
-        }
-    }
-    rows.sort_by_key(|(seq, _)| *seq);
-    rows.into_iter().map(|(_, cells)| cells).collect()
+        .collect()
 }
 
 #[cfg(test)]

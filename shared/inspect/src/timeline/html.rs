@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{layout, Row, SegmentKind, Timeline};
+use super::{layout, Row, SegmentKind};
 use crate::{format_duration_ms, summarize, utc_timestamp, StepState};
 use cairn::store::LoadedRun;
 use cairn::workflow::RunStatus;
@@ -218,7 +218,7 @@ pub fn render_html(run: &LoadedRun) -> String {
         let _ = write!(h, "<line class=\"marker end\" x1=\"{ex:.1}\" x2=\"{ex:.1}\" y1=\"{AXIS_H}\" y2=\"{height}\"><title>run {}</title></line>", escape(r.status.as_str()));
     }
     h.push_str("</svg>");
-    steps_table(&mut h, run, &timeline);
+    steps_table(&mut h, run);
     let _ = write!(h, "<h2>input</h2><pre>{}</pre>", escape(&pretty(&r.input)));
     if let Some(output) = &r.output {
         let _ = write!(h, "<h2>output</h2><pre>{}</pre>", escape(&pretty(output)));
@@ -239,60 +239,31 @@ fn row_label(row: &Row) -> String {
     }
 }
 
-fn steps_table(h: &mut String, run: &LoadedRun, timeline: &Timeline) {
+fn steps_table(h: &mut String, run: &LoadedRun) {
     let start = run.run.created_at_ms;
-    let since = |t: u64| format_duration_ms(t.saturating_sub(start));
-    let (steps, _) = crate::steps(run);
-    let mut lines: Vec<(u64, String)> = Vec::new();
-    for s in &steps {
-        let result = match s.state {
-            StepState::Pending => "pending".to_owned(),
-            StepState::Completed => {
-                let output = s.output.as_ref().map(|o| summarize(o, 100));
-                format!("ok {}", output.unwrap_or_default())
-            }
-            StepState::Failed => {
-                let error = s.errors.last().map(|(_, e)| e.to_string());
-                format!("FAILED {}", error.unwrap_or_default())
-            }
+    h.push_str("<table class=\"steps\"><tr><th>seq</th><th>kind</th><th>name</th><th>group</th><th>attempts</th><th>start</th><th>duration</th><th>result</th></tr>");
+    for line in crate::table_lines(run) {
+        let result = match &line.result {
+            Some(result) => format!("{} {result}", line.state),
+            None => line.state.clone(),
         };
         let cells = [
-            s.kind.to_string(),
-            s.name.clone(),
-            s.group.clone().unwrap_or_else(|| "-".into()),
-            s.attempts.to_string(),
-            format!("+{}", since(s.started_at_ms)),
-            s.duration_ms()
+            line.kind.to_owned(),
+            line.name.clone(),
+            line.group.clone().unwrap_or_else(|| "-".into()),
+            line.attempts
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            format!(
+                "+{}",
+                format_duration_ms(line.start_ms.saturating_sub(start))
+            ),
+            line.duration_ms()
                 .map(format_duration_ms)
                 .unwrap_or_else(|| "-".into()),
             result,
         ];
-        lines.push((s.seq, table_row(s.seq, &cells)));
-    }
-    // Signal waits are not steps, but they take time too: list them in seq order.
-    for wait in timeline.rows.iter().filter(|r| r.kind == "signal") {
-        if let Some(segment) = wait.segments.first() {
-            let state = if segment.state == StepState::Completed {
-                "received"
-            } else {
-                "waiting"
-            };
-            let cells = [
-                "signal".to_owned(),
-                wait.name.clone(),
-                "-".into(),
-                "-".into(),
-                format!("+{}", since(segment.start_ms)),
-                format_duration_ms(segment.end_ms.saturating_sub(segment.start_ms)),
-                state.into(),
-            ];
-            lines.push((wait.seq, table_row(wait.seq, &cells)));
-        }
-    }
-    lines.sort_by_key(|(seq, _)| *seq);
-    h.push_str("<table class=\"steps\"><tr><th>seq</th><th>kind</th><th>name</th><th>group</th><th>attempts</th><th>start</th><th>duration</th><th>result</th></tr>");
-    for (_, line) in lines {
-        h.push_str(&line);
+        h.push_str(&table_row(line.seq, &cells));
     }
     h.push_str("</table>");
 }
