@@ -235,6 +235,13 @@ impl TestEnv {
         self.handle(step, move |input, _task| std::future::ready(f(input)))
     }
 
+    /// Replaces the hosted workflows, as a deploy does: runs in flight continue under the new
+    /// code at their next activation (test a [`patched`](crate::workflow::WorkflowContext::patched)
+    /// change this way).
+    pub fn deploy(&mut self, workflows: Workflows) {
+        self.workflows = workflows;
+    }
+
     /// Starts the clock at `start_ms` (epoch ms). Call before starting runs.
     pub fn start_at(mut self, start_ms: u64) -> Self {
         self.start_ms = start_ms;
