@@ -16,6 +16,7 @@
 //! | [`batch`] | one SQS batch: per-record handling, batch item failures, FIFO rule |
 //! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
 //! | [`worker`] | the worker Lambda: a core `Worker`'s step handlers behind a tasks queue |
+//! | [`metrics`] | counters of ignored and rejected messages (CloudWatch EMF lines) |
 //! | [`reconciler`] | re-drives runs stuck with unsent commands or lost timers |
 //! | [`telemetry`] | logging set-up for the binaries |
 
@@ -24,6 +25,7 @@ pub mod batch;
 pub mod config;
 pub mod dynamo;
 pub mod engine;
+pub mod metrics;
 pub mod reconciler;
 mod serve;
 pub mod sqs;

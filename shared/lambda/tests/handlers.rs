@@ -308,3 +308,69 @@ async fn a_redelivered_signal_is_applied_once() {
         "still waiting for `approval`"
     );
 }
+
+async fn nap(ctx: WorkflowContext, _: Value) -> Result<Value, WorkflowError> {
+    ctx.sleep(std::time::Duration::from_secs(3600)).await?;
+    Ok(json!("rested"))
+}
+
+#[tokio::test]
+async fn a_timer_fires_when_the_history_says_not_when_the_message_says() {
+    let mut workflows = Workflows::new();
+    workflows.register("nap", nap);
+    let transport = Arc::new(MemoryTransport::default());
+    let engine = Engine::new(
+        Arc::new(workflows),
+        MemoryStore::new(),
+        TransportRef(transport.clone()),
+        MemoryBlobStore::default(),
+        EngineOptions::default(),
+    );
+    let start = encode(&ControlMessage::StartRun {
+        run_id: "n".parse().unwrap(),
+        workflow: "nap".into(),
+        input: Value::Null,
+        parent: None,
+    });
+    engine.handle(event(&[start])).await.unwrap();
+    let recorded = match &transport.control.lock().unwrap()[..] {
+        [(ControlMessage::TimerFired { fire_at_ms, .. }, _)] => *fire_at_ms,
+        other => panic!("one timer expected: {other:?}"),
+    };
+    transport.control.lock().unwrap().clear();
+    // A forged "due now" for the 3,600 s sleep, and a far-future one for a timer that
+    // does not exist.
+    let forged = r#"{"control":"timerFired","runId":"n","timerId":"1","fireAtMs":0}"#;
+    let unknown = r#"{"control":"timerFired","runId":"n","timerId":"9","fireAtMs":99999999999999}"#;
+    let response = engine
+        .handle(event(&[forged.to_owned(), unknown.to_owned()]))
+        .await
+        .unwrap();
+    assert!(failed_ids(&response).is_empty());
+    let loaded = engine.store().load("n").await.unwrap().unwrap();
+    assert_eq!(loaded.run.status, RunStatus::Running, "the sleep goes on");
+    let hops = transport.control.lock().unwrap().clone();
+    assert_eq!(
+        hops.len(),
+        1,
+        "one hop for the real timer, none for the unknown: {hops:?}"
+    );
+    match &hops[0] {
+        (
+            ControlMessage::TimerFired {
+                timer_id,
+                fire_at_ms,
+                ..
+            },
+            delay,
+        ) => {
+            assert_eq!(timer_id, "1");
+            assert_eq!(
+                *fire_at_ms, recorded,
+                "the hop carries the recorded fire time"
+            );
+            assert_eq!(*delay, 900);
+        }
+        other => panic!("{other:?}"),
+    }
+}

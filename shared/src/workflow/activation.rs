@@ -43,6 +43,18 @@ pub struct Activation {
     pub commands: Vec<Command>,
     /// The run's status afterwards.
     pub status: RunStatus,
+    /// Why each incoming item that changed nothing was ignored (`duplicate_start`,
+    /// `stale_or_future_attempt`, `run_finished`, ...), for the engine to count; each is also
+    /// logged at INFO here.
+    pub ignored: Vec<&'static str>,
+}
+
+/// Reason of the items that arrive for a run that has already finished.
+pub const RUN_FINISHED: &str = "run_finished";
+
+fn ignore(run_id: &str, reason: &'static str, item: &'static str, ignored: &mut Vec<&'static str>) {
+    tracing::info!(run_id, reason, item, "incoming message ignored");
+    ignored.push(reason);
 }
 
 /// The engine's states and transitions within one activation.
@@ -79,11 +91,16 @@ pub async fn activate(
             "history does not start with RunStarted".into(),
         ));
     }
+    let mut ignored = Vec::new();
     if let Some(terminal) = &state.terminal {
+        for item in &incoming {
+            ignore(run_id, RUN_FINISHED, item.kind(), &mut ignored);
+        }
         return Ok(Activation {
             appended: Vec::new(),
             commands: Vec::new(),
             status: terminal_status(terminal),
+            ignored,
         });
     }
     if state.workflow.is_none() {
@@ -124,16 +141,23 @@ pub async fn activate(
                 }
                 phase = Phase::Live;
                 let Some(item) = incoming.next() else { break };
+                let kind = item.kind();
                 if let Err(dropped) = lock(&shared).apply_incoming(item) {
-                    tracing::debug!(run_id, ?dropped, "incoming item dropped");
+                    ignore(run_id, dropped.reason(), kind, &mut ignored);
                 }
             }
             Phase::Finished => break,
         }
     }
+    // The workflow returned before these were applied: they arrived for a finished run.
+    for item in incoming {
+        ignore(run_id, RUN_FINISHED, item.kind(), &mut ignored);
+    }
     let outcome = driver.finish();
     let mut state = std::mem::take(&mut *lock(&shared));
-    finish(&mut state, outcome)
+    let mut activation = finish(&mut state, outcome)?;
+    activation.ignored = ignored;
+    Ok(activation)
 }
 
 /// Turns the workflow's outcome into the last events and commands.
@@ -194,6 +218,7 @@ fn finish(
         appended: std::mem::take(&mut state.appended),
         commands: std::mem::take(&mut state.commands),
         status,
+        ignored: Vec::new(),
     })
 }
 
@@ -406,6 +431,29 @@ mod tests {
     }
 
     #[test]
+    fn ignored_items_are_reported_with_their_reason() {
+        let w = workflows();
+        let mut run = TestRun::new(&w, "r");
+        let future_attempt = Incoming::StepResult {
+            seq: 1,
+            attempt: Some(7),
+            outcome: Ok(json!(1)),
+            events: Vec::new(),
+        };
+        let a = run.step(vec![
+            start("race", ()),
+            start("race", ()),
+            ok(9, 1),
+            future_attempt,
+        ]);
+        assert_eq!(
+            a.ignored,
+            vec!["duplicate_start", "unknown_seq", "stale_or_future_attempt"]
+        );
+        assert_eq!(a.status, RunStatus::Running);
+    }
+
+    #[test]
     fn finished_runs_take_nothing() {
         let w = workflows();
         let mut run = TestRun::new(&w, "r");
@@ -421,7 +469,8 @@ mod tests {
             Activation {
                 appended: vec![],
                 commands: vec![],
-                status: RunStatus::Completed
+                status: RunStatus::Completed,
+                ignored: vec![RUN_FINISHED; 4],
             }
         );
     }

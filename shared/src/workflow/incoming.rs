@@ -52,6 +52,17 @@ pub enum Incoming {
 }
 
 impl Incoming {
+    /// What kind of item this is, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Start { .. } => "start",
+            Self::StepResult { .. } => "step_result",
+            Self::TimerFired { .. } => "timer_fired",
+            Self::Signal { .. } => "signal",
+            Self::Cancel { .. } => "cancel",
+        }
+    }
+
     /// A completed result for `seq`'s latest attempt.
     pub fn completed(seq: u64, output: Value) -> Self {
         Self::StepResult {
@@ -84,6 +95,22 @@ pub(crate) enum Dropped {
     TimerAlreadyFired,
     AlreadyCancelled,
     DuplicateSignal,
+}
+
+impl Dropped {
+    /// The reason, as logged and counted (`IgnoredMessages` by `Reason`).
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Self::AlreadyStarted => "duplicate_start",
+            Self::UnknownSeq => "unknown_seq",
+            Self::StaleAttempt => "stale_or_future_attempt",
+            Self::AlreadyResolved => "already_resolved",
+            Self::UnknownTimer => "unknown_timer",
+            Self::TimerAlreadyFired => "timer_already_fired",
+            Self::AlreadyCancelled => "already_cancelled",
+            Self::DuplicateSignal => "duplicate_signal",
+        }
+    }
 }
 
 impl State {

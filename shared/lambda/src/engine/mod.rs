@@ -131,7 +131,15 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             // FIFO: the queue already orders each run's messages (group = run id); keep that
             // order record by record.
             return Ok(process_batch(event.payload, options, |record| async move {
-                self.process_record(&record)
+                let message = match self.decode_record(&record).await {
+                    Ok(message) => message,
+                    Err(error) => {
+                        reject(record.message_id.as_deref().unwrap_or_default(), &error);
+                        return Err(error.to_string());
+                    }
+                };
+                let message_id = record.message_id.clone().unwrap_or_default();
+                self.apply(message, &message_id)
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -149,9 +157,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         let mut by_run: HashMap<RunId, usize> = HashMap::new();
         for (id, message) in decoded {
             match message {
-                Err(error) => {
-                    tracing::warn!(message_id = %id, %error, "undecodable record; reported for redelivery (then the DLQ)");
-                }
+                Err(error) => reject(&id, &error),
                 Ok(message) => {
                     let index = *by_run
                         .entry(message.run_id().to_owned())
@@ -205,24 +211,43 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         let mut incoming = Vec::new();
         let mut parent = None;
         let mut hops = Vec::new();
+        let fire_times = self.recorded_fire_times(&run_id, &messages).await?;
         for (message_id, message) in messages {
             match message {
                 ResultsMessage::Control(ControlMessage::TimerFired {
-                    run_id,
-                    timer_id,
-                    fire_at_ms,
-                }) if fire_at_ms > now + 500 => {
-                    // One hop of a chained delay: not due yet, schedule the next hop.
-                    let delay =
-                        outbox::delay_seconds(fire_at_ms, now, self.options.timer_chunk_seconds);
-                    hops.push((
-                        ControlMessage::TimerFired {
+                    run_id, timer_id, ..
+                }) => {
+                    // The history is the authority on when a timer is due: the message's own
+                    // `fireAtMs` is not trusted (a forged 0 would end any sleep at once).
+                    let Some(&fire_at_ms) = fire_times.get(&timer_id) else {
+                        tracing::info!(%run_id, %timer_id, message_id, reason = "unknown_timer", "timerFired for a timer the run never started; dropped");
+                        crate::metrics::count(crate::metrics::IGNORED, "unknown_timer");
+                        continue;
+                    };
+                    if fire_at_ms > now + 500 {
+                        // One hop of a chained delay: not due yet, schedule the next hop.
+                        let delay = outbox::delay_seconds(
+                            fire_at_ms,
+                            now,
+                            self.options.timer_chunk_seconds,
+                        );
+                        let hop = ControlMessage::TimerFired {
                             run_id,
                             timer_id,
                             fire_at_ms,
-                        },
-                        delay,
-                    ));
+                        };
+                        hops.push((hop, delay));
+                        continue;
+                    }
+                    let message = ResultsMessage::Control(ControlMessage::TimerFired {
+                        run_id,
+                        timer_id,
+                        fire_at_ms,
+                    });
+                    let Some((item, _)) = to_incoming(message, &message_id) else {
+                        continue;
+                    };
+                    incoming.push(item);
                 }
                 message => {
                     let Some((item, start_parent)) = to_incoming(message, &message_id) else {
@@ -283,6 +308,39 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         }
     }
 
+    /// When each timer named by a `timerFired` among `messages` is due, as the run's history
+    /// recorded it (timers it never started are absent). Loads the run only if there is one.
+    async fn recorded_fire_times(
+        &self,
+        run_id: &RunId,
+        messages: &[(String, ResultsMessage)],
+    ) -> Result<HashMap<String, u64>, RecordError> {
+        let fires_timer = |m: &ResultsMessage| {
+            matches!(
+                m,
+                ResultsMessage::Control(ControlMessage::TimerFired { .. })
+            )
+        };
+        if !messages.iter().any(|(_, m)| fires_timer(m)) {
+            return Ok(HashMap::new());
+        }
+        let Some(loaded) = self.store.load(run_id).await? else {
+            return Ok(HashMap::new());
+        };
+        Ok(loaded
+            .history
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::TimerStarted {
+                    timer_id,
+                    fire_at_ms,
+                    ..
+                } => Some((timer_id.to_string(), *fire_at_ms)),
+                _ => None,
+            })
+            .collect())
+    }
+
     async fn activate_once(
         &self,
         run_id: &RunId,
@@ -327,6 +385,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         };
         let activation = activate(&self.workflows, request).await?;
         if activation.appended.is_empty() {
+            count_ignored(&activation.ignored);
             // Duplicate or no-op: nothing to write, but repair an outbox a crash left behind.
             if !pending.is_empty() {
                 send_outbox(
@@ -366,6 +425,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             outbox: commands,
         };
         self.store.commit(&commit).await?;
+        count_ignored(&activation.ignored);
         if !was_terminal && commit.run.status.is_terminal() {
             // Best effort: a run that keeps its chunks past the TTL costs storage, not
             // correctness, so a failure here must not fail the record.
@@ -392,6 +452,25 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         }
         Ok(())
     }
+}
+
+/// Counts what the activation ignored (it logged each with its reason).
+fn count_ignored(reasons: &[&'static str]) {
+    for reason in reasons {
+        crate::metrics::count(crate::metrics::IGNORED, reason);
+    }
+}
+
+/// Logs and counts a record that cannot be decoded; it is reported for redelivery, so SQS
+/// moves it to the DLQ after `maxReceiveCount`.
+fn reject(message_id: &str, error: &RecordError) {
+    tracing::warn!(message_id, %error, "undecodable record; reported for redelivery (then the DLQ)");
+    let reason = match error {
+        RecordError::NoBody => "no_body",
+        RecordError::Transport(_) => "claim_check",
+        _ => "malformed",
+    };
+    crate::metrics::count(crate::metrics::REJECTED, reason);
 }
 
 /// The engine input for a message, and the parent of a starting child run; `None` (logged)

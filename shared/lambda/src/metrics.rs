@@ -1,0 +1,60 @@
+//! Counters as CloudWatch embedded metric format (EMF) lines: one JSON object per line on
+//! stdout, which Lambda's log pipeline turns into metrics (namespace `cairn`, one `Reason`
+//! dimension) with no API call and no agent.
+//!
+//! - `IgnoredMessages`: a message that changed nothing and was deleted (duplicate start,
+//!   stale or future attempt, unknown seq or timer, anything for a finished run, ...).
+//! - `RejectedMessages`: a message that cannot be decoded; it is reported for redelivery and
+//!   ends in the DLQ.
+//!
+//! Each count is also a log line with the reason, at INFO (ignored) or WARN (rejected).
+
+use std::io::Write;
+
+/// A message that changed nothing.
+pub const IGNORED: &str = "IgnoredMessages";
+/// A message that cannot be decoded (bound for the DLQ).
+pub const REJECTED: &str = "RejectedMessages";
+
+/// The EMF line counting one `metric` for `reason` at `timestamp_ms`.
+pub fn emf_line(metric: &str, reason: &str, timestamp_ms: u64) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "cairn",
+                "Dimensions": [["Reason"]],
+                "Metrics": [{"Name": metric, "Unit": "Count"}],
+            }],
+        },
+        "Reason": reason,
+        metric: 1,
+    })
+    .to_string()
+}
+
+/// Counts one `metric` for `reason` (writes its EMF line to stdout).
+pub fn count(metric: &str, reason: &str) {
+    let line = emf_line(metric, reason, crate::engine::now_ms());
+    // A metric that cannot be written must not fail the record: the log line stays.
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn lines_are_embedded_metric_format() {
+        let line: serde_json::Value =
+            serde_json::from_str(&emf_line(IGNORED, "stale_or_future_attempt", 7)).unwrap();
+        assert_eq!(line["_aws"]["Timestamp"], 7);
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "cairn");
+        assert_eq!(directive["Dimensions"][0][0], "Reason");
+        assert_eq!(directive["Metrics"][0]["Name"], IGNORED);
+        assert_eq!(line["Reason"], "stale_or_future_attempt");
+        assert_eq!(line[IGNORED], 1);
+    }
+}
