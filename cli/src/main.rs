@@ -1,6 +1,7 @@
 //! `cairn`: the command-line tool for cairn's durable workflows — start, list, show, signal,
 //! cancel and redrive runs, and draw a run's timeline. Wiring only: parsing is in [`args`],
-//! each command group in its own module, errors and exit codes in [`failure`].
+//! each command group in its own module, errors and exit codes in [`failure`], stdout in
+//! [`out`].
 
 // Output goes through `out::outln!`, which ends quietly when the reader closes the pipe.
 #![warn(clippy::print_stdout)]

@@ -24,18 +24,10 @@ async fn start_wait_list_and_show_a_retried_checkout() {
         .await;
     let run_id = format!("flaky-{}", uuid::Uuid::new_v4().simple());
 
-    let out = cairn(
+    let out = start_checkout(
         &env,
-        &[
-            "start",
-            "checkout",
-            "--input",
-            &order("o-1", "tok_flaky", false),
-            "--run-id",
-            &run_id,
-            "--wait",
-            "60",
-        ],
+        &order("o-1", "tok_flaky", false),
+        &["--run-id", &run_id, "--wait", "60"],
     )
     .await;
     assert_code(&out, 0);
@@ -47,16 +39,10 @@ async fn start_wait_list_and_show_a_retried_checkout() {
     assert!(text.contains("\"chargeId\""), "{text}");
 
     // Idempotent on the run id.
-    let again = cairn(
+    let again = start_checkout(
         &env,
-        &[
-            "start",
-            "checkout",
-            "--input",
-            &order("o-1", "tok_flaky", false),
-            "--run-id",
-            &run_id,
-        ],
+        &order("o-1", "tok_flaky", false),
+        &["--run-id", &run_id],
     )
     .await;
     assert_code(&again, 0);
@@ -149,17 +135,10 @@ async fn compensated_checkout_shows_the_failure_and_its_timeline_draws_in_chromi
     let _runtime = env
         .run(env.engine(cairn_demo::workflows()), cairn_demo::worker())
         .await;
-    let out = cairn(
+    let out = start_checkout(
         &env,
-        &[
-            "start",
-            "checkout",
-            "--input",
-            &order("o-2", "tok_declined", false),
-            "--wait",
-            "60",
-            "--json",
-        ],
+        &order("o-2", "tok_declined", false),
+        &["--wait", "60", "--json"],
     )
     .await;
     assert_code(&out, 5);
@@ -278,11 +257,7 @@ async fn signal_by_name_or_seed_event_and_cancel() {
     let client = env.client();
     let mut ids = Vec::new();
     for name in ["approve", "reject", "cancel"] {
-        let out = cairn(
-            &env,
-            &["start", "checkout", "--input", &order(name, "tok_ok", true)],
-        )
-        .await;
+        let out = start_checkout(&env, &order(name, "tok_ok", true), &[]).await;
         assert_code(&out, 0);
         ids.push(stdout(&out).trim().to_owned());
     }

@@ -14,6 +14,13 @@ pub async fn cairn(env: &TestEnv, args: &[&str]) -> Output {
     cairn_stdin(env, args, None).await
 }
 
+/// `cairn start checkout --input ORDER EXTRA...`.
+pub async fn start_checkout(env: &TestEnv, order: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["start", "checkout", "--input", order];
+    args.extend_from_slice(extra);
+    cairn(env, &args).await
+}
+
 pub async fn cairn_stdin(env: &TestEnv, args: &[&str], stdin: Option<String>) -> Output {
     run_binary(with_deployment(env, args), stdin).await
 }
