@@ -1,10 +1,9 @@
 //! `cairn runs list | show | timeline`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Context as _;
 use cairn::store::{LoadedRun, RunFilter, RunRecord};
 use cairn_inspect::{format_duration_ms, utc_timestamp};
+use cairn_lambda::engine::now_ms;
 use serde_json::{json, Value};
 
 use crate::args::{ListArgs, RunsCommand, ShowArgs, TimelineArgs};
@@ -20,13 +19,6 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> anyhow::Result<()> {
         RunsCommand::Show(args) => show_run(ctx, args).await,
         RunsCommand::Timeline(args) => timeline(ctx, args).await,
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {

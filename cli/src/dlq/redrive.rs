@@ -1,17 +1,18 @@
 //! `cairn dlq redrive`: send each message to the target queue, then delete it from the DLQ.
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
     SendMessageBatchRequestEntry,
 };
+use cairn_lambda::engine::now_ms;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::{info, name_of, receive, resolve_dlq, source_of, sqs_error, system_attr};
+
 use crate::args::RedriveArgs;
 use crate::context::Ctx;
 use crate::failure::Failure;
@@ -22,13 +23,6 @@ const PROGRESS_FROM: u64 = 20;
 /// SQS FIFO deduplication window (5 minutes), plus a margin for clock skew.
 const DEDUP_WINDOW_MS: u64 = 5 * 60_000;
 const DEDUP_MARGIN_MS: u64 = 60_000;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// The deduplication id to redrive a FIFO message with, and whether it is a new one.
 ///
