@@ -83,6 +83,31 @@ pub enum Command {
     /// Inspect and redrive dead-letter queues.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Add to the project (no AWS needed).
+    #[command(subcommand)]
+    Scaffold(ScaffoldCommand),
+}
+
+/// `cairn scaffold ...`.
+#[derive(Debug, Subcommand)]
+pub enum ScaffoldCommand {
+    /// A step group: its queue, dead-letter queue, worker function and role in template.yaml,
+    /// the engine's and reconciler's queue maps, and a worker crate with a handler stub.
+    Step(ScaffoldStepArgs),
+}
+
+/// `cairn scaffold step`.
+#[derive(Debug, Args)]
+pub struct ScaffoldStepArgs {
+    /// The step group (= step name), e.g. images.resize.
+    pub group: String,
+    /// The project root (template.yaml and the workspace Cargo.toml) [default: the nearest
+    /// directory holding both, from here up].
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The worker function's timeout, seconds (the queue's visibility is 6x + 20).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=900))]
+    pub timeout: u32,
 }
 
 /// `cairn runs ...`.

@@ -13,13 +13,14 @@ mod dlq;
 mod failure;
 mod out;
 mod runs;
+mod scaffold;
 mod since;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, ScaffoldCommand};
 use crate::context::Ctx;
 
 fn main() -> ExitCode {
@@ -34,6 +35,13 @@ fn main() -> ExitCode {
             });
         }
     };
+    // Scaffolding edits files only: no deployment to find.
+    if let Command::Scaffold(ScaffoldCommand::Step(args)) = &cli.command {
+        return match scaffold::step(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&e, &failure::Target::default()),
+        };
+    }
     let config = match context::config(&cli.global) {
         Ok(config) => config,
         Err(e) => return report(&e, &failure::Target::default()),
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
             Command::Signal(args) => control::signal(&ctx, args).await,
             Command::Cancel(args) => control::cancel(&ctx, args).await,
             Command::Dlq(command) => dlq::run(&ctx, command).await,
+            Command::Scaffold(_) => Ok(()),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
