@@ -10,14 +10,17 @@ mod redrive;
 
 use std::collections::{HashMap, HashSet};
 
-use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
     QueueAttributeName,
 };
 use aws_sdk_sqs::Client;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use cairn::infra::InfraErrorKind;
 use cairn::queue_name::{dlq_name, results_queue_name, tasks_queue_name, QueueKind};
 use cairn_inspect::{summarize, utc_timestamp};
+use cairn_lambda::sdk_error::infra_error;
 use serde_json::{json, Value};
 
 use crate::args::{DlqCommand, DlqListArgs};
@@ -36,19 +39,21 @@ pub async fn run(ctx: &Ctx, command: DlqCommand) -> anyhow::Result<()> {
     }
 }
 
-fn sqs_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    op: &str,
-    e: SdkError<E, R>,
-) -> anyhow::Error {
-    anyhow::anyhow!("SQS {op} failed: {}", DisplayErrorContext(&e))
+fn sqs_error<E>(op: &'static str, e: SdkError<E, HttpResponse>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    infra_error(op, e).into()
 }
 
 /// The URL of queue `name`, or `None` if SQS says it does not exist.
 async fn queue_url(sqs: &Client, name: &str) -> anyhow::Result<Option<String>> {
     match sqs.get_queue_url().queue_name(name).send().await {
         Ok(out) => Ok(out.queue_url().map(str::to_owned)),
-        Err(SdkError::ServiceError(_)) => Ok(None),
-        Err(e) => Err(sqs_error("GetQueueUrl", e)),
+        Err(e) => match infra_error("GetQueueUrl", e) {
+            not_found if not_found.kind == InfraErrorKind::NotFound => Ok(None),
+            other => Err(other.into()),
+        },
     }
 }
 

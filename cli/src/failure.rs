@@ -1,12 +1,13 @@
 //! Errors as the user sees them: an exit code and a message that says what to do.
 //!
 //! Commands return `anyhow::Error`. Errors that already know their exit code are a [`Failure`];
-//! everything else is classified here from cairn's typed errors and, for SDK failures that only
-//! reach us as text (connection refused, missing credentials), from the error chain's text.
+//! everything else is classified here from cairn's typed errors: client errors, and the
+//! [`InfraError`] in the chain, whose kind (unreachable, no credentials, not found, ...) decides.
 
 use std::fmt;
 
 use cairn::client::ClientError;
+use cairn::infra::{InfraError, InfraErrorKind};
 
 /// Exit codes (also listed in `cairn --help`).
 pub mod code {
@@ -110,83 +111,70 @@ pub fn classify(error: &anyhow::Error, target: &Target) -> (u8, String) {
             format!("run {run_id} is still {status} after {}s", waited.as_secs()),
         );
     }
-    let text = without_sdk_debug(&format!("{error:#}"));
-    let lower = text.to_lowercase();
-    let hint = if lower.contains("credential") {
-        Some(format!(
-            "no usable AWS credentials for {}.\n  Set AWS_PROFILE (or --profile), or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; \
-             for the local stack set CAIRN_ENDPOINT_URL (or --endpoint-url), e.g. `eval \"$(scripts/local-stack start)\"`.",
-            target.describe()
-        ))
-    } else if lower.contains("region") && (lower.contains("no region") || lower.contains("missing"))
-    {
-        Some("no AWS region configured.\n  Set AWS_REGION (or --region), or AWS_PROFILE with a region.".to_owned())
-    } else if [
-        "dispatch failure",
-        "connection refused",
-        "error trying to connect",
-        "dns error",
-        "timed out",
-        "timeout",
-        "io error",
-        "connector error",
-    ]
-    .iter()
-    .any(|needle| lower.contains(needle))
-    {
-        Some(format!(
-            "cannot reach {}.\n  Is it running? For the local stack: `eval \"$(scripts/local-stack start)\"` then use the CAIRN_ENDPOINT_URL it prints \
-             (or --endpoint-url). For AWS: unset CAIRN_ENDPOINT_URL and set AWS_REGION and AWS_PROFILE (or --region/--profile).",
-            target.describe()
-        ))
-    } else if lower.contains("resourcenotfound")
-        || lower.contains("requested resource not found")
-        || lower.contains("non-existent table")
-    {
-        return (
+    let text = format!("{error:#}");
+    let Some(infra) = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<InfraError>())
+    else {
+        return (code::FAILURE, text);
+    };
+    let detail = format!("{}: {}", infra.operation, infra.message);
+    match infra.kind {
+        InfraErrorKind::NoCredentials => (
+            code::UNREACHABLE,
+            format!(
+                "no usable AWS credentials for {}.\n  Set AWS_PROFILE (or --profile), or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; \
+                 for the local stack set CAIRN_ENDPOINT_URL (or --endpoint-url), e.g. `eval \"$(scripts/local-stack start)\"`.\n  detail: {detail}",
+                target.describe()
+            ),
+        ),
+        InfraErrorKind::NoRegion => (
+            code::UNREACHABLE,
+            format!("no AWS region configured.\n  Set AWS_REGION (or --region), or AWS_PROFILE with a region.\n  detail: {detail}"),
+        ),
+        InfraErrorKind::Unreachable | InfraErrorKind::TimedOut => (
+            code::UNREACHABLE,
+            format!(
+                "cannot reach {}.\n  Is it running? For the local stack: `eval \"$(scripts/local-stack start)\"` then use the CAIRN_ENDPOINT_URL it prints \
+                 (or --endpoint-url). For AWS: unset CAIRN_ENDPOINT_URL and set AWS_REGION and AWS_PROFILE (or --region/--profile).\n  detail: {detail}",
+                target.describe()
+            ),
+        ),
+        InfraErrorKind::NotFound if is_queue_operation(infra.operation) => (
             code::NOT_FOUND,
             format!(
-                "table {} not found at {}.\n  Set --table / CAIRN_TABLE_NAME (or --prefix / CAIRN_QUEUE_PREFIX, the table defaults to <prefix>-runs).\n  detail: {text}",
+                "queue not found at {}.\n  Check --prefix / CAIRN_QUEUE_PREFIX and --results-queue-url / CAIRN_RESULTS_QUEUE_URL.\n  detail: {detail}",
+                target.describe()
+            ),
+        ),
+        InfraErrorKind::NotFound => (
+            code::NOT_FOUND,
+            format!(
+                "table {} not found at {}.\n  Set --table / CAIRN_TABLE_NAME (or --prefix / CAIRN_QUEUE_PREFIX, the table defaults to <prefix>-runs).\n  detail: {detail}",
                 target.table,
                 target.describe()
             ),
-        );
-    } else if lower.contains("nonexistentqueue")
-        || lower.contains("queuedoesnotexist")
-        || lower.contains("queue does not exist")
-    {
-        return (
-            code::NOT_FOUND,
-            format!(
-                "queue not found at {}.\n  Check --prefix / CAIRN_QUEUE_PREFIX and --results-queue-url / CAIRN_RESULTS_QUEUE_URL.\n  detail: {text}",
-                target.describe()
-            ),
-        );
-    } else {
-        None
-    };
-    match hint {
-        Some(hint) => (code::UNREACHABLE, format!("{hint}\n  detail: {text}")),
-        None => (code::FAILURE, text),
+        ),
+        _ => (code::FAILURE, text),
     }
 }
 
-/// The SDK's `DisplayErrorContext` ends with the error's `Debug` form in parentheses; people
-/// need the readable chain before it.
-fn without_sdk_debug(text: &str) -> String {
-    let markers = [
-        " (DispatchFailure(",
-        " (ServiceError(",
-        " (TimeoutError(",
-        " (ResponseError(",
-        " (ConstructionFailure(",
-    ];
-    let cut = markers
-        .iter()
-        .filter_map(|m| text.find(m))
-        .min()
-        .unwrap_or(text.len());
-    text.get(..cut).unwrap_or(text).to_owned()
+/// SQS operations; every other operation the CLI makes is DynamoDB's.
+fn is_queue_operation(operation: &str) -> bool {
+    matches!(
+        operation,
+        "GetQueueUrl"
+            | "GetQueueAttributes"
+            | "ListDeadLetterSourceQueues"
+            | "CreateQueue"
+            | "SendMessage"
+            | "SendMessageBatch"
+            | "ReceiveMessage"
+            | "DeleteMessage"
+            | "DeleteMessageBatch"
+            | "ChangeMessageVisibility"
+            | "ChangeMessageVisibilityBatch"
+    )
 }
 
 #[cfg(test)]
@@ -214,31 +202,43 @@ mod tests {
     }
 
     #[test]
-    fn connection_failures_name_the_endpoint_and_what_to_set() {
-        let error = anyhow::anyhow!("store request Query failed: dispatch failure: io error: Connection refused (os error 111)");
-        let (code, message) = classify(&error, &target());
+    fn infrastructure_kinds_choose_the_exit_code_and_what_to_set() {
+        let infra =
+            |operation, kind| anyhow::Error::new(InfraError::new(operation, kind, "detail text"));
+        let (code, message) = classify(&infra("Query", InfraErrorKind::Unreachable), &target());
         assert_eq!(code, code::UNREACHABLE);
-        let debug = anyhow::anyhow!(
-            "dispatch failure: io error (DispatchFailure(DispatchFailure {{ .. }}))"
-        );
-        let (_, message_without_debug) = classify(&debug, &target());
-        assert!(
-            message_without_debug.ends_with("detail: dispatch failure: io error"),
-            "{message_without_debug}"
-        );
         assert!(
             message.contains("http://127.0.0.1:9") && message.contains("CAIRN_ENDPOINT_URL"),
             "{message}"
         );
+        assert!(message.ends_with("detail: Query: detail text"), "{message}");
         let aws = Target {
             endpoint_url: None,
             region: Some("eu-west-1".into()),
             table: "t".into(),
         };
-        let (_, message) = classify(&anyhow::anyhow!("failed to load credentials"), &aws);
+        let (code, message) = classify(&infra("Query", InfraErrorKind::NoCredentials), &aws);
+        assert_eq!(code, code::UNREACHABLE);
         assert!(
             message.contains("eu-west-1") && message.contains("AWS_PROFILE"),
             "{message}"
         );
+        let (code, message) = classify(&infra("Query", InfraErrorKind::NotFound), &target());
+        assert_eq!(code, code::NOT_FOUND);
+        assert!(
+            message.starts_with("table durable-runs not found"),
+            "{message}"
+        );
+        let (code, message) = classify(&infra("GetQueueUrl", InfraErrorKind::NotFound), &target());
+        assert_eq!(code, code::NOT_FOUND);
+        assert!(message.starts_with("queue not found"), "{message}");
+        let (code, _) = classify(&infra("Query", InfraErrorKind::Throttled), &target());
+        assert_eq!(code, code::FAILURE);
+        // Text that merely mentions a timeout is not a failure to reach anything.
+        let (code, _) = classify(
+            &anyhow::anyhow!("handler timeout: connection refused"),
+            &target(),
+        );
+        assert_eq!(code, code::FAILURE);
     }
 }

@@ -23,10 +23,12 @@
 //! | [`client`] | start, signal, cancel and read runs |
 //! | [`worker`] | step handlers: the [`Worker`](worker::Worker) that serves remote steps |
 //! | [`testing`] | [`TestEnv`](testing::TestEnv): workflows in process on a virtual clock, steps mocked, histories saved for replay tests |
+//! | [`infra`] | infrastructure failures typed by kind (throttled, unreachable, not found, ...) |
 //! | [`mod@panic`] | the text of a caught panic |
 
 pub mod client;
 pub mod contract;
+pub mod infra;
 pub mod panic;
 pub mod queue_name;
 pub mod store;

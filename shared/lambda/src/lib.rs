@@ -13,6 +13,7 @@
 //! | [`aws`] | SDK clients (local-stack aware) and a request counter |
 //! | [`dynamo`] | the checkpoint store and claim-check blobs on DynamoDB |
 //! | [`sqs`] | the task/result/control transport on SQS (with claim checks) |
+//! | [`sdk_error`] | SDK errors classified into typed `cairn::infra::InfraError`s |
 //! | [`batch`] | one SQS batch: per-record handling, batch item failures, FIFO rule |
 //! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
 //! | [`worker`] | the worker Lambda: a core `Worker`'s step handlers behind a tasks queue |
@@ -27,6 +28,7 @@ pub mod dynamo;
 pub mod engine;
 pub mod metrics;
 pub mod reconciler;
+pub mod sdk_error;
 mod serve;
 pub mod sqs;
 pub mod telemetry;

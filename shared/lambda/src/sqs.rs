@@ -3,16 +3,52 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use sha2::{Digest, Sha256};
 
 use cairn::contract::{encode, ControlMessage, RemoteTask, StepResult};
+use cairn::infra::{InfraError, InfraErrorKind};
 use cairn::queue_name::{results_queue_name, tasks_queue_name, QueueKind};
 use cairn::store::BlobStore;
 use cairn::transport::{offload, ControlSender, ResultSender, TaskSender, TransportError};
+
+use crate::sdk_error::{infra_error, kind_from_code};
+
+/// The messages of one send call that did not go out, and why the first of them failed.
+#[derive(Default)]
+struct Unsent {
+    indexes: Vec<usize>,
+    first_cause: Option<InfraError>,
+}
+
+impl Unsent {
+    fn add(
+        &mut self,
+        indexes: impl IntoIterator<Item = usize>,
+        cause: impl FnOnce() -> InfraError,
+    ) {
+        let before = self.indexes.len();
+        self.indexes.extend(indexes);
+        if self.first_cause.is_none() && self.indexes.len() > before {
+            self.first_cause = Some(cause());
+        }
+    }
+
+    fn into_result(mut self) -> Result<(), TransportError> {
+        match self.first_cause {
+            None => Ok(()),
+            Some(cause) => {
+                self.indexes.sort_unstable();
+                Err(TransportError::Partial {
+                    failed: self.indexes,
+                    cause,
+                })
+            }
+        }
+    }
+}
 
 /// SQS accepts at most 10 entries and 256 KiB per `SendMessageBatch`.
 const MAX_BATCH_ENTRIES: usize = 10;
@@ -109,7 +145,12 @@ impl<B: BlobStore> SqsTransport<B> {
         let name = tasks_queue_name(&self.config.prefix, group, self.kind()).map_err(|e| {
             TransportError::NoQueue {
                 what: group.to_owned(),
-                message: e.to_string(),
+                cause: InfraError::with_source(
+                    "GetQueueUrl",
+                    InfraErrorKind::Rejected,
+                    e.to_string(),
+                    e,
+                ),
             }
         })?;
         self.resolve(&name).await
@@ -123,7 +164,12 @@ impl<B: BlobStore> SqsTransport<B> {
         let name = results_queue_name(&self.config.prefix, self.kind()).map_err(|e| {
             TransportError::NoQueue {
                 what: "results".into(),
-                message: e.to_string(),
+                cause: InfraError::with_source(
+                    "GetQueueUrl",
+                    InfraErrorKind::Rejected,
+                    e.to_string(),
+                    e,
+                ),
             }
         })?;
         self.resolve(&name).await
@@ -136,30 +182,34 @@ impl<B: BlobStore> SqsTransport<B> {
         let url = match self.client.get_queue_url().queue_name(name).send().await {
             Ok(out) => out.queue_url.ok_or_else(|| TransportError::NoQueue {
                 what: name.to_owned(),
-                message: "GetQueueUrl returned no URL".into(),
+                cause: InfraError::new("GetQueueUrl", InfraErrorKind::Other, "no URL returned"),
             })?,
-            Err(err) => match err.into_service_error() {
-                GetQueueUrlError::QueueDoesNotExist(_) if self.config.auto_create => {
-                    let mut create = self.client.create_queue().queue_name(name);
-                    if self.config.fifo {
-                        create = create.attributes(QueueAttributeName::FifoQueue, "true");
-                    }
-                    let out = create.send().await.map_err(|e| TransportError::NoQueue {
-                        what: name.to_owned(),
-                        message: DisplayErrorContext(&e).to_string(),
-                    })?;
-                    out.queue_url.ok_or_else(|| TransportError::NoQueue {
-                        what: name.to_owned(),
-                        message: "CreateQueue returned no URL".into(),
-                    })?
+            Err(err)
+                if self.config.auto_create
+                    && matches!(
+                        err.as_service_error(),
+                        Some(GetQueueUrlError::QueueDoesNotExist(_))
+                    ) =>
+            {
+                let mut create = self.client.create_queue().queue_name(name);
+                if self.config.fifo {
+                    create = create.attributes(QueueAttributeName::FifoQueue, "true");
                 }
-                other => {
-                    return Err(TransportError::NoQueue {
-                        what: name.to_owned(),
-                        message: DisplayErrorContext(&other).to_string(),
-                    })
-                }
-            },
+                let out = create.send().await.map_err(|e| TransportError::NoQueue {
+                    what: name.to_owned(),
+                    cause: infra_error("CreateQueue", e),
+                })?;
+                out.queue_url.ok_or_else(|| TransportError::NoQueue {
+                    what: name.to_owned(),
+                    cause: InfraError::new("CreateQueue", InfraErrorKind::Other, "no URL returned"),
+                })?
+            }
+            Err(err) => {
+                return Err(TransportError::NoQueue {
+                    what: name.to_owned(),
+                    cause: infra_error("GetQueueUrl", err),
+                })
+            }
         };
         if let Ok(mut map) = self.resolved.lock() {
             map.insert(name.to_owned(), url.clone());
@@ -167,9 +217,8 @@ impl<B: BlobStore> SqsTransport<B> {
         Ok(url)
     }
 
-    /// Sends `messages` to `url` in batches; reports the indexes that failed.
-    async fn send_to(&self, url: &str, messages: Vec<(usize, Outgoing)>) -> Vec<(usize, String)> {
-        let mut failed = Vec::new();
+    /// Sends `messages` to `url` in batches; adds the indexes that failed to `failed`.
+    async fn send_to(&self, url: &str, messages: Vec<(usize, Outgoing)>, failed: &mut Unsent) {
         let mut batch: Vec<(usize, Outgoing)> = Vec::new();
         let mut batch_bytes = 0;
         let mut batches = Vec::new();
@@ -177,7 +226,14 @@ impl<B: BlobStore> SqsTransport<B> {
             match offload(std::mem::take(&mut message.body), &self.blobs).await {
                 Ok(body) => message.body = body,
                 Err(e) => {
-                    failed.push((index, e.to_string()));
+                    failed.add([index], || {
+                        InfraError::with_source(
+                            "claim check",
+                            InfraErrorKind::Other,
+                            e.to_string(),
+                            e,
+                        )
+                    });
                     continue;
                 }
             }
@@ -210,7 +266,14 @@ impl<B: BlobStore> SqsTransport<B> {
             let entries = match entries {
                 Ok(entries) => entries,
                 Err(e) => {
-                    failed.extend(ids.iter().map(|i| (*i, e.to_string())));
+                    failed.add(ids, || {
+                        InfraError::with_source(
+                            "SendMessageBatch",
+                            InfraErrorKind::Rejected,
+                            e.to_string(),
+                            e,
+                        )
+                    });
                     continue;
                 }
             };
@@ -222,37 +285,42 @@ impl<B: BlobStore> SqsTransport<B> {
                 .send()
                 .await
             {
-                Ok(out) => failed.extend(out.failed.iter().filter_map(|f| {
-                    f.id.parse()
-                        .ok()
-                        .map(|i| (i, f.message.clone().unwrap_or_default()))
-                })),
-                Err(e) => {
-                    let message = DisplayErrorContext(&e).to_string();
-                    failed.extend(ids.iter().map(|i| (*i, message.clone())));
+                Ok(out) => {
+                    for entry in &out.failed {
+                        let Ok(index) = entry.id.parse::<usize>() else {
+                            continue;
+                        };
+                        failed.add([index], || {
+                            InfraError::new(
+                                "SendMessageBatch",
+                                kind_from_code(Some(&entry.code), 0),
+                                format!("{}: {}", entry.code, entry.message().unwrap_or_default()),
+                            )
+                        });
+                    }
                 }
+                Err(e) => failed.add(ids, || infra_error("SendMessageBatch", e)),
             }
         }
-        failed
     }
 
     async fn send_all(&self, by_queue: Vec<QueueBatch>) -> Result<(), TransportError> {
-        let mut failed = Vec::new();
+        let mut failed = Unsent::default();
         for (url, messages) in by_queue {
             match url {
-                Ok(url) => failed.extend(self.send_to(&url, messages).await),
-                Err(e) => failed.extend(messages.iter().map(|(i, _)| (*i, e.to_string()))),
+                Ok(url) => self.send_to(&url, messages, &mut failed).await,
+                Err(e) => failed.add(messages.iter().map(|(i, _)| *i), || match e {
+                    TransportError::NoQueue { cause, .. } => cause,
+                    other => InfraError::with_source(
+                        "GetQueueUrl",
+                        InfraErrorKind::Other,
+                        other.to_string(),
+                        other,
+                    ),
+                }),
             }
         }
-        if failed.is_empty() {
-            return Ok(());
-        }
-        failed.sort_by_key(|(i, _)| *i);
-        let message = failed.first().map(|(_, m)| m.clone()).unwrap_or_default();
-        Err(TransportError::Partial {
-            failed: failed.into_iter().map(|(i, _)| i).collect(),
-            message,
-        })
+        failed.into_result()
     }
 
     fn fifo_ids(
@@ -329,10 +397,16 @@ impl<B: BlobStore> TaskSender for SqsTransport<B> {
                 .filter_map(|i| refused.get(i).map(|(index, _)| *index)),
         );
         failed.sort_unstable();
-        Err(TransportError::Partial {
-            failed,
-            message: err.to_string(),
-        })
+        let cause = match err {
+            TransportError::Partial { cause, .. } | TransportError::NoQueue { cause, .. } => cause,
+            other => InfraError::with_source(
+                "SendMessageBatch",
+                InfraErrorKind::Other,
+                other.to_string(),
+                other,
+            ),
+        };
+        Err(TransportError::Partial { failed, cause })
     }
 }
 

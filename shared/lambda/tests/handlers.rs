@@ -244,7 +244,11 @@ impl ResultSender for FailingResults {
         // The second result is refused, as SendMessageBatch can.
         Err(TransportError::Partial {
             failed: vec![1.min(results.len() - 1)],
-            message: "throttled".into(),
+            cause: cairn::infra::InfraError::new(
+                "SendMessageBatch",
+                cairn::infra::InfraErrorKind::Throttled,
+                "throttled",
+            ),
         })
     }
 }

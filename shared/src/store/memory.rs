@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use super::{
     CheckpointStore, Commit, LoadedRun, OutboxBatch, RunFilter, RunPage, RunRecord, StoreError,
 };
+use crate::infra::{InfraError, InfraErrorKind};
 use crate::workflow::{Command, HistoryEvent, RunStatus};
 
 #[derive(Debug, Default)]
@@ -46,10 +47,10 @@ impl MemoryStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> Result<T, StoreError> {
-        let mut runs = self.runs.lock().map_err(|_| StoreError::Backend {
-            operation: "lock",
-            message: "memory store poisoned".into(),
-        })?;
+        let mut runs = self
+            .runs
+            .lock()
+            .map_err(|_| InfraError::new("lock", InfraErrorKind::Other, "memory store poisoned"))?;
         Ok(f(&mut runs))
     }
 }

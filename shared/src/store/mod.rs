@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::contract::{ParentRef, StepError};
+use crate::infra::InfraError;
 use crate::workflow::{Command, HistoryEvent, RunStatus};
 
 pub use blob::{BlobStore, MemoryBlobStore};
@@ -148,14 +149,9 @@ pub enum StoreError {
         /// The version the writer expected (`None`: it expected no run).
         expected: Option<u64>,
     },
-    /// The backend failed or throttled; retry later.
-    #[error("store request {operation} failed: {message}")]
-    Backend {
-        /// The API call.
-        operation: &'static str,
-        /// What the SDK said.
-        message: String,
-    },
+    /// The backend failed (throttled, unreachable, not found, ...; see the kind); retry later.
+    #[error("store request {0}")]
+    Backend(#[from] InfraError),
     /// A stored item cannot be decoded.
     #[error("stored data for {key} is corrupt: {reason}")]
     Corrupt {
@@ -231,7 +227,13 @@ pub fn decode_stored<T: serde::de::DeserializeOwned>(
 impl StoreError {
     /// Whether trying again (after reloading, for conflicts) may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Conflict { .. } | Self::Backend { .. })
+        matches!(self, Self::Conflict { .. } | Self::Backend(_))
+    }
+
+    /// Whether this is an infrastructure failure that heals by itself (throttling, an
+    /// unreachable or overloaded service): worth backing off for, not counting as poison.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Backend(e) if e.is_transient())
     }
 }
 

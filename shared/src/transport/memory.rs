@@ -4,6 +4,7 @@ use std::sync::Mutex;
 
 use super::{ControlSender, ResultSender, TaskSender, TransportError};
 use crate::contract::{ControlMessage, RemoteTask, StepResult};
+use crate::infra::{InfraError, InfraErrorKind};
 
 /// Everything sent through it, in order.
 #[derive(Debug, Default)]
@@ -21,7 +22,7 @@ fn push<T: Clone>(into: &Mutex<Vec<T>>, items: &[T]) -> Result<(), TransportErro
         .map(|mut v| v.extend_from_slice(items))
         .map_err(|_| TransportError::Partial {
             failed: (0..items.len()).collect(),
-            message: "poisoned".into(),
+            cause: InfraError::new("send", InfraErrorKind::Other, "memory transport poisoned"),
         })
 }
 

@@ -9,6 +9,7 @@ mod memory;
 use std::future::Future;
 
 use crate::contract::{ControlMessage, RemoteTask, StepResult};
+use crate::infra::InfraError;
 
 pub use claim_check::{
     offload, refuse_oversize_result, refuse_oversize_task, resolve_body, ClaimCheck,
@@ -20,20 +21,22 @@ pub use memory::MemoryTransport;
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// Some messages of a batch were not accepted; their indexes in the input slice.
-    #[error("{} of the messages were not sent: {message}", failed.len())]
+    #[error("{} of the messages were not sent: {cause}", failed.len())]
     Partial {
         /// Indexes (into the slice passed to the send call) of the messages not sent.
         failed: Vec<usize>,
-        /// What SQS said.
-        message: String,
+        /// Why the first of them was not sent.
+        #[source]
+        cause: InfraError,
     },
     /// The queue for a group cannot be found or created.
-    #[error("no queue for {what}: {message}")]
+    #[error("no queue for {what}: {cause}")]
     NoQueue {
         /// The group or queue name.
         what: String,
         /// Why.
-        message: String,
+        #[source]
+        cause: InfraError,
     },
     /// A claim-check payload could not be stored or fetched.
     #[error("claim check failed: {0}")]
@@ -44,6 +47,15 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// Whether this is an infrastructure failure that heals by itself (see
+    /// [`InfraErrorKind::is_transient`](crate::infra::InfraErrorKind::is_transient)).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Partial { cause, .. } | Self::NoQueue { cause, .. } => cause.is_transient(),
+            Self::ClaimCheck(_) | Self::Unsupported(_) => false,
+        }
+    }
+
     /// Indexes of the messages that were not sent (all of `len` unless partial).
     pub fn failed_indexes(&self, len: usize) -> Vec<usize> {
         match self {

@@ -2,8 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use cairn::infra::{InfraError, InfraErrorKind};
+
+use crate::sdk_error::infra_error;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
@@ -48,15 +53,29 @@ impl DynamoStore {
     }
 }
 
-pub(crate) fn backend<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
+pub(crate) fn backend<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> StoreError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    StoreError::Backend {
+    StoreError::Backend(infra_error(operation, err))
+}
+
+/// Whether an `UpdateItem` failed only because its condition did not hold.
+fn lost_condition(err: &SdkError<UpdateItemError, HttpResponse>) -> bool {
+    matches!(
+        err.as_service_error(),
+        Some(UpdateItemError::ConditionalCheckFailedException(_))
+    )
+}
+
+/// A request that could not even be built (a missing required field): a bug, never transient.
+fn build_error(operation: &'static str, err: BuildError) -> StoreError {
+    StoreError::Backend(InfraError::with_source(
         operation,
-        message: DisplayErrorContext(&err).to_string(),
-    }
+        InfraErrorKind::Rejected,
+        err.to_string(),
+        err,
+    ))
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -80,10 +99,7 @@ fn chunk_puts(
                 .item("data", AttributeValue::B(bytes.to_vec().into()))
                 .condition_expression("attribute_not_exists(pk)")
                 .build()
-                .map_err(|e| StoreError::Backend {
-                    operation: "TransactWriteItems",
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| build_error("TransactWriteItems", e))?;
             Ok(TransactWriteItem::builder().put(put).build())
         })
         .collect()
@@ -258,10 +274,9 @@ impl CheckpointStore for DynamoStore {
                 .condition_expression("version = :v")
                 .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
         };
-        let put = put.build().map_err(|e| StoreError::Backend {
-            operation: "TransactWriteItems",
-            message: e.to_string(),
-        })?;
+        let put = put
+            .build()
+            .map_err(|e| build_error("TransactWriteItems", e))?;
         writes.push(TransactWriteItem::builder().put(put).build());
         let mut bytes = 0;
         if !commit.events.is_empty() {
@@ -300,8 +315,8 @@ impl CheckpointStore for DynamoStore {
             .await
         {
             Ok(_) => Ok(()),
-            Err(err) => match err.into_service_error() {
-                TransactWriteItemsError::TransactionCanceledException(cancel)
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel))
                     if cancel
                         .cancellation_reasons()
                         .iter()
@@ -312,10 +327,7 @@ impl CheckpointStore for DynamoStore {
                         expected: commit.expected_version,
                     })
                 }
-                other => Err(StoreError::Backend {
-                    operation: "TransactWriteItems",
-                    message: DisplayErrorContext(&other).to_string(),
-                }),
+                _ => Err(backend("TransactWriteItems", err)),
             },
         }
     }
@@ -350,10 +362,7 @@ impl CheckpointStore for DynamoStore {
                         .key("sk", s(sk))
                         .build()
                         .map(|d| TransactWriteItem::builder().delete(d).build())
-                        .map_err(|e| StoreError::Backend {
-                            operation: "TransactWriteItems",
-                            message: e.to_string(),
-                        })
+                        .map_err(|e| build_error("TransactWriteItems", e))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             self.client
@@ -380,14 +389,9 @@ impl CheckpointStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) => match err.into_service_error() {
-                // A newer commit rewrote the run (and its marker): nothing to settle.
-                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => Ok(()),
-                other => Err(StoreError::Backend {
-                    operation: "UpdateItem",
-                    message: DisplayErrorContext(&other).to_string(),
-                }),
-            },
+            // A newer commit rewrote the run (and its marker): nothing to settle.
+            Err(err) if lost_condition(&err) => Ok(()),
+            Err(err) => Err(backend("UpdateItem", err)),
         }
     }
 
@@ -436,9 +440,12 @@ impl CheckpointStore for DynamoStore {
             .send()
             .await
             .map(|_| ())
-            .or_else(|e| match e.into_service_error() {
-                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => Ok(()),
-                other => Err(StoreError::Backend { operation: "UpdateItem", message: DisplayErrorContext(&other).to_string() }),
+            .or_else(|err| {
+                if lost_condition(&err) {
+                    Ok(())
+                } else {
+                    Err(backend("UpdateItem", err))
+                }
             })
     }
 
