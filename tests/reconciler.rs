@@ -70,7 +70,7 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
     let env = TestEnv::new("reconciler", false).await;
     let store = env.clients.store(&env.config);
     let transport = env.clients.transport(&env.config);
-    let now = cairn_lambda::engine::now_ms();
+    let now = cairn::clock::now_ms();
     store
         .commit(&stuck_run("stuck", now - 600_000, true))
         .await
@@ -141,7 +141,7 @@ async fn an_overdue_timer_whose_message_was_lost_fires_again() {
     let env = TestEnv::new("reconciler-timer", false).await;
     let store = env.clients.store(&env.config);
     let transport = env.clients.transport(&env.config);
-    let now = cairn_lambda::engine::now_ms();
+    let now = cairn::clock::now_ms();
     let mut sleeper = stuck_run("sleeper", now - 600_000, false);
     sleeper.events[1] = HistoryEvent::new(
         now - 600_000,

@@ -1,9 +1,9 @@
 //! `cairn runs list | show | timeline`.
 
 use anyhow::Context as _;
+use cairn::clock::now_ms;
 use cairn::store::{LoadedRun, RunFilter, RunRecord};
 use cairn_inspect::{format_duration_ms, utc_timestamp};
-use cairn_lambda::engine::now_ms;
 use serde_json::{json, Value};
 
 use crate::args::{ListArgs, RunsCommand, ShowArgs, TimelineArgs};

@@ -21,12 +21,14 @@
 //! | [`store`] | the checkpoint store port, with its in-memory twin |
 //! | [`transport`] | the task/result transport port, claim checks, and the in-memory twin |
 //! | [`client`] | start, signal, cancel and read runs |
+//! | [`clock`] | the wall clock (never read by workflow code) |
 //! | [`worker`] | step handlers: the [`Worker`](worker::Worker) that serves remote steps |
 //! | [`testing`] | [`TestEnv`](testing::TestEnv): workflows in process on a virtual clock, steps mocked, histories saved for replay tests |
 //! | [`infra`] | infrastructure failures typed by kind (throttled, unreachable, not found, ...) |
 //! | [`mod@panic`] | the text of a caught panic |
 
 pub mod client;
+pub mod clock;
 pub mod contract;
 pub mod infra;
 pub mod panic;

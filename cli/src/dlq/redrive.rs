@@ -7,7 +7,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
     SendMessageBatchRequestEntry,
 };
-use cairn_lambda::engine::now_ms;
+use cairn::clock::now_ms;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 

@@ -35,7 +35,7 @@ pub fn emf_line(metric: &str, reason: &str, timestamp_ms: u64) -> String {
 
 /// Counts one `metric` for `reason` (writes its EMF line to stdout).
 pub fn count(metric: &str, reason: &str) {
-    let line = emf_line(metric, reason, crate::engine::now_ms());
+    let line = emf_line(metric, reason, cairn::clock::now_ms());
     // A metric that cannot be written must not fail the record: the log line stays.
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }

@@ -175,7 +175,7 @@ async fn refire_timers<T: EngineTransport>(
     report: &mut ReconcileReport,
 ) {
     let run_id = loaded.run.run_id;
-    let overdue = overdue_timers(&loaded.history, crate::engine::now_ms());
+    let overdue = overdue_timers(&loaded.history, cairn::clock::now_ms());
     if overdue.is_empty() {
         report.idle += 1;
         return;
@@ -213,7 +213,7 @@ pub async fn reconcile_stalled<S: CheckpointStore, T: EngineTransport>(
     config: &crate::config::Config,
 ) -> Result<ReconcileReport, StoreError> {
     let options = ReconcileOptions {
-        before_ms: crate::engine::now_ms().saturating_sub(config.stall_seconds * 1000),
+        before_ms: cairn::clock::now_ms().saturating_sub(config.stall_seconds * 1000),
         max_runs: 1000,
         timer_chunk_seconds: config.timer_chunk_seconds,
     };

@@ -28,10 +28,7 @@ impl DynamoBlobStore {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    cairn::clock::now_ms() / 1000
 }
 
 impl BlobStore for DynamoBlobStore {

@@ -406,7 +406,7 @@ impl CheckpointStore for DynamoStore {
 
     async fn retire(&self, run_id: &str) -> Result<(), StoreError> {
         let pk = items::run_pk(run_id);
-        let expires_at = items::expires_at(crate::engine::now_ms(), self.retention_days);
+        let expires_at = items::expires_at(cairn::clock::now_ms(), self.retention_days);
         for item in query_partition(&self.client, &self.table, &pk, Some("sk")).await? {
             let Some(sk) = item.get("sk").and_then(|v| v.as_s().ok()) else {
                 continue;

@@ -85,13 +85,7 @@ impl Default for EngineOptions {
     }
 }
 
-/// Wall-clock time, epoch milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use cairn::clock::now_ms;
 
 impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     /// An engine hosting `workflows`.
