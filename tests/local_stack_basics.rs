@@ -78,6 +78,7 @@ fn started(run_id: &str) -> Commit {
     let event = HistoryEvent::new(
         1,
         EventKind::RunStarted {
+            format: cairn::workflow::HISTORY_FORMAT,
             workflow: "checkout".into(),
             input: json!({}),
         },

@@ -30,6 +30,7 @@ fn stuck_run(run_id: &str, updated_at_ms: u64, with_outbox: bool) -> Commit {
         HistoryEvent::new(
             updated_at_ms,
             EventKind::RunStarted {
+                format: cairn::workflow::HISTORY_FORMAT,
                 workflow: "fan-out".into(),
                 input: json!(1),
             },
@@ -37,6 +38,7 @@ fn stuck_run(run_id: &str, updated_at_ms: u64, with_outbox: bool) -> Commit {
         HistoryEvent::new(
             updated_at_ms,
             EventKind::TaskScheduled {
+                retry: None,
                 seq: 1,
                 name: "notifications.send-email".into(),
                 group: "notifications.send-email".into(),

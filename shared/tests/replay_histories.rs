@@ -17,8 +17,9 @@ use std::time::Duration;
 use cairn::contract::StepError;
 use cairn::workflow::testing::{fire, load_history, ok, signal, start, TestRun};
 use cairn::workflow::{
-    activate, ActivationRequest, Command, EngineError, EventKind, HistoryEvent, Incoming,
-    RemoteStep, RetryPolicy, RunStatus, TimerId, WorkflowContext, WorkflowError, Workflows,
+    activate, ActivationRequest, CodeAction, Command, EngineError, EventKind, HistoryEvent,
+    Incoming, Operation, RemoteStep, RetryPolicy, RunStatus, TimerId, ValueKind, WorkflowContext,
+    WorkflowError, Workflows,
 };
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -31,8 +32,47 @@ const FLAKY: RemoteStep<Value, Value> = RemoteStep::new("flaky").with_retry(
     RetryPolicy::exponential(3, Duration::from_secs(2), 2.0, Duration::from_secs(60)),
 );
 
+/// One attempt at most 30 s each, one retry after 5 s.
+const CHARGE_TIMED: RemoteStep<Value, Value> = RemoteStep::new("payments.charge-card")
+    .with_retry(RetryPolicy::fixed(2, Duration::from_secs(5)))
+    .with_timeout(Duration::from_secs(30));
+/// One attempt of at most 30 s.
+const CHARGE_ONCE: RemoteStep<Value, Value> = RemoteStep::new("payments.charge-card")
+    .with_retry(RetryPolicy::none())
+    .with_timeout(Duration::from_secs(30));
+
 fn workflows() -> Workflows {
     let mut w = Workflows::new();
+    w.register("late", |ctx: WorkflowContext, _: Value| async move {
+        ctx.remote(&CHARGE_TIMED, json!({})).await
+    });
+    w.register("refund-late", |ctx: WorkflowContext, _: Value| async move {
+        let call = ctx.remote(&CHARGE_ONCE, json!({}));
+        let seq = call.seq().unwrap_or_default();
+        match call.await {
+            Ok(receipt) => Ok(json!({ "charged": receipt })),
+            Err(WorkflowError::StepFailed { .. }) => {
+                // Give a late result time to arrive, then undo what it did.
+                ctx.sleep(Duration::from_secs(600)).await?;
+                match ctx.late_result::<Value>(seq) {
+                    Some(Ok(receipt)) => {
+                        let refund: Value = ctx.remote(&REFUND, receipt).await?;
+                        Ok(json!({ "refunded": refund }))
+                    }
+                    _ => Ok(json!("never charged")),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    });
+    w.register(
+        "fails-cancelled",
+        |_ctx: WorkflowContext, _: Value| async move {
+            Err::<Value, _>(WorkflowError::Failed(
+                StepError::terminal("the customer cancelled the order").with_code("cancelled"),
+            ))
+        },
+    );
     w.register("remote", |ctx: WorkflowContext, input: Value| async move {
         ctx.remote(&CHARGE, input).await
     });
@@ -116,8 +156,20 @@ fn order_v2() -> Workflows {
     w
 }
 
+/// A result as nestjs-durable workers send it: no `attempt`, the worker's `startedAt`.
+fn from_peer(seq: u64, started_at_ms: u64, outcome: Result<Value, StepError>) -> Incoming {
+    Incoming::StepResult {
+        seq,
+        attempt: None,
+        outcome,
+        started_at_ms: Some(started_at_ms),
+        events: Vec::new(),
+    }
+}
+
 fn failed(seq: u64, attempt: u32, message: &str) -> Incoming {
     Incoming::StepResult {
+        started_at_ms: None,
         seq,
         attempt: Some(attempt),
         outcome: Err(StepError::retryable(message)),
@@ -232,12 +284,63 @@ fn scenarios() -> Vec<Scenario> {
             vec![vec![start("continue", 0)], vec![fire("1")]],
             RunStatus::ContinuedAsNew,
         ),
+        // Attempt 1 times out (30 s), attempt 2 is dispatched after the 5 s backoff, then
+        // attempt 1's success arrives (started at 1500, before attempt 2 was scheduled at
+        // 3000): it wins; attempt 2's own success later changes nothing.
+        s(
+            "late_success_kept",
+            vec![
+                vec![start("late", json!(null))],
+                vec![fire("1:timeout:1")],
+                vec![fire("1:retry:1")],
+                vec![from_peer(1, 1_500, Ok(json!({"chargeId": "ch_late"})))],
+                vec![from_peer(1, 3_500, Ok(json!({"chargeId": "ch_again"})))],
+            ],
+            RunStatus::Completed,
+        ),
+        // The step failed for good on its timeout; its success arrives late, and the workflow
+        // refunds it.
+        s(
+            "late_success_refunded",
+            vec![
+                vec![start("refund-late", json!(null))],
+                vec![fire("1:timeout:1")],
+                vec![from_peer(1, 1_500, Ok(json!({"chargeId": "ch_late"})))],
+                vec![fire("2")],
+                vec![ok(3, json!({"refundId": "re_1"}))],
+            ],
+            RunStatus::Completed,
+        ),
+        // Attempt 1 fails; its result is delivered again (no `attempt`) while attempt 2 runs.
+        s(
+            "redelivered_failure",
+            vec![
+                vec![start("retry", json!(null))],
+                vec![from_peer(1, 1_200, Err(StepError::retryable("503")))],
+                vec![fire("1:retry:1")],
+                vec![from_peer(1, 1_200, Err(StepError::retryable("503")))],
+                vec![from_peer(1, 4_100, Ok(json!("second try")))],
+            ],
+            RunStatus::Completed,
+        ),
+        s(
+            "failed_with_cancelled_code",
+            vec![vec![start("fails-cancelled", json!(null))]],
+            RunStatus::Failed,
+        ),
     ]
 }
 
 fn path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/histories")
+        .join(format!("{name}.json"))
+}
+
+/// A history recorded in format 1 (kept as it was recorded: never regenerated).
+fn v1_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/histories/v1")
         .join(format!("{name}.json"))
 }
 
@@ -404,8 +507,8 @@ fn timer_firing_after_cancel_changes_nothing() {
     assert!(
         matches!(&history[cancel_at + 1].kind, EventKind::TaskScheduled { name, .. } if name == "payments.refund")
     );
-    let EventKind::RunFailed { error } = &history.last().unwrap().kind else {
-        panic!("not failed")
+    let EventKind::RunCancelled { error } = &history.last().unwrap().kind else {
+        panic!("not cancelled")
     };
     assert_eq!(error.code.as_deref(), Some("cancelled"));
     // The run is over: a late timer adds nothing.
@@ -455,8 +558,8 @@ fn non_deterministic_change_is_a_typed_error() {
         error,
         EngineError::NonDeterminism {
             seq: 2,
-            recorded: "remote step \"b\"".into(),
-            actual: "inline step \"b\"".into()
+            recorded: Operation::Remote("b".into()),
+            actual: CodeAction::Issued(Operation::Inline("b".into())),
         }
     );
     assert!(error.to_string().contains("seq 2"));
@@ -466,9 +569,170 @@ fn non_deterministic_change_is_a_typed_error() {
         ctx.remote(&A, json!({})).await
     });
     let error = replay(&shorter, "nondeterministic", &history, vec![]).unwrap_err();
+    assert_eq!(
+        error,
+        EngineError::NonDeterminism {
+            seq: 2,
+            recorded: Operation::Remote("b".into()),
+            actual: CodeAction::Returned,
+        }
+    );
+}
+
+/// Format 1 histories (`tests/histories/v1/`, recorded before format 2) replay unchanged.
+#[test]
+fn format_1_histories_still_replay() {
+    let w = workflows();
+    let mut replayed_any = 0;
+    for scenario in scenarios() {
+        let file = v1_path(scenario.name);
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue; // a scenario newer than format 1
+        };
+        let history = load_history(&text).unwrap();
+        assert!(
+            matches!(&history[0].kind, EventKind::RunStarted { format: 1, .. }),
+            "{}",
+            scenario.name
+        );
+        let replayed = replay(&w, scenario.name, &history, vec![]).unwrap();
+        assert!(
+            replayed.appended.is_empty() && replayed.commands.is_empty(),
+            "{}: {replayed:?}",
+            scenario.name
+        );
+        assert_eq!(replayed.status, scenario.status, "{}", scenario.name);
+        replayed_any += 1;
+    }
+    assert_eq!(replayed_any, 12);
+    // A format 1 patch marker still counts.
+    let values = load_history(&std::fs::read_to_string(v1_path("values")).unwrap()).unwrap();
+    assert!(values.iter().any(|e| matches!(&e.kind,
+        EventKind::ValueRecorded { kind: ValueKind::Patched(change), .. } if change == "v2")));
+}
+
+#[test]
+fn a_late_success_wins_and_the_run_records_it() {
+    let history = load("late_success_kept");
+    let late: Vec<_> = kinds(&history)
+        .into_iter()
+        .filter_map(|k| match k {
+            EventKind::LateResult {
+                attempt,
+                kept,
+                output,
+                ..
+            } => Some((*attempt, *kept, output.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late, vec![(1, true, Some(json!({"chargeId": "ch_late"})))]);
+    assert!(matches!(&history.last().unwrap().kind,
+        EventKind::RunCompleted { output } if *output == json!({"chargeId": "ch_late"})));
+}
+
+#[test]
+fn a_late_success_reaches_the_workflow() {
+    let history = load("late_success_refunded");
+    assert!(kinds(&history).iter().any(|k| matches!(
+        k,
+        EventKind::LateResult {
+            attempt: 1,
+            kept: false,
+            ..
+        }
+    )));
+    assert!(kinds(&history).iter().any(|k| matches!(k,
+        EventKind::TaskScheduled { name, input, .. }
+            if name == "payments.refund" && *input == json!({"chargeId": "ch_late"}))));
+    assert!(matches!(&history.last().unwrap().kind,
+        EventKind::RunCompleted { output } if *output == json!({"refunded": {"refundId": "re_1"}})));
+}
+
+#[test]
+fn a_redelivered_result_without_attempt_does_not_burn_a_retry() {
+    let history = load("redelivered_failure");
+    let failures = kinds(&history)
+        .into_iter()
+        .filter(|k| matches!(k, EventKind::StepFailed { .. }))
+        .count();
+    assert_eq!(failures, 1, "the redelivery is not attempt 2's failure");
+    let attempts: Vec<u32> = kinds(&history)
+        .into_iter()
+        .filter_map(|k| match k {
+            EventKind::TaskScheduled { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![1, 2]);
+    assert!(matches!(&history.last().unwrap().kind,
+        EventKind::RunCompleted { output } if *output == json!("second try")));
+}
+
+#[test]
+fn a_workflow_error_coded_cancelled_is_a_failure() {
+    let w = workflows();
+    let history = load("failed_with_cancelled_code");
+    assert!(matches!(
+        &history.last().unwrap().kind,
+        EventKind::RunFailed { .. }
+    ));
+    let replayed = replay(&w, "failed_with_cancelled_code", &history, vec![]).unwrap();
+    assert_eq!(replayed.status, RunStatus::Failed);
+}
+
+#[test]
+fn the_retry_policy_is_the_one_recorded() {
+    // Attempt 1 failed and attempt 2 is dispatched under "flaky"'s policy (3 attempts)...
+    let history = load("retry_backoff");
+    let upto = history
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::TaskScheduled { attempt: 2, .. }))
+        .unwrap()
+        + 1;
+    let in_flight = &history[..upto];
+    // ... then the code changes the step's policy to a single attempt.
+    const STRICT: RemoteStep<Value, Value> =
+        RemoteStep::new("flaky").with_retry(RetryPolicy::none());
+    let mut strict = Workflows::new();
+    strict.register("retry", |ctx: WorkflowContext, _: Value| async move {
+        match ctx.remote(&STRICT, json!({})).await {
+            Err(WorkflowError::StepFailed { .. }) => Ok(json!("gave up")),
+            other => other,
+        }
+    });
+    let replayed = replay(&strict, "retry_backoff", in_flight, vec![]).unwrap();
+    assert!(replayed.appended.is_empty() && replayed.commands.is_empty());
+    assert_eq!(replayed.status, RunStatus::Running);
+    // Attempt 2 fails: the recorded policy (3 attempts, backoff) goes on, not the code's.
+    let next = replay(
+        &strict,
+        "retry_backoff",
+        in_flight,
+        vec![failed(1, 2, "503")],
+    )
+    .unwrap();
     assert!(
-        matches!(error, EngineError::NonDeterminism { seq: 2, .. }),
-        "{error}"
+        matches!(
+            &next.commands[..],
+            [Command::StartTimer {
+                timer_id: TimerId::Retry { seq: 1, attempt: 2 },
+                ..
+            }]
+        ),
+        "{next:?}"
+    );
+    // A format 1 history did not record the policy: the change is refused, not reinterpreted.
+    let v1 = load_history(&std::fs::read_to_string(v1_path("retry_backoff")).unwrap()).unwrap();
+    let error = replay(&strict, "retry_backoff", &v1[..upto], vec![]).unwrap_err();
+    assert_eq!(
+        error,
+        EngineError::RetryDiverged {
+            seq: 1,
+            step: Some(Operation::Remote("flaky".into())),
+            gave_up_after: 1,
+            recorded_attempts: 2,
+        }
     );
 }
 

@@ -147,6 +147,7 @@ fn live(
                         Ok(json!(format!("out-{seq}-{attempt}")))
                     };
                     Incoming::StepResult {
+                        started_at_ms: None,
                         seq: *seq,
                         attempt: Some(*attempt),
                         outcome,
@@ -186,6 +187,7 @@ fn commands_of(events: &[HistoryEvent]) -> Vec<Command> {
                 group,
                 input,
                 attempt,
+                ..
             } => Some(Command::DispatchTask {
                 seq: *seq,
                 name: name.clone(),
@@ -225,7 +227,9 @@ fn incoming_of(events: &[HistoryEvent]) -> Vec<Incoming> {
                 attempt,
                 output,
                 events,
+                started_at_ms,
             } if !inline.contains(seq) => Some(Incoming::StepResult {
+                started_at_ms: *started_at_ms,
                 seq: *seq,
                 attempt: Some(*attempt),
                 outcome: Ok(output.clone()),
@@ -236,7 +240,9 @@ fn incoming_of(events: &[HistoryEvent]) -> Vec<Incoming> {
                 attempt,
                 error,
                 events,
+                started_at_ms,
             } if !inline.contains(seq) => Some(Incoming::StepResult {
+                started_at_ms: *started_at_ms,
                 seq: *seq,
                 attempt: Some(*attempt),
                 outcome: Err(error.clone()),

@@ -105,6 +105,56 @@ pub struct StepView {
     pub attempt_starts_ms: Vec<u64>,
     /// The output, when completed.
     pub output: Option<Value>,
+    /// Results that arrived after the engine had failed their attempt on its timeout.
+    pub late: Vec<LateView>,
+}
+
+/// A worker's result that arrived after its attempt had timed out (`LateResult`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LateView {
+    /// The attempt it answers.
+    pub attempt: u32,
+    /// When the engine recorded it, epoch ms.
+    pub at_ms: u64,
+    /// Schedule-to-start: how long the task waited in the queue before a worker started it
+    /// (worker's `startedAt` minus the attempt's dispatch), when the worker said.
+    pub queued_ms: Option<u64>,
+    /// Start-to-result: from the worker's start to the engine recording the result (the run
+    /// time plus the wait in the results queue), when the worker said.
+    pub ran_ms: Option<u64>,
+    /// The output, or the error.
+    pub outcome: Result<Value, StepError>,
+    /// The step completed with it (a success before any later attempt finished).
+    pub kept: bool,
+}
+
+impl LateView {
+    /// One line for people: `attempt 1 completed late (queued 40s, then 2s to the result),
+    /// kept: {..}`.
+    pub fn describe(&self) -> String {
+        let timing = match (self.queued_ms, self.ran_ms) {
+            (Some(q), Some(r)) => format!(
+                " (queued {}, then {} to the result)",
+                format_duration_ms(q),
+                format_duration_ms(r)
+            ),
+            _ => String::new(),
+        };
+        let (what, detail) = match &self.outcome {
+            Ok(output) => ("completed", summarize(output, 60)),
+            Err(error) => ("failed", error.to_string()),
+        };
+        let kept = if self.kept {
+            ", kept: the step completed with it"
+        } else {
+            ""
+        };
+        format!(
+            "attempt {} {what} late{timing}{kept}: {detail}",
+            self.attempt
+        )
+    }
 }
 
 impl StepView {
@@ -143,6 +193,7 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
         errors: Vec::new(),
         attempt_starts_ms: Vec::new(),
         output: None,
+        late: Vec::new(),
     };
     for event in &run.history {
         let at = event.at_ms;
@@ -161,7 +212,9 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
                 step.attempt_starts_ms.push(at);
                 step.state = StepState::Pending;
             }
-            EventKind::InlineStepStarted { seq, name, attempt } => {
+            EventKind::InlineStepStarted {
+                seq, name, attempt, ..
+            } => {
                 let step = steps
                     .entry(*seq)
                     .or_insert_with(|| new(*seq, StepKind::Inline, name, None, at));
@@ -202,6 +255,41 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
                     step.finished_at_ms = Some(at);
                     step.state = StepState::Failed;
                     step.errors.push((at, error.clone()));
+                }
+            }
+            EventKind::LateResult {
+                seq,
+                attempt,
+                output,
+                error,
+                started_at_ms,
+                kept,
+                ..
+            } => {
+                if let Some(step) = steps.get_mut(seq) {
+                    let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+                    let scheduled = step.attempt_starts_ms.get(index).copied();
+                    let outcome = match error {
+                        Some(error) => Err(error.clone()),
+                        None => Ok(output.clone().unwrap_or_default()),
+                    };
+                    if *kept {
+                        if let Ok(output) = &outcome {
+                            step.state = StepState::Completed;
+                            step.finished_at_ms = Some(at);
+                            step.output = Some(output.clone());
+                        }
+                    }
+                    step.late.push(LateView {
+                        attempt: *attempt,
+                        at_ms: at,
+                        queued_ms: started_at_ms
+                            .zip(scheduled)
+                            .map(|(s, d)| s.saturating_sub(d)),
+                        ran_ms: started_at_ms.map(|s| at.saturating_sub(s)),
+                        outcome,
+                        kept: *kept,
+                    });
                 }
             }
             EventKind::SignalReceived { name, payload, .. } => {

@@ -134,6 +134,9 @@ pub fn render_text(run: &LoadedRun) -> String {
             };
             let _ = writeln!(out, "  attempt {}  {} {outcome}", i + 1, when(*at, start));
         }
+        for late in &step.late {
+            let _ = writeln!(out, "  {} at {}", late.describe(), when(late.at_ms, start));
+        }
         if let Some(output) = &step.output {
             let _ = writeln!(out, "  output  {}", payload(output, "          "));
         }

@@ -233,6 +233,7 @@ mod tests {
     fn only_unfired_timers_past_their_grace_are_overdue() {
         let history = vec![
             event(EventKind::RunStarted {
+                format: cairn::workflow::HISTORY_FORMAT,
                 workflow: "w".into(),
                 input: json!(null),
             }),

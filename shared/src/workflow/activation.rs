@@ -16,8 +16,8 @@ use serde_json::Value;
 use super::registry::WorkflowFuture;
 use super::state::{lock, State, Terminal};
 use super::{
-    Command, EngineError, EventKind, HistoryEvent, Incoming, RunStatus, WorkflowContext,
-    WorkflowError, Workflows, CANCELLED_CODE,
+    CodeAction, Command, EngineError, EventKind, HistoryEvent, Incoming, RunStatus,
+    WorkflowContext, WorkflowError, Workflows, HISTORY_FORMAT,
 };
 
 /// One activation of one run.
@@ -92,6 +92,13 @@ pub async fn activate(
         ));
     }
     let mut ignored = Vec::new();
+    if state.format > HISTORY_FORMAT {
+        // Written by a newer engine: reading it by older rules could misread it.
+        return Err(EngineError::InvalidInput(format!(
+            "history format {} is newer than this engine's ({HISTORY_FORMAT})",
+            state.format
+        )));
+    }
     if let Some(terminal) = &state.terminal {
         for item in &incoming {
             ignore(run_id, RUN_FINISHED, item.kind(), &mut ignored);
@@ -113,7 +120,11 @@ pub async fn activate(
         if !workflows.contains(&workflow) {
             return Err(EngineError::UnknownWorkflow(workflow));
         }
-        state.append(EventKind::RunStarted { workflow, input });
+        state.append(EventKind::RunStarted {
+            workflow,
+            input,
+            format: HISTORY_FORMAT,
+        });
     }
     let name = state.workflow.clone().unwrap_or_default();
     let input = state.input.clone();
@@ -170,21 +181,21 @@ fn finish(
     }
     // A recorded operation the replay never reached: the code no longer issues it.
     let next = usize::try_from(state.next_seq).unwrap_or(usize::MAX);
-    if let Some((seq, slot)) = state
+    if let Some((seq, recorded)) = state
         .ops
         .iter()
         .enumerate()
         .skip(next)
-        .find(|(_, s)| s.recorded && s.kind.is_some())
+        .find_map(|(seq, s)| s.kind.clone().filter(|_| s.recorded).map(|k| (seq, k)))
     {
         let actual = match &outcome {
-            Some(_) => "nothing: the workflow returned before issuing it",
-            None => "nothing: the workflow is blocked before issuing it",
+            Some(_) => CodeAction::Returned,
+            None => CodeAction::Blocked,
         };
         return Err(EngineError::NonDeterminism {
             seq: seq as u64,
-            recorded: slot.kind.as_ref().map(|k| k.describe()).unwrap_or_default(),
-            actual: actual.to_owned(),
+            recorded,
+            actual,
         });
     }
     let status = match outcome {
@@ -203,15 +214,17 @@ fn finish(
                 .push(Command::ContinueAsNew { workflow, input });
             RunStatus::ContinuedAsNew
         }
+        // The status is what the workflow returned, recorded as its own event: an error of the
+        // workflow's with code `cancelled` is a failure like any other.
+        Some(Err(error)) if error.is_cancelled() => {
+            let error = error.to_step_error();
+            state.append(EventKind::RunCancelled { error });
+            RunStatus::Cancelled
+        }
         Some(Err(error)) => {
-            let status = if error.is_cancelled() {
-                RunStatus::Cancelled
-            } else {
-                RunStatus::Failed
-            };
             let error = error.to_step_error();
             state.append(EventKind::RunFailed { error });
-            status
+            RunStatus::Failed
         }
     };
     Ok(Activation {
@@ -225,10 +238,8 @@ fn finish(
 fn terminal_status(terminal: &Terminal) -> RunStatus {
     match terminal {
         Terminal::Completed => RunStatus::Completed,
-        Terminal::Failed(error) if error.code.as_deref() == Some(CANCELLED_CODE) => {
-            RunStatus::Cancelled
-        }
-        Terminal::Failed(_) => RunStatus::Failed,
+        Terminal::Failed => RunStatus::Failed,
+        Terminal::Cancelled => RunStatus::Cancelled,
         Terminal::ContinuedAsNew => RunStatus::ContinuedAsNew,
     }
 }
@@ -408,10 +419,11 @@ mod tests {
     #[test]
     fn a_race_replays_the_way_it_was_decided() {
         let w = workflows();
-        // Live: the timer fires first, then the step's result arrives in the same batch.
+        // Live: the timer fires first; the step's result arrives in a later batch.
         let mut run = TestRun::new(&w, "r");
         run.step(vec![start("race", ())]);
-        let a = run.step(vec![fire("2"), ok(1, 7)]);
+        let a = run.step(vec![fire("2")]);
+        run.step(vec![ok(1, 7)]);
         assert_eq!(a.status, RunStatus::Completed);
         assert_eq!(run.output(), Some(json!("timeout")));
         // Replaying the history reveals the events in the same order: same decision, nothing new.
@@ -438,6 +450,7 @@ mod tests {
             seq: 1,
             attempt: Some(7),
             outcome: Ok(json!(1)),
+            started_at_ms: None,
             events: Vec::new(),
         };
         let a = run.step(vec![
@@ -448,9 +461,27 @@ mod tests {
         ]);
         assert_eq!(
             a.ignored,
-            vec!["duplicate_start", "unknown_seq", "stale_or_future_attempt"]
+            vec!["duplicate_start", "unknown_seq", "future_attempt"]
         );
         assert_eq!(a.status, RunStatus::Running);
+    }
+
+    #[test]
+    fn in_one_batch_results_apply_before_timers() {
+        // After an outage both are there: the step's result decides, whatever order they
+        // queued in (the timer came first here).
+        let w = workflows();
+        let mut run = TestRun::new(&w, "r");
+        run.step(vec![start("race", ())]);
+        let mut batch = vec![fire("2"), ok(1, 7)];
+        Incoming::results_first(&mut batch);
+        let a = run.step(batch);
+        assert_eq!(a.status, RunStatus::Completed);
+        assert_eq!(run.output(), Some(json!({ "step": 7 })));
+        assert!(matches!(
+            a.appended[0].kind,
+            EventKind::StepCompleted { seq: 1, .. }
+        ));
     }
 
     #[test]

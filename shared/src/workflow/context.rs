@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::state::{lock, OpKind, State};
+use super::state::{lock, Operation, State};
 use super::{Command, EngineError, EventKind, TimerId, WorkflowError};
 
 /// The workflow's handle on its run. Every durable call gets the next `seq`; replay hands back
@@ -70,7 +70,7 @@ impl WorkflowContext {
     ///
     /// `awaited` ops take a pending cancellation (returned as the error) and are tracked as
     /// open until their future resolves or is dropped.
-    pub(crate) fn issue(&self, kind: OpKind, awaited: bool) -> Result<Issued, WorkflowError> {
+    pub(crate) fn issue(&self, kind: Operation, awaited: bool) -> Result<Issued, WorkflowError> {
         let mut state = self.state();
         issue_in(&mut state, kind, awaited)
     }
@@ -78,7 +78,7 @@ impl WorkflowContext {
 
 pub(crate) fn issue_in(
     state: &mut State,
-    kind: OpKind,
+    kind: Operation,
     awaited: bool,
 ) -> Result<Issued, WorkflowError> {
     if awaited && state.cancel.pending_delivery {
@@ -96,8 +96,8 @@ pub(crate) fn issue_in(
         Some(recorded) if recorded != kind => {
             state.fail(EngineError::NonDeterminism {
                 seq,
-                recorded: recorded.describe(),
-                actual: kind.describe(),
+                recorded,
+                actual: super::CodeAction::Issued(kind),
             });
             false
         }
@@ -173,6 +173,7 @@ impl State {
         self.open.remove(&seq);
         if let Some(slot) = usize::try_from(seq).ok().and_then(|i| self.ops.get_mut(i)) {
             slot.waker = None;
+            slot.resolved = true;
         }
         Poll::Ready(value)
     }

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::{CodeAction, Operation};
 use crate::contract::StepError;
 
 /// The code of the error a cancelled run fails with.
@@ -17,14 +18,34 @@ pub enum EngineError {
     /// The workflow code issued an operation that differs from the one recorded at `seq`
     /// (another kind or name), or no longer issues a recorded one. Deploy the old code or
     /// guard the change with `ctx.patched(..)`.
-    #[error("non-determinism at seq {seq}: history recorded {recorded}, but the workflow code now does {actual}")]
+    #[error(
+        "non-determinism at seq {seq}:\n  - history: {recorded}\n  + code:    {actual}\n\
+         deploy the code the run started with, or guard the change with ctx.patched(..)"
+    )]
     NonDeterminism {
         /// The operation number.
         seq: u64,
         /// What the history recorded at `seq`.
-        recorded: String,
+        recorded: Operation,
         /// What the code did at `seq`.
-        actual: String,
+        actual: CodeAction,
+    },
+    /// The history made more attempts of a step than the retry policy in the code allows (a
+    /// format 1 history, which did not record the policy, replayed after the policy changed).
+    #[error(
+        "retry policy changed under a running step at seq {seq} ({}): the history made \
+         {recorded_attempts} attempts, the code's policy gives up after attempt {gave_up_after}",
+        step.as_ref().map(ToString::to_string).unwrap_or_default()
+    )]
+    RetryDiverged {
+        /// The step's operation number.
+        seq: u64,
+        /// The step.
+        step: Option<Operation>,
+        /// The attempt after which the code's policy gives up.
+        gave_up_after: u32,
+        /// The attempts the history made.
+        recorded_attempts: u32,
     },
     /// No workflow of that name is registered in this engine.
     #[error("unknown workflow {0:?}: not registered in this engine")]
@@ -126,9 +147,13 @@ mod tests {
         assert_eq!(e.to_step_error().code.as_deref(), Some(CANCELLED_CODE));
         let nd = EngineError::NonDeterminism {
             seq: 3,
-            recorded: "a".into(),
-            actual: "b".into(),
+            recorded: Operation::Remote("a".into()),
+            actual: CodeAction::Issued(Operation::Inline("a".into())),
         };
-        assert!(nd.to_string().contains("seq 3"));
+        assert_eq!(
+            nd.to_string(),
+            "non-determinism at seq 3:\n  - history: remote step \"a\"\n  + code:    inline step \"a\"\n\
+             deploy the code the run started with, or guard the change with ctx.patched(..)"
+        );
     }
 }

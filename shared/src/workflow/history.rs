@@ -1,14 +1,32 @@
 //! The run's history: the ordered list of events the engine replays the workflow against.
 //!
-//! Every event is checkpointed (one DynamoDB item each) in the order the engine appended it.
-//! Events that answer an operation carry its `seq`; replay matches them to the workflow's
-//! durable calls by `seq` and checks the call is the same kind and name as recorded.
+//! Events are checkpointed in the order the engine appended them (the store packs them into
+//! chunks). Events that answer an operation carry its `seq`; replay matches them to the
+//! workflow's durable calls by `seq` and checks the call is the same kind and name as recorded.
+//!
+//! # Format versions
+//! The JSON form is versioned by `RunStarted.format` ([`HISTORY_FORMAT`]; absent = 1), and
+//! every later format still reads the earlier ones (`tests/histories/v1/` keeps format 1
+//! histories replaying):
+//! - **1**: the first format.
+//! - **2**: `runCancelled` ends a cancelled run (format 1 ended it with `runFailed` and code
+//!   `cancelled`, which a workflow's own error could also carry); `patchMarked` records a
+//!   `ctx.patched` marker (format 1: `valueRecorded` with kind `patched:<id>`); a step's first
+//!   attempt records its retry policy (`retry`), which later attempts follow whatever the code
+//!   says now; results record the worker's `startedAtMs`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::TimerId;
+use super::{RetryPolicy, TimerId};
 use crate::contract::{StepError, StepEvent};
+
+/// The history format this engine writes (see the module docs for what each version means).
+pub const HISTORY_FORMAT: u32 = 2;
+
+fn format_1() -> u32 {
+    1
+}
 
 /// One entry of a run's history, with the time the engine recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +60,9 @@ pub enum EventKind {
         workflow: String,
         /// Workflow input.
         input: Value,
+        /// The history format the run was started with ([`HISTORY_FORMAT`]; absent = 1).
+        #[serde(default = "format_1")]
+        format: u32,
     },
     /// A remote step attempt was dispatched (the command was persisted, then sent).
     TaskScheduled {
@@ -55,6 +76,10 @@ pub enum EventKind {
         input: Value,
         /// Attempt number, from 1.
         attempt: u32,
+        /// The retry policy, on the first attempt (format 2): the step keeps it for its later
+        /// attempts even if the code's policy changes meanwhile.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry: Option<RetryPolicy>,
     },
     /// An inline step (`ctx.step`) attempt started inside the engine.
     InlineStepStarted {
@@ -64,6 +89,9 @@ pub enum EventKind {
         name: String,
         /// Attempt number, from 1.
         attempt: u32,
+        /// The retry policy, on the first attempt (format 2), as for `TaskScheduled`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry: Option<RetryPolicy>,
     },
     /// A step attempt (remote, inline or child run) completed with an output.
     StepCompleted {
@@ -73,6 +101,10 @@ pub enum EventKind {
         attempt: u32,
         /// The output.
         output: Value,
+        /// When the worker started the attempt, by its clock (absent for inline steps, and for
+        /// workers that do not say).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_at_ms: Option<u64>,
         /// What the worker logged during the attempt (absent in histories recorded before
         /// workers could send events, and when it logged nothing).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -86,9 +118,40 @@ pub enum EventKind {
         attempt: u32,
         /// Why.
         error: StepError,
+        /// When the worker started the attempt (absent when the engine failed it, e.g. on
+        /// timeout).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_at_ms: Option<u64>,
         /// What the worker logged before it failed.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         events: Vec<StepEvent>,
+    },
+    /// A worker's result for an attempt the engine had already failed on its start-to-close
+    /// timeout (format 2; format 1 dropped it). Kept in the history so the run shows it, and
+    /// revealed to the workflow ([`WorkflowContext::late_result`](super::WorkflowContext::late_result)).
+    LateResult {
+        /// Operation number.
+        seq: u64,
+        /// Which attempt it answers.
+        attempt: u32,
+        /// The output, when the attempt completed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        /// The error, when the attempt failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<StepError>,
+        /// When the worker started the attempt (its clock): the time between `TaskScheduled`
+        /// and this is the attempt's wait in the queue, the time from this to the result its
+        /// run time plus the wait of the result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_at_ms: Option<u64>,
+        /// What the worker logged.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<StepEvent>,
+        /// A success that arrived before any later attempt had finished: the step completed
+        /// with it (and later attempts' results do not count).
+        #[serde(default)]
+        kept: bool,
     },
     /// A durable timer was started (sleep, retry backoff, timeout).
     TimerStarted {
@@ -124,14 +187,20 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signal_id: Option<String>,
     },
-    /// A non-deterministic value handed to the workflow (`now`, `random`, `uuid`, `patched`).
+    /// A non-deterministic value handed to the workflow (`now`, `random`, `uuid`).
     ValueRecorded {
         /// Operation number.
         seq: u64,
-        /// `now`, `random`, `uuid` or `patched:<change-id>`.
-        kind: String,
+        /// Which value.
+        kind: ValueKind,
         /// The value.
         value: Value,
+    },
+    /// The run took the new code path of `ctx.patched(change_id)` (format 2; format 1 recorded
+    /// a `ValueRecorded` with [`ValueKind::Patched`]). Takes no `seq`.
+    PatchMarked {
+        /// The change id.
+        change_id: String,
     },
     /// A child run was started.
     ChildStarted {
@@ -155,9 +224,14 @@ pub enum EventKind {
         /// The output.
         output: Value,
     },
-    /// The workflow failed (or was cancelled, with code `cancelled`).
+    /// The workflow failed (in format 1 also: was cancelled, with code `cancelled`).
     RunFailed {
         /// Why.
+        error: StepError,
+    },
+    /// The workflow ended with the cancellation error after a cancel request (format 2).
+    RunCancelled {
+        /// The error its parent is told (code `cancelled`).
         error: StepError,
     },
     /// The workflow continued as a new run with this input (history is reset).
@@ -165,6 +239,57 @@ pub enum EventKind {
         /// Input of the next run.
         input: Value,
     },
+}
+
+/// Which non-deterministic value a `ValueRecorded` holds. Its JSON form is the text `now`,
+/// `random`, `uuid` (or, read from format 1 histories only, `patched:<change-id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ValueKind {
+    /// `ctx.now()`.
+    Now,
+    /// `ctx.random()`.
+    Random,
+    /// `ctx.uuid()`.
+    Uuid,
+    /// A format 1 `ctx.patched` marker; format 2 records [`EventKind::PatchMarked`] instead.
+    Patched(String),
+}
+
+/// The `ValueRecorded.kind` text of a format 1 patch marker: `patched:<change-id>`.
+const PATCH_PREFIX: &str = "patched:";
+
+impl std::fmt::Display for ValueKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Now => f.write_str("now"),
+            Self::Random => f.write_str("random"),
+            Self::Uuid => f.write_str("uuid"),
+            Self::Patched(change) => write!(f, "{PATCH_PREFIX}{change}"),
+        }
+    }
+}
+
+impl Serialize for ValueKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ValueKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        match text.as_ref() {
+            "now" => Ok(Self::Now),
+            "random" => Ok(Self::Random),
+            "uuid" => Ok(Self::Uuid),
+            other => match other.strip_prefix(PATCH_PREFIX) {
+                Some(change) => Ok(Self::Patched(change.to_owned())),
+                None => Err(serde::de::Error::custom(format!(
+                    "unknown value kind {other:?} (expected now, random, uuid or patched:<id>)"
+                ))),
+            },
+        }
+    }
 }
 
 impl EventKind {
@@ -175,6 +300,7 @@ impl EventKind {
             | Self::InlineStepStarted { seq, .. }
             | Self::StepCompleted { seq, .. }
             | Self::StepFailed { seq, .. }
+            | Self::LateResult { seq, .. }
             | Self::TimerStarted { seq, .. }
             | Self::TimerFired { seq, .. }
             | Self::SignalWaitStarted { seq, .. }

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::error::TIMEOUT_CODE;
-use super::state::{OpKind, State};
+use super::state::{Operation, State};
 use super::{EventKind, TimerId};
 use crate::contract::{StepError, StepEvent};
 
@@ -26,6 +26,9 @@ pub enum Incoming {
         attempt: Option<u32>,
         /// Output or error.
         outcome: Result<Value, StepError>,
+        /// When the worker started the attempt, by its clock (`startedAt`): tells a redelivered
+        /// or late result of an earlier attempt from the current one when `attempt` is absent.
+        started_at_ms: Option<u64>,
         /// What the worker logged during the attempt (kept in the history).
         events: Vec<StepEvent>,
     },
@@ -63,12 +66,22 @@ impl Incoming {
         }
     }
 
+    /// Orders one run's batch for its activation: step results first. A result and a timeout
+    /// that arrived in one batch (after an outage, a backlog) are both there to see, so the
+    /// step's result decides, not the order they happened to queue in. The order among the
+    /// results, and among the rest, is kept. (The engine calls this; `activate` itself applies
+    /// items in the order given, so a replay reproduces exactly what was recorded.)
+    pub fn results_first(batch: &mut [Incoming]) {
+        batch.sort_by_key(|item| !matches!(item, Incoming::StepResult { .. }));
+    }
+
     /// A completed result for `seq`'s latest attempt.
     pub fn completed(seq: u64, output: Value) -> Self {
         Self::StepResult {
             seq,
             attempt: None,
             outcome: Ok(output),
+            started_at_ms: None,
             events: Vec::new(),
         }
     }
@@ -79,6 +92,7 @@ impl Incoming {
             seq,
             attempt: None,
             outcome: Err(error),
+            started_at_ms: None,
             events: Vec::new(),
         }
     }
@@ -89,8 +103,12 @@ impl Incoming {
 pub(crate) enum Dropped {
     AlreadyStarted,
     UnknownSeq,
+    /// For an attempt not dispatched yet.
+    FutureAttempt,
+    /// A redelivery of a result already in the history.
+    DuplicateResult,
+    /// For an earlier attempt that has no outcome (attempts start after the previous ended).
     StaleAttempt,
-    AlreadyResolved,
     UnknownTimer,
     TimerAlreadyFired,
     AlreadyCancelled,
@@ -103,8 +121,9 @@ impl Dropped {
         match self {
             Self::AlreadyStarted => "duplicate_start",
             Self::UnknownSeq => "unknown_seq",
-            Self::StaleAttempt => "stale_or_future_attempt",
-            Self::AlreadyResolved => "already_resolved",
+            Self::FutureAttempt => "future_attempt",
+            Self::StaleAttempt => "stale_attempt",
+            Self::DuplicateResult => "duplicate_result",
             Self::UnknownTimer => "unknown_timer",
             Self::TimerAlreadyFired => "timer_already_fired",
             Self::AlreadyCancelled => "already_cancelled",
@@ -113,7 +132,113 @@ impl Dropped {
     }
 }
 
+/// How far a worker's clock may run behind the engine's before a result of the current
+/// attempt could be taken for one of an earlier attempt (see [`State::attempt_of`]).
+const CLOCK_SKEW_MS: u64 = 1_000;
+
 impl State {
+    /// Which attempt a result answers. With `attempt` absent (nestjs-durable workers never send
+    /// it), the worker's `startedAt` decides: a redelivery carries the start time of a recorded
+    /// result; and an attempt cannot start before it was scheduled, so a start well before the
+    /// latest attempt was scheduled belongs to an earlier one. Without either, the latest.
+    fn attempt_of(&self, seq: u64, attempt: Option<u32>, started_at_ms: Option<u64>) -> u32 {
+        let Some(slot) = self.slot(seq) else {
+            return 0;
+        };
+        if let Some(attempt) = attempt {
+            return attempt;
+        }
+        let Some(started) = started_at_ms else {
+            return slot.attempts;
+        };
+        if let Some(same) = slot
+            .results
+            .iter()
+            .find(|r| r.started_at_ms == Some(started))
+        {
+            return same.attempt;
+        }
+        (1..=slot.attempts)
+            .rev()
+            .find(|&a| {
+                slot.scheduled_at(a)
+                    .is_none_or(|at| at <= started.saturating_add(CLOCK_SKEW_MS))
+            })
+            .unwrap_or(1)
+    }
+
+    /// Records a worker's (or a child run's) result: as the attempt's outcome, as a late result
+    /// of an attempt already failed on its timeout, or not at all (a duplicate).
+    fn apply_result(
+        &mut self,
+        seq: u64,
+        attempt: Option<u32>,
+        outcome: Result<Value, StepError>,
+        started_at_ms: Option<u64>,
+        events: Vec<crate::contract::StepEvent>,
+    ) -> Result<(), Dropped> {
+        let attempt = self.attempt_of(seq, attempt, started_at_ms);
+        let slot = self.slot(seq).ok_or(Dropped::UnknownSeq)?;
+        if !matches!(slot.kind, Some(Operation::Remote(_) | Operation::Child(_)))
+            || slot.attempts == 0
+        {
+            return Err(Dropped::UnknownSeq);
+        }
+        if attempt == 0 || attempt > slot.attempts {
+            return Err(Dropped::FutureAttempt);
+        }
+        let recorded: Vec<&super::state::AttemptResult> = slot
+            .results
+            .iter()
+            .filter(|r| r.attempt == attempt)
+            .collect();
+        let timed_out = slot.timed_out.contains(&attempt);
+        if recorded.is_empty() {
+            if attempt != slot.attempts {
+                return Err(Dropped::StaleAttempt);
+            }
+            self.append(match outcome {
+                Ok(output) => EventKind::StepCompleted {
+                    seq,
+                    attempt,
+                    output,
+                    started_at_ms,
+                    events,
+                },
+                Err(error) => EventKind::StepFailed {
+                    seq,
+                    attempt,
+                    error,
+                    started_at_ms,
+                    events,
+                },
+            });
+            return Ok(());
+        }
+        // The attempt has its outcome: a worker's result again (redelivered), or the engine's
+        // timeout failure, after which the worker's own result is late, and recorded once.
+        if !timed_out || recorded.iter().any(|r| r.late) {
+            return Err(Dropped::DuplicateResult);
+        }
+        // A success that arrives while the step is still undecided (a later attempt running or
+        // a backoff pending) wins: attempts are at-least-once anyway, and its effect happened.
+        let kept = outcome.is_ok() && !slot.resolved && slot.kept.is_none();
+        let (output, error) = match outcome {
+            Ok(output) => (Some(output), None),
+            Err(error) => (None, Some(error)),
+        };
+        self.append(EventKind::LateResult {
+            seq,
+            attempt,
+            output,
+            error,
+            started_at_ms,
+            events,
+            kept,
+        });
+        Ok(())
+    }
+
     /// Appends the events of one incoming item (queued for reveal), or drops it.
     pub(crate) fn apply_incoming(&mut self, incoming: Incoming) -> Result<(), Dropped> {
         match incoming {
@@ -122,37 +247,9 @@ impl State {
                 seq,
                 attempt,
                 outcome,
+                started_at_ms,
                 events,
-            } => {
-                let slot = self.slot(seq).ok_or(Dropped::UnknownSeq)?;
-                if !matches!(slot.kind, Some(OpKind::Remote(_) | OpKind::Child(_)))
-                    || slot.attempts == 0
-                {
-                    return Err(Dropped::UnknownSeq);
-                }
-                let attempt = attempt.unwrap_or(slot.attempts);
-                if attempt != slot.attempts {
-                    return Err(Dropped::StaleAttempt);
-                }
-                if slot.result(attempt).is_some() {
-                    return Err(Dropped::AlreadyResolved);
-                }
-                self.append(match outcome {
-                    Ok(output) => EventKind::StepCompleted {
-                        seq,
-                        attempt,
-                        output,
-                        events,
-                    },
-                    Err(error) => EventKind::StepFailed {
-                        seq,
-                        attempt,
-                        error,
-                        events,
-                    },
-                });
-                Ok(())
-            }
+            } => self.apply_result(seq, attempt, outcome, started_at_ms, events),
             Incoming::TimerFired { timer_id } => {
                 let &(seq, index) = self.timer_ids.get(&timer_id).ok_or(Dropped::UnknownTimer)?;
                 let slot = self.slot(seq).ok_or(Dropped::UnknownTimer)?;
@@ -161,9 +258,10 @@ impl State {
                 }
                 // A start-to-close timeout of the current attempt fails that attempt.
                 let attempt = slot.attempts;
-                let times_out = matches!(slot.kind, Some(OpKind::Remote(_)))
+                let times_out = matches!(slot.kind, Some(Operation::Remote(_)))
                     && timer_id == TimerId::Timeout { seq, attempt }
-                    && slot.result(attempt).is_none();
+                    && slot.result(attempt).is_none()
+                    && slot.kept.is_none();
                 self.append(EventKind::TimerFired { seq, timer_id });
                 if times_out {
                     let error = StepError::retryable(format!(
@@ -174,6 +272,7 @@ impl State {
                         seq,
                         attempt,
                         error,
+                        started_at_ms: None,
                         events: Vec::new(),
                     });
                 }
@@ -215,6 +314,7 @@ mod tests {
     fn scheduled() -> State {
         let mut state = State::new("r", 5);
         state.append(EventKind::TaskScheduled {
+            retry: None,
             seq: 1,
             name: "s".into(),
             group: "s".into(),
@@ -232,6 +332,7 @@ mod tests {
             Err(Dropped::UnknownSeq)
         );
         let stale = Incoming::StepResult {
+            started_at_ms: None,
             seq: 1,
             attempt: Some(1),
             outcome: Ok(Value::Null),
@@ -244,7 +345,7 @@ mod tests {
         );
         assert_eq!(
             state.apply_incoming(Incoming::completed(1, Value::from(2))),
-            Err(Dropped::AlreadyResolved)
+            Err(Dropped::DuplicateResult)
         );
         assert_eq!(state.appended.len(), 2);
     }

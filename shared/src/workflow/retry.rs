@@ -3,10 +3,20 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::contract::StepError;
 
 /// The delay before attempt `n + 1` after attempt `n` failed.
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// JSON (in the history): `{"type": "fixed", "delayMs": ..}` or
+/// `{"type": "exponential", "initialMs": .., "multiplier": ..}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Backoff {
     /// The same delay every time.
     Fixed {
@@ -27,7 +37,11 @@ pub enum Backoff {
 /// An error is retried when it is retryable ([`StepError::is_retryable`]: `retryable` absent
 /// or `true`) and attempts are left. Jitter is drawn deterministically from the run id, the
 /// `seq` and the attempt, so replay computes the same delay.
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// A step's first attempt records its policy in the history; its later attempts follow the
+/// recorded one, so a policy changed in the code applies to steps started after the deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
     /// Attempts in all, including the first (at least 1).
     pub max_attempts: u32,

@@ -15,7 +15,10 @@ use std::task::Waker;
 
 use serde_json::Value;
 
-use super::{Command, EngineError, EventKind, HistoryEvent, TimerId};
+pub(crate) use super::Operation;
+use super::{
+    Command, EngineError, EventKind, HistoryEvent, RetryPolicy, TimerId, ValueKind, HISTORY_FORMAT,
+};
 use crate::contract::StepError;
 
 /// Locks a mutex, ignoring poisoning (a panic in workflow code is reported separately).
@@ -23,36 +26,15 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The kind of a durable operation, with the name it is checked by on replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum OpKind {
-    Remote(String),
-    Inline(String),
-    Timer,
-    Signal(String),
-    Value(String),
-    Child(String),
-}
-
-impl OpKind {
-    /// How errors name the operation.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Self::Remote(name) => format!("remote step {name:?}"),
-            Self::Inline(name) => format!("inline step {name:?}"),
-            Self::Timer => "timer (sleep)".to_owned(),
-            Self::Signal(name) => format!("wait for signal {name:?}"),
-            Self::Value(kind) => format!("recorded value {kind:?}"),
-            Self::Child(name) => format!("child workflow {name:?}"),
-        }
-    }
-}
-
 /// The outcome of one attempt of a step.
 #[derive(Debug)]
 pub(crate) struct AttemptResult {
     pub attempt: u32,
     pub outcome: Result<Value, StepError>,
+    /// When the worker started the attempt (its clock), if it said.
+    pub started_at_ms: Option<u64>,
+    /// Arrived after the engine had failed the attempt on its start-to-close timeout.
+    pub late: bool,
     /// Revealed to the workflow yet.
     pub visible: bool,
 }
@@ -71,14 +53,24 @@ pub(crate) struct TimerSlot {
 #[derive(Debug, Default)]
 pub(crate) struct OpSlot {
     /// The recorded or produced issuing event's kind.
-    pub kind: Option<OpKind>,
+    pub kind: Option<Operation>,
     /// Whether `kind` came from the recorded history (vs. produced in this activation).
     pub recorded: bool,
     /// Whether the replay has issued this op.
     pub issued: bool,
     /// Highest attempt scheduled/started.
     pub attempts: u32,
+    /// When each attempt was scheduled (engine clock), by attempt - 1.
+    pub scheduled_at_ms: Vec<u64>,
+    /// The retry policy the history recorded for the step (format 2).
+    pub policy: Option<RetryPolicy>,
+    /// Attempts the engine failed on their start-to-close timeout.
+    pub timed_out: Vec<u32>,
     pub results: Vec<AttemptResult>,
+    /// The late success (index in `results`) the step completed with.
+    pub kept: Option<usize>,
+    /// The op's future resolved (the workflow has its outcome).
+    pub resolved: bool,
     pub timers: Vec<TimerSlot>,
     pub value: Option<Value>,
     pub child_run_id: Option<String>,
@@ -88,12 +80,40 @@ pub(crate) struct OpSlot {
 }
 
 impl OpSlot {
+    fn attempt_started(&mut self, attempt: u32, policy: Option<RetryPolicy>, at_ms: u64) {
+        self.attempts = self.attempts.max(attempt);
+        if self.policy.is_none() {
+            self.policy = policy;
+        }
+        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+        if index >= self.scheduled_at_ms.len() && index < 1 << 16 {
+            self.scheduled_at_ms.resize(index + 1, at_ms);
+        }
+        if let Some(at) = self.scheduled_at_ms.get_mut(index) {
+            *at = at_ms;
+        }
+    }
+
     pub(crate) fn timer(&self, id: TimerId) -> Option<&TimerSlot> {
         self.timers.iter().find(|t| t.id == id)
     }
 
+    /// The first result recorded for `attempt` (for a timed-out attempt: the engine's failure).
     pub(crate) fn result(&self, attempt: u32) -> Option<&AttemptResult> {
         self.results.iter().find(|r| r.attempt == attempt)
+    }
+
+    /// The late success the step completed with, once revealed.
+    pub(crate) fn kept_result(&self) -> Option<&AttemptResult> {
+        self.kept
+            .and_then(|index| self.results.get(index))
+            .filter(|r| r.visible)
+    }
+
+    /// When `attempt` was scheduled, if recorded.
+    pub(crate) fn scheduled_at(&self, attempt: u32) -> Option<u64> {
+        let index = usize::try_from(attempt.checked_sub(1)?).ok()?;
+        self.scheduled_at_ms.get(index).copied()
     }
 }
 
@@ -129,7 +149,8 @@ pub(crate) struct CancelState {
 #[derive(Debug, Clone)]
 pub(crate) enum Terminal {
     Completed,
-    Failed(StepError),
+    Failed,
+    Cancelled,
     ContinuedAsNew,
 }
 
@@ -138,6 +159,8 @@ pub(crate) enum Terminal {
 pub(crate) struct State {
     pub run_id: String,
     pub now_ms: u64,
+    /// The history format of the run (`RunStarted.format`).
+    pub format: u32,
     pub workflow: Option<String>,
     pub input: Value,
     /// Indexed by `seq` (seqs are dense from 1; slot 0 unused).
@@ -175,6 +198,7 @@ impl State {
         Self {
             run_id: run_id.to_owned(),
             now_ms,
+            format: HISTORY_FORMAT,
             next_seq: 1,
             ..Self::default()
         }
@@ -208,7 +232,7 @@ impl State {
             }
         }
         self.indexing_recorded = true;
-        self.index(&event.kind, false);
+        self.index(&event.kind, event.at_ms, false);
         self.indexing_recorded = false;
         Ok(())
     }
@@ -216,49 +240,83 @@ impl State {
     /// Appends a new event (output of this activation) and indexes it. `gated` events are
     /// queued for reveal; the caller reveals them.
     pub(crate) fn append(&mut self, kind: EventKind) {
-        self.index(&kind, true);
+        self.index(&kind, self.now_ms, true);
         self.appended.push(HistoryEvent::new(self.now_ms, kind));
     }
 
     /// Records what an event tells; queues incoming events for reveal.
-    fn index(&mut self, kind: &EventKind, new: bool) {
+    fn index(&mut self, kind: &EventKind, at_ms: u64, new: bool) {
         let recorded = self.indexing_recorded;
         match kind {
-            EventKind::RunStarted { workflow, input } => {
+            EventKind::RunStarted {
+                workflow,
+                input,
+                format,
+            } => {
                 self.workflow = Some(workflow.clone());
                 self.input = input.clone();
+                self.format = *format;
             }
             EventKind::TaskScheduled {
-                seq, name, attempt, ..
+                seq,
+                name,
+                attempt,
+                retry,
+                ..
             } => {
-                self.issue_record(*seq, OpKind::Remote(name.clone()), recorded);
-                let slot = self.slot_mut(*seq);
-                slot.attempts = slot.attempts.max(*attempt);
+                self.issue_record(*seq, Operation::Remote(name.clone()), recorded);
+                self.slot_mut(*seq).attempt_started(*attempt, *retry, at_ms);
             }
-            EventKind::InlineStepStarted { seq, name, attempt } => {
-                self.issue_record(*seq, OpKind::Inline(name.clone()), recorded);
-                let slot = self.slot_mut(*seq);
-                slot.attempts = slot.attempts.max(*attempt);
+            EventKind::InlineStepStarted {
+                seq,
+                name,
+                attempt,
+                retry,
+            } => {
+                self.issue_record(*seq, Operation::Inline(name.clone()), recorded);
+                self.slot_mut(*seq).attempt_started(*attempt, *retry, at_ms);
             }
             EventKind::StepCompleted {
                 seq,
                 attempt,
                 output,
+                started_at_ms,
                 ..
             } => {
-                self.index_result(*seq, *attempt, Ok(output.clone()), new);
+                let outcome = Ok(output.clone());
+                self.index_result(*seq, *attempt, outcome, *started_at_ms, false, new);
             }
             EventKind::StepFailed {
                 seq,
                 attempt,
                 error,
+                started_at_ms,
                 ..
             } => {
-                self.index_result(*seq, *attempt, Err(error.clone()), new);
+                let outcome = Err(error.clone());
+                self.index_result(*seq, *attempt, outcome, *started_at_ms, false, new);
+            }
+            EventKind::LateResult {
+                seq,
+                attempt,
+                output,
+                error,
+                started_at_ms,
+                kept,
+                ..
+            } => {
+                let outcome = match error {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(output.clone().unwrap_or_default()),
+                };
+                let index = self.index_result(*seq, *attempt, outcome, *started_at_ms, true, new);
+                if *kept {
+                    self.slot_mut(*seq).kept = Some(index);
+                }
             }
             EventKind::TimerStarted { seq, timer_id, .. } => {
                 if matches!(timer_id, TimerId::Sleep(_)) {
-                    self.issue_record(*seq, OpKind::Timer, recorded);
+                    self.issue_record(*seq, Operation::Timer, recorded);
                 }
                 let slot = self.slot_mut(*seq);
                 slot.timers.push(TimerSlot {
@@ -271,12 +329,19 @@ impl State {
             }
             EventKind::TimerFired { timer_id, .. } => {
                 if let Some(&(seq, index)) = self.timer_ids.get(timer_id) {
-                    self.slot_mut(seq).timers[index].fired = true;
+                    let slot = self.slot_mut(seq);
+                    slot.timers[index].fired = true;
+                    if let TimerId::Timeout { attempt, .. } = *timer_id {
+                        // The engine fails the attempt right after (see `apply_incoming`).
+                        if slot.result(attempt).is_none() && slot.kept.is_none() {
+                            slot.timed_out.push(attempt);
+                        }
+                    }
                     self.gates.push_back((Gate::Timer { seq, index }, new));
                 }
             }
             EventKind::SignalWaitStarted { seq, name } => {
-                self.issue_record(*seq, OpKind::Signal(name.clone()), recorded);
+                self.issue_record(*seq, Operation::Signal(name.clone()), recorded);
             }
             EventKind::SignalReceived {
                 name,
@@ -294,12 +359,15 @@ impl State {
                     .push_back((Gate::Signal(self.signals.len() - 1), new));
             }
             EventKind::ValueRecorded { seq, kind, value } => {
-                if let Some(change) = kind.strip_prefix(super::ops::values::PATCH_PREFIX) {
-                    self.patches.insert(change.to_owned());
+                if let ValueKind::Patched(change) = kind {
+                    self.patches.insert(change.clone());
                 } else {
-                    self.issue_record(*seq, OpKind::Value(kind.clone()), recorded);
+                    self.issue_record(*seq, Operation::Value(kind.clone()), recorded);
                     self.slot_mut(*seq).value = Some(value.clone());
                 }
+            }
+            EventKind::PatchMarked { change_id } => {
+                self.patches.insert(change_id.clone());
             }
             EventKind::ChildStarted {
                 seq,
@@ -307,7 +375,7 @@ impl State {
                 run_id,
                 ..
             } => {
-                self.issue_record(*seq, OpKind::Child(workflow.clone()), recorded);
+                self.issue_record(*seq, Operation::Child(workflow.clone()), recorded);
                 let slot = self.slot_mut(*seq);
                 slot.child_run_id = Some(run_id.clone());
                 slot.attempts = slot.attempts.max(1);
@@ -320,12 +388,20 @@ impl State {
                 }
             }
             EventKind::RunCompleted { .. } => self.terminal = Some(Terminal::Completed),
-            EventKind::RunFailed { error } => self.terminal = Some(Terminal::Failed(error.clone())),
+            // Format 1 ended a cancelled run with `RunFailed` and code `cancelled` (no
+            // `RunCancelled` yet): only there does the code say how the run ended.
+            EventKind::RunFailed { error }
+                if self.format < 2 && error.code.as_deref() == Some(super::CANCELLED_CODE) =>
+            {
+                self.terminal = Some(Terminal::Cancelled)
+            }
+            EventKind::RunFailed { .. } => self.terminal = Some(Terminal::Failed),
+            EventKind::RunCancelled { .. } => self.terminal = Some(Terminal::Cancelled),
             EventKind::ContinuedAsNew { .. } => self.terminal = Some(Terminal::ContinuedAsNew),
         }
     }
 
-    fn issue_record(&mut self, seq: u64, kind: OpKind, recorded: bool) {
+    fn issue_record(&mut self, seq: u64, kind: Operation, recorded: bool) {
         if recorded {
             self.max_recorded_seq = self.max_recorded_seq.max(seq);
         }
@@ -336,26 +412,32 @@ impl State {
         }
     }
 
+    /// Records a result; returns its index in the slot's results.
     fn index_result(
         &mut self,
         seq: u64,
         attempt: u32,
         outcome: Result<Value, StepError>,
+        started_at_ms: Option<u64>,
+        late: bool,
         new: bool,
-    ) {
+    ) -> usize {
         let slot = self.slot_mut(seq);
         // Inline results are produced by the replay itself: visible at once. Remote and child
         // results are incoming: revealed in history order.
-        let inline = matches!(slot.kind, Some(OpKind::Inline(_)));
+        let inline = matches!(slot.kind, Some(Operation::Inline(_)));
         slot.results.push(AttemptResult {
             attempt,
             outcome,
+            started_at_ms,
+            late,
             visible: inline,
         });
         let index = slot.results.len() - 1;
         if !inline {
             self.gates.push_back((Gate::Result { seq, index }, new));
         }
+        index
     }
 
     /// Reveals the next queued incoming event to the workflow; wakes whoever waits on it.

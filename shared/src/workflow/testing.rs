@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::contract::StepError;
 use crate::workflow::{
-    activate, Activation, ActivationRequest, EventKind, HistoryEvent, Incoming, TimerId, Workflows,
+    activate, Activation, ActivationRequest, EventKind, HistoryEvent, Incoming, TimerId, ValueKind,
+    Workflows,
 };
 
 /// Drives one run through activations in memory, persisting `appended` like the engine
@@ -72,7 +73,9 @@ impl<'w> TestRun<'w> {
     /// The run's error, once failed or cancelled.
     pub fn failure(&self) -> Option<StepError> {
         self.history.iter().find_map(|e| match &e.kind {
-            EventKind::RunFailed { error } => Some(error.clone()),
+            EventKind::RunFailed { error } | EventKind::RunCancelled { error } => {
+                Some(error.clone())
+            }
             _ => None,
         })
     }
@@ -92,6 +95,7 @@ pub fn ok(seq: u64, output: impl Serialize) -> Incoming {
         seq,
         attempt: None,
         outcome: Ok(serde_json::to_value(output).unwrap_or_default()),
+        started_at_ms: None,
         events: Vec::new(),
     }
 }
@@ -138,6 +142,7 @@ impl HistoryBuilder {
         Self::default().at(1_000).event(EventKind::RunStarted {
             workflow: workflow.into(),
             input,
+            format: crate::workflow::HISTORY_FORMAT,
         })
     }
 
@@ -162,6 +167,7 @@ impl HistoryBuilder {
             group: name.into(),
             input,
             attempt,
+            retry: None,
         })
     }
 
@@ -171,6 +177,7 @@ impl HistoryBuilder {
             seq,
             name: name.into(),
             attempt,
+            retry: None,
         })
     }
 
@@ -180,6 +187,7 @@ impl HistoryBuilder {
             seq,
             attempt,
             output,
+            started_at_ms: None,
             events: Vec::new(),
         })
     }
@@ -190,6 +198,7 @@ impl HistoryBuilder {
             seq,
             attempt,
             error,
+            started_at_ms: None,
             events: Vec::new(),
         })
     }
@@ -229,12 +238,8 @@ impl HistoryBuilder {
     }
 
     /// `ValueRecorded`.
-    pub fn value(self, seq: u64, kind: &str, value: Value) -> Self {
-        self.event(EventKind::ValueRecorded {
-            seq,
-            kind: kind.into(),
-            value,
-        })
+    pub fn value(self, seq: u64, kind: ValueKind, value: Value) -> Self {
+        self.event(EventKind::ValueRecorded { seq, kind, value })
     }
 
     /// `ChildStarted`.

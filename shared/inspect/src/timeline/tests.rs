@@ -43,6 +43,7 @@ pub(crate) fn retried_run() -> LoadedRun {
             (
                 0,
                 RunStarted {
+                    format: cairn::workflow::HISTORY_FORMAT,
                     workflow: "checkout".into(),
                     input: json!({}),
                 },
@@ -50,6 +51,7 @@ pub(crate) fn retried_run() -> LoadedRun {
             (
                 10,
                 InlineStepStarted {
+                    retry: None,
                     seq: 0,
                     name: "inventory.reserve".into(),
                     attempt: 1,
@@ -58,6 +60,7 @@ pub(crate) fn retried_run() -> LoadedRun {
             (
                 10,
                 StepCompleted {
+                    started_at_ms: None,
                     seq: 0,
                     attempt: 1,
                     output: json!({"reservationId": "res_1"}),
@@ -67,6 +70,7 @@ pub(crate) fn retried_run() -> LoadedRun {
             (
                 20,
                 TaskScheduled {
+                    retry: None,
                     seq: 1,
                     name: "payments.charge-card".into(),
                     group: "payments.charge-card".into(),
@@ -77,6 +81,7 @@ pub(crate) fn retried_run() -> LoadedRun {
             (
                 120,
                 StepFailed {
+                    started_at_ms: None,
                     seq: 1,
                     attempt: 1,
                     error: StepError::retryable("provider timed out").with_code("provider_timeout"),
@@ -86,6 +91,7 @@ pub(crate) fn retried_run() -> LoadedRun {
             (
                 620,
                 TaskScheduled {
+                    retry: None,
                     seq: 1,
                     name: "payments.charge-card".into(),
                     group: "payments.charge-card".into(),
@@ -96,6 +102,7 @@ pub(crate) fn retried_run() -> LoadedRun {
             (
                 700,
                 StepCompleted {
+                    started_at_ms: None,
                     seq: 1,
                     attempt: 2,
                     output: json!({"chargeId": "ch_1"}),
@@ -189,6 +196,7 @@ fn open_attempts_and_waits_run_to_the_end_as_pending() {
             (
                 0,
                 RunStarted {
+                    format: cairn::workflow::HISTORY_FORMAT,
                     workflow: "checkout".into(),
                     input: json!({}),
                 },
@@ -203,6 +211,7 @@ fn open_attempts_and_waits_run_to_the_end_as_pending() {
             (
                 5,
                 TaskScheduled {
+                    retry: None,
                     seq: 1,
                     name: "email".into(),
                     group: "email".into(),
@@ -214,7 +223,7 @@ fn open_attempts_and_waits_run_to_the_end_as_pending() {
                 50,
                 ValueRecorded {
                     seq: 2,
-                    kind: "now".into(),
+                    kind: cairn::workflow::ValueKind::Now,
                     value: json!(50),
                 },
             ),
@@ -270,6 +279,7 @@ fn untrusted_text_is_escaped() {
             (
                 0,
                 RunStarted {
+                    format: cairn::workflow::HISTORY_FORMAT,
                     workflow: "w".into(),
                     input: json!({}),
                 },
@@ -277,6 +287,7 @@ fn untrusted_text_is_escaped() {
             (
                 1,
                 InlineStepStarted {
+                    retry: None,
                     seq: 0,
                     name: "<script>alert(1)</script>".into(),
                     attempt: 1,
@@ -285,6 +296,7 @@ fn untrusted_text_is_escaped() {
             (
                 2,
                 StepFailed {
+                    started_at_ms: None,
                     seq: 0,
                     attempt: 1,
                     error: StepError::terminal("bad \"quote\" & <tag>"),

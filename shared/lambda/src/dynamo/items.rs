@@ -100,7 +100,7 @@ pub(crate) fn run_to_item(run: &RunRecord, retention_days: u32) -> Item {
         item.insert("output".into(), output);
     }
     if let Some(error) = &run.error {
-        // Bounded: a huge error stays whole in the history (`RunFailed`), restored on load.
+        // Bounded: a huge error stays whole in the history (`RunFailed`, `RunCancelled`), restored on load.
         let mut error = error.clone();
         error.message = truncate(&error.message, INLINE_PAYLOAD_BYTES / 2);
         error.stack = error

@@ -149,7 +149,9 @@ fn restore_payloads(run: &mut RunRecord, history: &[HistoryEvent]) {
     // The run item holds a bounded copy of the error; the history has it whole.
     if run.error.is_some() {
         if let Some(error) = history.iter().rev().find_map(|e| match &e.kind {
-            EventKind::RunFailed { error } => Some(error.clone()),
+            EventKind::RunFailed { error } | EventKind::RunCancelled { error } => {
+                Some(error.clone())
+            }
             _ => None,
         }) {
             run.error = Some(error);

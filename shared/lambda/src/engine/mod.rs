@@ -258,6 +258,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         if incoming.is_empty() {
             return Ok(());
         }
+        Incoming::results_first(&mut incoming);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -403,7 +404,9 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         for event in &activation.appended {
             match &event.kind {
                 EventKind::RunCompleted { output } => next.output = Some(output.clone()),
-                EventKind::RunFailed { error } => next.error = Some(error.clone()),
+                EventKind::RunFailed { error } | EventKind::RunCancelled { error } => {
+                    next.error = Some(error.clone())
+                }
                 _ => {}
             }
         }
@@ -487,6 +490,7 @@ fn to_incoming(
                 Incoming::StepResult {
                     seq: result.seq,
                     attempt: result.attempt,
+                    started_at_ms: result.started_at,
                     outcome,
                     events: result.events.unwrap_or_default(),
                 },

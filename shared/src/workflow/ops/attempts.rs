@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::super::state::State;
-use super::super::{RetryPolicy, TimerId};
+use super::super::{EngineError, RetryPolicy, TimerId};
 use crate::contract::StepError;
 
 /// Where a step stands, as far as the workflow may see.
@@ -22,12 +22,28 @@ pub(crate) enum AttemptState {
 
 /// Walks the attempts of `seq` from the first, starting backoff timers as failures call for
 /// them. O(attempts).
-pub(crate) fn walk(state: &mut State, seq: u64, policy: &RetryPolicy) -> AttemptState {
+///
+/// The retry policy is the one the history recorded with the first attempt; `code_policy` (the
+/// policy in the code now) only for a step the history has no policy for (a new step, or a
+/// format 1 history). A history whose attempts that policy would not have made fails the
+/// activation ([`EngineError::RetryDiverged`](crate::workflow::EngineError::RetryDiverged)).
+pub(crate) fn walk(state: &mut State, seq: u64, code_policy: &RetryPolicy) -> AttemptState {
+    let policy = state
+        .slot(seq)
+        .and_then(|s| s.policy)
+        .unwrap_or(*code_policy);
+    let policy = &policy;
     let mut attempt = 1;
     loop {
         let Some(slot) = state.slot(seq) else {
             return AttemptState::Start(attempt);
         };
+        // A late success the run kept decides the step, whatever later attempts do.
+        if let Some(kept) = slot.kept_result() {
+            if let Ok(output) = &kept.outcome {
+                return AttemptState::Done(Ok(output.clone()), kept.attempt);
+            }
+        }
         if attempt > slot.attempts {
             return AttemptState::Start(attempt);
         }
@@ -40,6 +56,18 @@ pub(crate) fn walk(state: &mut State, seq: u64, policy: &RetryPolicy) -> Attempt
             },
         };
         if !policy.should_retry(attempt, error) {
+            if slot.attempts > attempt && slot.recorded {
+                // The history went on to another attempt: the policy it ran under is not
+                // this one (format 1 did not record it). Never reinterpret the history.
+                let error = EngineError::RetryDiverged {
+                    seq,
+                    step: slot.kind.clone(),
+                    gave_up_after: attempt,
+                    recorded_attempts: slot.attempts,
+                };
+                state.fail(error);
+                return AttemptState::Waiting;
+            }
             return AttemptState::Done(Err(error.clone()), attempt);
         }
         let delay = policy.delay_ms(attempt, state.seed(seq));
@@ -62,13 +90,14 @@ pub(crate) fn walk(state: &mut State, seq: u64, policy: &RetryPolicy) -> Attempt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::state::OpKind;
+    use crate::workflow::state::Operation;
     use crate::workflow::{Command, EventKind};
     use std::time::Duration;
 
     fn remote_state() -> State {
         let mut state = State::new("run", 1_000);
         state.append(EventKind::TaskScheduled {
+            retry: None,
             seq: 1,
             name: "s".into(),
             group: "s".into(),
@@ -77,7 +106,7 @@ mod tests {
         });
         assert_eq!(
             state.slot(1).and_then(|s| s.kind.clone()),
-            Some(OpKind::Remote("s".into()))
+            Some(Operation::Remote("s".into()))
         );
         state
     }
@@ -88,6 +117,7 @@ mod tests {
         let policy = RetryPolicy::none();
         assert_eq!(walk(&mut state, 1, &policy), AttemptState::Running(1));
         state.append(EventKind::StepCompleted {
+            started_at_ms: None,
             seq: 1,
             attempt: 1,
             output: Value::from(5),
@@ -106,6 +136,7 @@ mod tests {
         let mut state = remote_state();
         let policy = RetryPolicy::fixed(3, Duration::from_secs(2));
         state.append(EventKind::StepFailed {
+            started_at_ms: None,
             seq: 1,
             attempt: 1,
             error: StepError::retryable("x"),
@@ -139,6 +170,7 @@ mod tests {
     fn terminal_error_is_done() {
         let mut state = remote_state();
         state.append(EventKind::StepFailed {
+            started_at_ms: None,
             seq: 1,
             attempt: 1,
             error: StepError::terminal("no"),

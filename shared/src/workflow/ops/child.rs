@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::workflow::context::{decode, encode, issue_in, OpGuard};
-use crate::workflow::state::OpKind;
+use crate::workflow::state::Operation;
 use crate::workflow::{Command, EventKind, WorkflowContext, WorkflowError};
 
 /// The run id of the child started at `seq` of `parent_run_id`: `<parent>~c<seq>`.
@@ -57,7 +57,7 @@ impl WorkflowContext {
             }
         };
         let mut state = self.state();
-        match issue_in(&mut state, OpKind::Child(workflow.to_owned()), true) {
+        match issue_in(&mut state, Operation::Child(workflow.to_owned()), true) {
             Ok(issued) => {
                 call.guard.seq = Some(issued.seq);
                 if issued.new {

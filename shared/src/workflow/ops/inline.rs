@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::attempts::{walk, AttemptState};
 use crate::contract::StepError;
 use crate::workflow::context::{decode, encode, OpGuard};
-use crate::workflow::state::OpKind;
+use crate::workflow::state::Operation;
 use crate::workflow::{EventKind, RetryPolicy, WorkflowContext, WorkflowError};
 
 impl WorkflowContext {
@@ -52,7 +52,7 @@ impl WorkflowContext {
         Fut: Future<Output = Result<T, StepError>> + Send,
     {
         let ctx = self.clone();
-        let issued = self.issue(OpKind::Inline(name.to_owned()), true);
+        let issued = self.issue(Operation::Inline(name.to_owned()), true);
         async move {
             let seq = issued?.seq;
             let _guard = OpGuard {
@@ -90,12 +90,14 @@ impl WorkflowContext {
                         seq,
                         attempt,
                         output,
+                        started_at_ms: None,
                         events: Vec::new(),
                     },
                     Err(error) => EventKind::StepFailed {
                         seq,
                         attempt,
                         error,
+                        started_at_ms: None,
                         events: Vec::new(),
                     },
                 };
@@ -142,7 +144,7 @@ impl Future for NextAttempt<'_> {
                     return Poll::Pending;
                 }
                 let name = match state.slot(this.seq).and_then(|s| s.kind.clone()) {
-                    Some(OpKind::Inline(name)) => name,
+                    Some(Operation::Inline(name)) => name,
                     _ => String::new(),
                 };
                 state.produce(
@@ -150,6 +152,7 @@ impl Future for NextAttempt<'_> {
                         seq: this.seq,
                         name,
                         attempt,
+                        retry: (attempt == 1).then_some(*this.retry),
                     },
                     None,
                 );

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::attempts::{walk, AttemptState};
 use crate::workflow::context::{decode, encode, OpGuard};
-use crate::workflow::state::OpKind;
+use crate::workflow::state::Operation;
 use crate::workflow::{Command, EventKind, RetryPolicy, TimerId, WorkflowContext, WorkflowError};
 
 /// A remote step, declared once (typically as a `const`) and shared by the workflow that calls
@@ -148,11 +148,36 @@ impl WorkflowContext {
                 return call;
             }
         }
-        match self.issue(OpKind::Remote(call.name.to_owned()), true) {
+        match self.issue(Operation::Remote(call.name.to_owned()), true) {
             Ok(issued) => call.guard.seq = Some(issued.seq),
             Err(e) => call.early = Some(e),
         }
         call
+    }
+}
+
+impl WorkflowContext {
+    /// A late result of the remote step at `seq`: a worker's result for an attempt the engine
+    /// had already failed on its start-to-close timeout (see [`RemoteCall::seq`]). `Some(Ok)`
+    /// once a late success has arrived, `Some(Err)` when only late failures have; `None`
+    /// until then. Deterministic: it sees what had arrived at this point of the run, on replay
+    /// too. So after a step failed on timeouts, a workflow can wait a while (`ctx.sleep`) and
+    /// ask whether the step in fact ran, e.g. to refund a charge it is compensating for.
+    pub fn late_result<O: DeserializeOwned>(&self, seq: u64) -> Option<Result<O, WorkflowError>> {
+        let state = self.state();
+        let slot = state.slot(seq)?;
+        let mut late = slot.results.iter().filter(|r| r.late && r.visible);
+        let first = late.clone().next()?;
+        match late.find(|r| r.outcome.is_ok()).map(|r| &r.outcome) {
+            Some(Ok(output)) => Some(decode(output)),
+            _ => match &first.outcome {
+                Err(error) => Some(Err(WorkflowError::StepFailed {
+                    error: error.clone(),
+                    attempts: first.attempt,
+                })),
+                Ok(output) => Some(decode(output)),
+            },
+        }
     }
 }
 
@@ -171,6 +196,14 @@ pub struct RemoteCall<O> {
 }
 
 impl<O> Unpin for RemoteCall<O> {}
+
+impl<O> RemoteCall<O> {
+    /// The step's operation number (`None` if the call could not be issued), e.g. for
+    /// [`WorkflowContext::late_result`].
+    pub fn seq(&self) -> Option<u64> {
+        self.guard.seq
+    }
+}
 
 impl<O: DeserializeOwned> Future for RemoteCall<O> {
     type Output = Result<O, WorkflowError>;
@@ -199,6 +232,8 @@ impl<O: DeserializeOwned> Future for RemoteCall<O> {
                             group: this.group.clone(),
                             input: this.input.clone(),
                             attempt,
+                            // Later attempts follow the policy recorded here.
+                            retry: (attempt == 1).then_some(this.retry),
                         },
                         Some(Command::DispatchTask {
                             seq,
@@ -282,9 +317,22 @@ mod tests {
                 ..
             }]
         ));
-        // The late result of attempt 1 is stale now.
-        let a = sim.step(vec![ok(1, 5)]);
-        assert!(a.appended.is_empty() && a.commands.is_empty());
+        // Attempt 1's result, late, while the backoff runs: the step is undecided, so its
+        // success wins (kept, and recorded as late).
+        let mut late = Sim::new(&w, "r2");
+        late.history = sim.history.clone();
+        let a = late.step(vec![ok(1, 5)]);
+        assert!(matches!(
+            a.appended[0].kind,
+            EventKind::LateResult {
+                attempt: 1,
+                kept: true,
+                ..
+            }
+        ));
+        assert_eq!(a.status, RunStatus::Completed);
+        assert_eq!(late.output(), Some(Value::from(5)));
+        // Without it: the next attempt after the backoff.
         let a = sim.step(vec![Incoming::TimerFired {
             timer_id: TimerId::Retry { seq: 1, attempt: 1 },
         }]);
@@ -293,6 +341,7 @@ mod tests {
             Command::DispatchTask { attempt: 2, .. }
         ));
         let a = sim.step(vec![Incoming::StepResult {
+            started_at_ms: None,
             seq: 1,
             attempt: Some(2),
             outcome: Err(StepError::retryable("x")),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::workflow::context::{decode, issue_in, OpGuard};
-use crate::workflow::state::OpKind;
+use crate::workflow::state::Operation;
 use crate::workflow::{EventKind, TimerId, WorkflowContext, WorkflowError};
 
 impl WorkflowContext {
@@ -46,7 +46,7 @@ impl WorkflowContext {
             early: None,
         };
         let mut state = self.state();
-        match issue_in(&mut state, OpKind::Signal(name.to_owned()), true) {
+        match issue_in(&mut state, Operation::Signal(name.to_owned()), true) {
             Ok(issued) => {
                 wait.guard.seq = Some(issued.seq);
                 if issued.new {

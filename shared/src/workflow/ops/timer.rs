@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::workflow::context::OpGuard;
-use crate::workflow::state::OpKind;
+use crate::workflow::state::Operation;
 use crate::workflow::{TimerId, WorkflowContext, WorkflowError};
 
 impl WorkflowContext {
@@ -29,7 +29,7 @@ impl WorkflowContext {
         };
         let mut early = None;
         let mut state = self.state();
-        match super::super::context::issue_in(&mut state, OpKind::Timer, true) {
+        match super::super::context::issue_in(&mut state, Operation::Timer, true) {
             Ok(issued) => {
                 guard.seq = Some(issued.seq);
                 if issued.new {

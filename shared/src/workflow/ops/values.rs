@@ -7,17 +7,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::workflow::context::{encode, issue_in};
-use crate::workflow::state::{OpKind, State};
-use crate::workflow::{EventKind, WorkflowContext, WorkflowError};
-
-/// `ValueRecorded.kind` prefix of a versioning marker.
-pub(crate) const PATCH_PREFIX: &str = "patched:";
+use crate::workflow::state::{Operation, State};
+use crate::workflow::{EventKind, ValueKind, WorkflowContext, WorkflowError};
 
 impl WorkflowContext {
-    fn record_value(&self, kind: &str, make: impl FnOnce(&State, u64) -> Value) -> Value {
+    fn record_value(&self, kind: ValueKind, make: impl FnOnce(&State, u64) -> Value) -> Value {
         let mut state = self.state();
         // Not awaited: never takes a pending cancellation, so this cannot fail.
-        let Ok(issued) = issue_in(&mut state, OpKind::Value(kind.to_owned()), false) else {
+        let Ok(issued) = issue_in(&mut state, Operation::Value(kind.clone()), false) else {
             return Value::Null;
         };
         if issued.new {
@@ -25,7 +22,7 @@ impl WorkflowContext {
             state.produce(
                 EventKind::ValueRecorded {
                     seq: issued.seq,
-                    kind: kind.to_owned(),
+                    kind,
                     value: value.clone(),
                 },
                 None,
@@ -42,14 +39,14 @@ impl WorkflowContext {
     /// The current time, epoch milliseconds: the activation's clock the first time, the
     /// recorded value on replay.
     pub fn now(&self) -> u64 {
-        self.record_value("now", |state, _| Value::from(state.now_ms))
+        self.record_value(ValueKind::Now, |state, _| Value::from(state.now_ms))
             .as_u64()
             .unwrap_or_default()
     }
 
     /// A random `u64` (ChaCha8 seeded from the run id and `seq`), recorded.
     pub fn random(&self) -> u64 {
-        self.record_value("random", |state, seq| {
+        self.record_value(ValueKind::Random, |state, seq| {
             Value::from(ChaCha8Rng::seed_from_u64(state.seed(seq)).next_u64())
         })
         .as_u64()
@@ -58,7 +55,7 @@ impl WorkflowContext {
 
     /// A random (v4) UUID, recorded.
     pub fn uuid(&self) -> uuid::Uuid {
-        let value = self.record_value("uuid", |state, seq| {
+        let value = self.record_value(ValueKind::Uuid, |state, seq| {
             let mut bytes = [0u8; 16];
             ChaCha8Rng::seed_from_u64(state.seed(seq)).fill_bytes(&mut bytes);
             Value::from(
@@ -95,12 +92,9 @@ impl WorkflowContext {
         if state.next_seq <= state.max_recorded_seq {
             return false;
         }
-        let seq = state.next_seq;
         state.produce(
-            EventKind::ValueRecorded {
-                seq,
-                kind: format!("{PATCH_PREFIX}{change_id}"),
-                value: Value::Bool(true),
+            EventKind::PatchMarked {
+                change_id: change_id.to_owned(),
             },
             None,
         );
