@@ -319,6 +319,7 @@ mod tests {
         vec![HistoryEvent::new(
             1,
             EventKind::StepCompleted {
+                started_at_ms: None,
                 seq: 2,
                 attempt: 1,
                 output,

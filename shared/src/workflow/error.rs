@@ -106,7 +106,7 @@ impl WorkflowError {
         matches!(self, Self::Cancelled { .. })
     }
 
-    /// The error recorded in `RunFailed` / reported to a parent.
+    /// The error recorded in `RunFailed` (`RunCancelled`) and reported to a parent.
     pub fn to_step_error(&self) -> StepError {
         match self {
             Self::StepFailed { error, .. } | Self::Failed(error) => error.clone(),

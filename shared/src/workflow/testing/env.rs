@@ -505,7 +505,7 @@ impl TestEnv {
                         message: e.to_string(),
                     })
                 }
-                EventKind::RunFailed { error } => {
+                EventKind::RunFailed { error } | EventKind::RunCancelled { error } => {
                     return Err(TestEnvError::RunFailed {
                         run_id: run_id.to_owned(),
                         status,
@@ -604,7 +604,9 @@ impl TestEnv {
         if activation.status.is_terminal() && activation.status != RunStatus::ContinuedAsNew {
             let outcome = match self.runs[run_id].history.last().map(|e| &e.kind) {
                 Some(EventKind::RunCompleted { output }) => Ok(output.clone()),
-                Some(EventKind::RunFailed { error }) => Err(error.clone()),
+                Some(EventKind::RunFailed { error } | EventKind::RunCancelled { error }) => {
+                    Err(error.clone())
+                }
                 _ => Err(StepError::terminal(format!(
                     "child run ended {}",
                     activation.status
@@ -694,6 +696,7 @@ impl TestEnv {
                 seq,
                 attempt: None,
                 outcome,
+                started_at_ms: None,
                 events: Vec::new(),
             });
         }
@@ -714,6 +717,7 @@ impl TestEnv {
                 seq: task.seq,
                 attempt: Some(task.attempt),
                 outcome: outcome.clone(),
+                started_at_ms: result.started_at,
                 events,
             });
         }
@@ -759,6 +763,7 @@ pub async fn replay(
             e.kind,
             EventKind::RunCompleted { .. }
                 | EventKind::RunFailed { .. }
+                | EventKind::RunCancelled { .. }
                 | EventKind::ContinuedAsNew { .. }
         )
     });
