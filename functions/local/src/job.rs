@@ -32,6 +32,9 @@ pub struct Args {
     /// How long to wait for the runs.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
+    /// Only create the queues and table from template.yaml, then exit (`scripts/dev`).
+    #[arg(long)]
+    provision_only: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -54,6 +57,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         resources.table_name,
         resources.task_queue_urls.len()
     );
+    if args.provision_only {
+        return Ok(());
+    }
 
     let config = Config {
         table_name: resources.table_name.clone(),

@@ -9,6 +9,8 @@
 //! | [`event_source`] | a local SQS event source mapping (what Lambda's trigger does) |
 //! | [`local_runtime`] | engine and workers behind local mappings |
 
-pub mod event_source;
+/// The local SQS event source mapping (in `cairn_lambda`, whose entry points poll with it in
+/// dev mode).
+pub use cairn_lambda::event_source;
 pub mod local_runtime;
 pub mod local_stack;

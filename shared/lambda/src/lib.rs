@@ -15,6 +15,7 @@
 //! | [`sqs`] | the task/result/control transport on SQS (with claim checks) |
 //! | [`sdk_error`] | SDK errors classified into typed `cairn::infra::InfraError`s |
 //! | [`batch`] | one SQS batch: per-record handling, batch item failures, FIFO rule |
+//! | [`event_source`] | a local SQS event source mapping (what Lambda's trigger does), for dev mode and tests |
 //! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
 //! | [`worker`] | the worker Lambda: a core `Worker`'s step handlers behind a tasks queue |
 //! | [`metrics`] | counters of ignored and rejected messages (CloudWatch EMF lines) |
@@ -26,6 +27,7 @@ pub mod batch;
 pub mod config;
 pub mod dynamo;
 pub mod engine;
+pub mod event_source;
 pub mod metrics;
 pub mod reconciler;
 pub mod sdk_error;

@@ -13,9 +13,19 @@
 //! the template sets), installs `lambda_runtime`'s tracing subscriber (JSON lines when the
 //! function's log format is JSON; level from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`), and
 //! runs the Lambda runtime loop until the process ends.
+//!
+//! **Dev mode.** Started outside Lambda (no `AWS_LAMBDA_RUNTIME_API`) with `CAIRN_ENDPOINT_URL`
+//! set, each entry point polls its own queues on the local stack instead, through the local
+//! [event source mapping](crate::event_source) (real `SqsEvent`s, batch responses honoured):
+//! the engine the results queue (and the timers queue, if configured), a worker the tasks
+//! queue of every step it serves. So the workspace's own binaries run unchanged against the
+//! local stack (`scripts/dev`).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use cairn::worker::Worker;
 use cairn::workflow::Workflows;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -24,6 +34,7 @@ use serde_json::Value;
 use crate::aws::{sdk_config, AwsClients};
 use crate::config::Config;
 use crate::engine::{Engine, EngineOptions};
+use crate::event_source::{EventSourceMapping, MappingOptions};
 use crate::worker::SqsWorker;
 
 /// The engine Lambda (trigger: the results queue, and the timers queue with FIFO): replays
@@ -45,6 +56,12 @@ pub async fn serve_engine(workflows: Workflows) -> Result<(), Error> {
         options,
     );
     let engine = &engine;
+    if dev_mode(&config) {
+        let transport = clients.transport(&config);
+        let mut queues = vec![transport.results_queue_url().await?];
+        queues.extend(config.timer_queue_url.clone());
+        return poll_locally(&clients.sqs, queues, |event| engine.handle(event)).await;
+    }
     lambda_runtime::run(service_fn(move |event| async move {
         engine.handle(event).await
     }))
@@ -60,6 +77,18 @@ pub async fn serve_worker(worker: Worker) -> Result<(), Error> {
     let worker = worker.fifo(config.fifo);
     let (results, blobs) = (clients.transport(&config), clients.blobs(&config));
     let (worker, results, blobs) = (&worker, &results, &blobs);
+    if dev_mode(&config) {
+        let mut queues = Vec::new();
+        let mut steps: Vec<&str> = worker.steps().collect();
+        steps.sort_unstable();
+        for step in steps {
+            queues.push(results.tasks_queue_url(step).await?);
+        }
+        return poll_locally(&clients.sqs, queues, |event| {
+            worker.run(results, blobs, event)
+        })
+        .await;
+    }
     lambda_runtime::run(service_fn(move |event| async move {
         worker.run(results, blobs, event).await
     }))
@@ -78,4 +107,40 @@ pub async fn serve_reconciler() -> Result<(), Error> {
         Ok::<_, Error>(serde_json::json!(report))
     }))
     .await
+}
+
+/// Outside Lambda, against the local stack.
+fn dev_mode(config: &Config) -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() && config.endpoint_url.is_some()
+}
+
+/// Dev mode: what Lambda's event source mappings do, for `queues`, until the process ends.
+async fn poll_locally<'h, H, Fut>(
+    sqs: &aws_sdk_sqs::Client,
+    queues: Vec<String>,
+    handler: H,
+) -> Result<(), Error>
+where
+    H: Fn(LambdaEvent<SqsEvent>) -> Fut + Copy + 'h,
+    Fut: Future<Output = Result<SqsBatchResponse, Error>> + 'h,
+{
+    let options = MappingOptions {
+        visibility_timeout: Some(30),
+        ..MappingOptions::default()
+    };
+    let mut mappings = Vec::new();
+    for url in queues {
+        tracing::info!(queue = %url, "dev mode: polling the local stack (no Lambda runtime API)");
+        mappings.push(EventSourceMapping::new(sqs.clone(), url, options.clone()).await?);
+    }
+    let loops = mappings.iter().map(|mapping| async move {
+        loop {
+            if let Err(e) = mapping.poll_once(handler).await {
+                tracing::warn!(error = %e, "poll failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    futures::future::join_all(loops).await;
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! configuration (JSON lines when its log format is JSON, level from `AWS_LAMBDA_LOG_LEVEL`,
 //! else `RUST_LOG`, else `info`). Elsewhere: compact lines for people, filtered by `RUST_LOG`.
 
+use std::io::IsTerminal as _;
 use std::sync::Once;
 
 /// Installs the global tracing subscriber (once per process; later calls do nothing).
@@ -19,6 +20,8 @@ pub fn init() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
+            // Colours for a terminal only (the dev loop pipes the lines through a prefixer).
+            .with_ansi(std::io::stdout().is_terminal())
             .compact()
             .try_init();
     });

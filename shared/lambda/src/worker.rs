@@ -60,6 +60,7 @@ impl SqsWorker for Worker {
                 let body = resolve_body(body, blobs).await.map_err(|e| e.to_string())?;
                 let task = decode_task(&body).map_err(|e| format!("malformed task: {e}"))?;
                 let result = self.run_task(&task).await;
+                log_result(&task, &result);
                 if let Ok(mut produced) = produced.lock() {
                     produced.push((message_id(&record).to_owned(), result));
                 }
@@ -89,5 +90,20 @@ impl SqsWorker for Worker {
             }
         }
         Ok(batch_response(&records, &confirmed, options.fifo))
+    }
+}
+
+/// One line per step attempt, for CloudWatch and the dev loop.
+fn log_result(task: &cairn::contract::RemoteTask, result: &StepResult) {
+    let ms = result
+        .started_at
+        .map(|started| crate::engine::now_ms().saturating_sub(started));
+    match &result.error {
+        None => {
+            tracing::info!(step = %task.name, step_id = %task.step_id, attempt = task.attempt, ms, "step completed")
+        }
+        Some(error) => {
+            tracing::info!(step = %task.name, step_id = %task.step_id, attempt = task.attempt, ms, error = %error, "step failed")
+        }
     }
 }
