@@ -83,6 +83,10 @@ pub enum Command {
     /// Inspect and redrive dead-letter queues.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Print the step group -> tasks queue URL map and the queue peer workers answer on (for
+    /// pointing nestjs-durable workers at this deployment; `--json` gives
+    /// `taskQueueUrls` in the shape of CAIRN_TASK_QUEUE_URLS).
+    Queues,
     /// Add to the project (no AWS needed).
     #[command(subcommand)]
     Scaffold(ScaffoldCommand),

@@ -12,6 +12,7 @@ mod control;
 mod dlq;
 mod failure;
 mod out;
+mod queues;
 mod runs;
 mod scaffold;
 mod since;
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
             Command::Cancel(args) => control::cancel(&ctx, args).await,
             Command::Dlq(command) => dlq::run(&ctx, command).await,
             Command::Scaffold(_) => Ok(()),
+            Command::Queues => queues::run(&ctx).await,
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -427,3 +427,34 @@ async fn the_profile_flag_chooses_the_region_from_the_config_file() {
         "{err}"
     );
 }
+
+/// `cairn queues`: what a nestjs-durable peer is pointed at, read from the deployed queues'
+/// tags (a FIFO stack, so peers answer on the standard peer-results queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_prints_the_group_map_peers_join_by() {
+    let env = TestEnv::new("cli-queues", true).await;
+    let peer_results = env.resources.peer_results_queue_url.clone().unwrap();
+
+    let out = cairn(&env, &["queues", "--json"]).await;
+    assert_code(&out, 0);
+    let map: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(map["taskQueueUrls"], json!(env.resources.task_queue_urls));
+    assert_eq!(map["resultsQueueUrl"], env.resources.results_queue_url);
+    assert_eq!(map["peerResultsQueueUrl"], peer_results);
+    assert_eq!(map["fifo"], true);
+
+    let out = cairn(&env, &["queues"]).await;
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    for (group, url) in &env.resources.task_queue_urls {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(group.as_str()) && l.ends_with(url.as_str())),
+            "{group}: {text}"
+        );
+    }
+    assert!(
+        text.contains(&format!("peers answer on:    {peer_results}")),
+        "{text}"
+    );
+}

@@ -1,8 +1,10 @@
 // nestjs-durable's own WorkflowEngine dispatching its steps over its SqsTransport, to whatever
 // worker serves the step's queue (a cairn Worker, in cairn's tests). Starts one run of
-// `checkout`, waits for it to settle and prints one JSON line: the run and its step checkpoints.
+// `checkout` per entry, waits for all to settle and prints one JSON line: each run with its
+// step checkpoints. (One engine for all runs: engines sharing a results queue would take each
+// other's results.)
 //
-//   node engine.mjs '<input JSON>' [runId]
+//   node engine.mjs '{"<runId>": <input>, ...}'
 //
 // Queues come from the same variables cairn reads: CAIRN_TASK_QUEUE_URLS (JSON object, step
 // group -> tasks queue URL; `cairn queues --json` prints it) and CAIRN_RESULTS_QUEUE_URL (where
@@ -34,18 +36,23 @@ const transport = new SqsTransport({
 const store = new InMemoryStateStore();
 const engine = new WorkflowEngine({ store, transport });
 
-// One remote step, served by whichever worker polls the group's queue.
+// One remote step, served by whichever worker polls the group's queue. Two retries, so a
+// terminal failure (retryable: false) shows as one attempt.
 engine.register('checkout', '1', async (ctx, input) => {
-  const receipt = await ctx.step('payments.charge-card', input, { retries: 0 });
+  const receipt = await ctx.step('payments.charge-card', input, { retries: 2, backoffMs: 100 });
   return { receipt };
 });
 
-const input = JSON.parse(process.argv[2] ?? '{"orderId":"o-1","card":"4242"}');
-const runId = process.argv[3] ?? `nest-${Date.now()}`;
-await engine.start('checkout', input, runId);
-const settled = await engine.waitForRun(runId, { timeoutMs: 60_000, until: 'terminal' });
-const run = await store.getRun(runId);
-const steps = await store.listCheckpoints(runId);
-console.log(JSON.stringify({ runId, status: run?.status ?? settled.status, output: run?.output, error: run?.error, steps }));
+const runs = JSON.parse(process.argv[2] ?? `{"nest-${Date.now()}": {"orderId": "o-1", "card": "4242"}}`);
+const report = await Promise.all(
+  Object.entries(runs).map(async ([runId, input]) => {
+    await engine.start('checkout', input, runId);
+    const settled = await engine.waitForRun(runId, { timeoutMs: 60_000, until: 'terminal' });
+    const run = await store.getRun(runId);
+    const steps = await store.listCheckpoints(runId);
+    return { runId, status: run?.status ?? settled.status, output: run?.output, error: run?.error, steps };
+  }),
+);
+console.log(JSON.stringify(report));
 await transport.close();
 process.exit(0);

@@ -239,6 +239,13 @@ pub fn results_queue_name(prefix: &str, kind: QueueKind) -> Result<String, Queue
     Ok(format!("{prefix}-results{}", kind.suffix()))
 }
 
+/// The standard queue nestjs-durable peer workers answer on in a FIFO deployment:
+/// `<prefix>-peer-results` (their results carry no `MessageGroupId`, which FIFO refuses).
+pub fn peer_results_queue_name(prefix: &str) -> Result<String, QueueNameError> {
+    check_prefix(prefix)?;
+    Ok(format!("{prefix}-peer-results"))
+}
+
 /// The dead-letter queue of a queue: `<name>-dlq`, or `<base>-dlq.fifo` for `<base>.fifo`.
 ///
 /// Names from [`tasks_queue_name`] and [`results_queue_name`] always leave room for the

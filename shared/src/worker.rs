@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -28,7 +28,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::contract::{RemoteTask, StepError, StepResult};
+use crate::contract::{RemoteTask, StepError, StepEvent, StepResult};
+use crate::transport::refuse_oversize_result;
 use crate::workflow::RemoteStep;
 
 /// What a step handler knows about the task it runs.
@@ -46,6 +47,26 @@ pub struct TaskContext {
     pub deadline_ms: Option<u64>,
     /// A span carrying the step's identity, for the handler's logs.
     pub span: tracing::Span,
+    /// Lines logged with [`TaskContext::log`], sent back with the result.
+    events: Arc<Mutex<Vec<StepEvent>>>,
+}
+
+impl TaskContext {
+    /// Records a line on the step (`level`: `debug`, `info`, `warn` or `error`), sent back as
+    /// the result's `events` in nestjs-durable's shape `{at, level, message, data}`; the engine
+    /// keeps them in the run's history (`cairn runs show`, the timeline).
+    pub fn log(&self, level: &str, message: impl Into<String>, data: Option<Value>) {
+        let mut event = StepEvent::log(now_ms(), level, message);
+        event.data = data;
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+
+    /// An `info` line with structured data.
+    pub fn info(&self, message: impl Into<String>, data: Value) {
+        self.log("info", message, Some(data));
+    }
 }
 
 type Handler =
@@ -57,6 +78,7 @@ pub struct Worker {
     handlers: HashMap<String, Handler>,
     fifo: bool,
     concurrency: usize,
+    peer_engine: bool,
 }
 
 impl Default for Worker {
@@ -65,6 +87,7 @@ impl Default for Worker {
             handlers: HashMap::new(),
             fifo: false,
             concurrency: 10,
+            peer_engine: false,
         }
     }
 }
@@ -127,6 +150,15 @@ impl Worker {
         self
     }
 
+    /// Results go to an engine that cannot read claim checks (nestjs-durable's own
+    /// `WorkflowEngine`): a result over the claim-check threshold is replaced by a failed
+    /// `payload_too_large` result naming its size and the limit, instead of a reference the
+    /// engine could not resolve.
+    pub fn for_peer_engine(mut self, peer_engine: bool) -> Self {
+        self.peer_engine = peer_engine;
+        self
+    }
+
     /// How many records run at once (standard queues) or groups (FIFO).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
@@ -172,7 +204,9 @@ impl Worker {
                 .and_then(|c| c.get("deadlineMs"))
                 .and_then(Value::as_u64),
             span: tracing::info_span!("step", step_id = %task.step_id, name = %task.name, attempt = task.attempt),
+            events: Arc::default(),
         };
+        let events = ctx.events.clone();
         let result = match AssertUnwindSafe(handler(task.input.clone(), ctx))
             .catch_unwind()
             .await
@@ -187,7 +221,18 @@ impl Worker {
                 StepResult::failed(task, StepError::retryable(message).with_code("panic"))
             }
         };
-        with_start(result, started_at)
+        let mut result = with_start(result, started_at);
+        let events = events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default();
+        if !events.is_empty() {
+            result.events = Some(events);
+        }
+        if self.peer_engine {
+            result = refuse_oversize_result(task, result);
+        }
+        result
     }
 }
 

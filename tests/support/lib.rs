@@ -21,6 +21,8 @@ use cairn_lambda::engine::{Engine, EngineOptions};
 use cairn_lambda::sqs::SqsTransport;
 use cairn_lambda::worker::Worker;
 
+pub mod peers;
+
 pub type AwsEngine = Engine<DynamoStore, SqsTransport<DynamoBlobStore>, DynamoBlobStore>;
 pub type AwsClient = Client<DynamoStore, SqsTransport<DynamoBlobStore>>;
 

@@ -14,6 +14,7 @@
 //! | [`dynamo`] | the checkpoint store and claim-check blobs on DynamoDB |
 //! | [`sqs`] | the task/result/control transport on SQS (with claim checks) |
 //! | [`sdk_error`] | SDK errors classified into typed `cairn::infra::InfraError`s |
+//! | [`queues`] | the deployment's queue map, for pointing peer workers at it |
 //! | [`batch`] | one SQS batch: per-record handling, batch item failures, FIFO rule |
 //! | [`event_source`] | a local SQS event source mapping (what Lambda's trigger does), for dev mode and tests |
 //! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
@@ -29,6 +30,7 @@ pub mod dynamo;
 pub mod engine;
 pub mod event_source;
 pub mod metrics;
+pub mod queues;
 pub mod reconciler;
 pub mod sdk_error;
 mod serve;
