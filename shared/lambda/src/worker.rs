@@ -97,7 +97,7 @@ impl SqsWorker for Worker {
 fn log_result(task: &cairn::contract::RemoteTask, result: &StepResult) {
     let ms = result
         .started_at
-        .map(|started| crate::engine::now_ms().saturating_sub(started));
+        .map(|started| cairn::clock::now_ms().saturating_sub(started));
     match &result.error {
         None => {
             tracing::info!(step = %task.name, step_id = %task.step_id, attempt = task.attempt, ms, "step completed")
