@@ -56,6 +56,13 @@ impl Workflows {
         self
     }
 
+    /// Adds every workflow of `other` (replacing same-named ones): one engine hosting the
+    /// workflows of several crates.
+    pub fn merge(&mut self, other: Workflows) -> &mut Self {
+        self.by_name.extend(other.by_name);
+        self
+    }
+
     /// Whether `name` is registered.
     pub fn contains(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
