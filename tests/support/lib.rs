@@ -10,14 +10,18 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use cairn::client::Client;
+use cairn::transport::{LongWaitPolicy, LongWaitTransport};
 use cairn::workflow::Workflows;
 use cairn_devstack::event_source::MappingOptions;
 use cairn_devstack::local_runtime::{LocalRuntime, Queues};
 use cairn_devstack::local_stack::{provision_from_template, StackResources, TemplateParams};
+use cairn_devstack::schedules::{provision_schedule_group, ScheduleFiring};
+use cairn_eventbridge::aws_sdk_scheduler;
+use cairn_eventbridge::{EventBridgeScheduler, ScheduleTarget};
 use cairn_lambda::aws::{sdk_config, AwsClients, RequestCounter};
 use cairn_lambda::config::Config;
 use cairn_lambda::dynamo::{DynamoBlobStore, DynamoStore};
-use cairn_lambda::engine::{Engine, EngineOptions};
+use cairn_lambda::engine::{Engine, EngineOptions, EngineTransport};
 use cairn_lambda::sqs::SqsTransport;
 use cairn_lambda::worker::Worker;
 
@@ -25,6 +29,16 @@ pub mod peers;
 
 pub type AwsEngine = Engine<DynamoStore, SqsTransport<DynamoBlobStore>, DynamoBlobStore>;
 pub type AwsClient = Client<DynamoStore, SqsTransport<DynamoBlobStore>>;
+pub type LongWaitSqs = LongWaitTransport<SqsTransport<DynamoBlobStore>, EventBridgeScheduler>;
+pub type LongWaitEngine = Engine<DynamoStore, LongWaitSqs, DynamoBlobStore>;
+
+/// Long waits on the local stack: the template's schedule group in moto, a counted scheduler
+/// client, and the policy the engine routes by.
+pub struct LongWaits {
+    pub scheduler: aws_sdk_scheduler::Client,
+    pub target: ScheduleTarget,
+    pub policy: LongWaitPolicy,
+}
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -141,6 +155,64 @@ impl TestEnv {
         )
     }
 
+    /// Creates the template's schedule group; timers due past `threshold_seconds` will be
+    /// scheduled to fire `lead_seconds` early (scheduler requests are counted too).
+    pub async fn long_waits(&self, threshold_seconds: u32, lead_seconds: u32) -> LongWaits {
+        let sdk = local_sdk_config().await;
+        let conf = aws_sdk_scheduler::config::Builder::from(&sdk)
+            .interceptor(self.counter.clone())
+            .build();
+        let scheduler = aws_sdk_scheduler::Client::from_conf(conf);
+        let target = provision_schedule_group(&scheduler, &self.resources)
+            .await
+            .unwrap()
+            .expect("the template declares a schedule group");
+        LongWaits {
+            scheduler,
+            target,
+            policy: LongWaitPolicy::new(threshold_seconds, lead_seconds).unwrap(),
+        }
+    }
+
+    /// The engine's transport with long waits routed to the local EventBridge Scheduler.
+    pub fn long_wait_transport(&self, long_waits: &LongWaits) -> LongWaitSqs {
+        LongWaitTransport::new(
+            self.clients.transport(&self.config),
+            Some(EventBridgeScheduler::new(
+                long_waits.scheduler.clone(),
+                long_waits.target.clone(),
+            )),
+            long_waits.policy,
+        )
+    }
+
+    /// An engine whose long waits become schedules.
+    pub fn long_wait_engine(&self, workflows: Workflows, long_waits: &LongWaits) -> LongWaitEngine {
+        let options = EngineOptions {
+            fifo: self.config.fifo,
+            timer_chunk_seconds: self.config.timer_chunk_seconds,
+            ..Default::default()
+        };
+        Engine::new(
+            Arc::new(workflows),
+            self.clients.store(&self.config),
+            self.long_wait_transport(long_waits),
+            self.clients.blobs(&self.config),
+            options,
+        )
+    }
+
+    /// The firing loop of the local scheduler for `long_waits` (its own uncounted clients:
+    /// in AWS the scheduler's own work is not the engine's requests).
+    pub async fn schedule_firing(&self, long_waits: &LongWaits) -> ScheduleFiring {
+        let sdk = local_sdk_config().await;
+        ScheduleFiring::new(
+            aws_sdk_scheduler::Client::new(&sdk),
+            aws_sdk_sqs::Client::new(&sdk),
+            long_waits.target.group.clone(),
+        )
+    }
+
     pub fn client(&self) -> AwsClient {
         Client::new(
             self.clients.store(&self.config),
@@ -186,7 +258,11 @@ impl TestEnv {
     }
 
     /// Runs `engine` on the results (and timers) queue and `worker` on every tasks queue.
-    pub async fn run(&self, engine: AwsEngine, worker: Worker) -> LocalRuntime {
+    pub async fn run<T: EngineTransport + 'static>(
+        &self,
+        engine: Engine<DynamoStore, T, DynamoBlobStore>,
+        worker: Worker,
+    ) -> LocalRuntime {
         LocalRuntime::serve(
             &self.clients.sqs,
             &Queues::from(&self.resources),

@@ -1,7 +1,8 @@
 //! The engine Lambda: consumes `<prefix>-results` and advances runs of the workflows it
-//! hosts (here the demo's; put yours in their place). Wiring only.
+//! hosts (here the demo's; put yours in their place); long waits go through EventBridge
+//! Scheduler when the template configures it. Wiring only.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    cairn_lambda::serve_engine(cairn_demo::workflows()).await
+    cairn_eventbridge::serve_engine(cairn_demo::workflows()).await
 }

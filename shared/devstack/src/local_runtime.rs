@@ -142,6 +142,12 @@ impl LocalRuntime {
         Ok(runtime)
     }
 
+    /// Fires the due schedules of `firing`'s group every `tick`, until the runtime is dropped
+    /// (what EventBridge Scheduler does in AWS).
+    pub fn fire_schedules(&mut self, firing: crate::schedules::ScheduleFiring, tick: Duration) {
+        self.pollers.push(tokio::spawn(firing.run(tick)));
+    }
+
     /// Stops every poller.
     pub fn stop(&mut self) {
         for poller in self.pollers.drain(..) {

@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use cairn::transport::LongWaitPolicy;
+
 // Mirrors `queue_name::DEFAULT_PREFIX`.
 const DEFAULT_PREFIX: &str = "durable";
 
@@ -51,6 +53,22 @@ pub struct Config {
     pub timer_chunk_seconds: u32,
     /// Local stack endpoint (`CAIRN_ENDPOINT_URL`); never set in AWS.
     pub endpoint_url: Option<String>,
+    /// Long waits through EventBridge Scheduler, when `CAIRN_SCHEDULE_GROUP` is set.
+    pub long_waits: Option<LongWaitConfig>,
+}
+
+/// Where and when long waits become one-time schedules instead of chained SQS delays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LongWaitConfig {
+    /// The schedule group the engine creates schedules in (`CAIRN_SCHEDULE_GROUP`).
+    pub group: String,
+    /// The role the schedules run as (`CAIRN_SCHEDULER_ROLE_ARN`).
+    pub role_arn: String,
+    /// The queue the schedules send to (`CAIRN_SCHEDULER_TARGET_ARN`): the queue the engine
+    /// consumes timers from.
+    pub target_arn: String,
+    /// The policy: which waits are long, and how early their schedule fires.
+    pub policy: LongWaitPolicy,
 }
 
 impl Default for Config {
@@ -67,6 +85,7 @@ impl Default for Config {
             stall_seconds: 300,
             timer_chunk_seconds: 900,
             endpoint_url: None,
+            long_waits: None,
         }
     }
 }
@@ -101,6 +120,30 @@ impl Config {
                 reason: "must be between 1 and 900 (the SQS maximum delay)".into(),
             });
         }
+        let long_waits = match get("CAIRN_SCHEDULE_GROUP") {
+            None => None,
+            Some(group) => {
+                let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+                let policy = LongWaitPolicy::default();
+                Some(LongWaitConfig {
+                    group,
+                    role_arn: required("CAIRN_SCHEDULER_ROLE_ARN")?,
+                    target_arn: required("CAIRN_SCHEDULER_TARGET_ARN")?,
+                    policy: LongWaitPolicy::new(
+                        parse(
+                            &get,
+                            "CAIRN_SCHEDULER_THRESHOLD_SECONDS",
+                            policy.threshold_seconds,
+                        )?,
+                        parse(&get, "CAIRN_SCHEDULER_LEAD_SECONDS", policy.lead_seconds)?,
+                    )
+                    .map_err(|reason| ConfigError::Invalid {
+                        name: "CAIRN_SCHEDULER_LEAD_SECONDS",
+                        reason,
+                    })?,
+                })
+            }
+        };
         Ok(Self {
             table_name,
             prefix,
@@ -121,6 +164,7 @@ impl Config {
             stall_seconds: parse(&get, "CAIRN_STALL_SECONDS", defaults.stall_seconds)?,
             timer_chunk_seconds,
             endpoint_url: get("CAIRN_ENDPOINT_URL"),
+            long_waits,
         })
     }
 }
@@ -194,6 +238,46 @@ mod tests {
             .unwrap()
             .peer_groups
             .is_empty());
+    }
+
+    #[test]
+    fn long_waits_need_a_group_a_role_and_a_target() {
+        assert_eq!(Config::from_lookup(lookup(&[])).unwrap().long_waits, None);
+        let err = Config::from_lookup(lookup(&[("CAIRN_SCHEDULE_GROUP", "g")])).unwrap_err();
+        assert!(
+            err.to_string().contains("CAIRN_SCHEDULER_ROLE_ARN"),
+            "{err}"
+        );
+        let config = Config::from_lookup(lookup(&[
+            ("CAIRN_SCHEDULE_GROUP", "durable-timers"),
+            ("CAIRN_SCHEDULER_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            (
+                "CAIRN_SCHEDULER_TARGET_ARN",
+                "arn:aws:sqs:us-east-1:1:durable-results",
+            ),
+            ("CAIRN_SCHEDULER_THRESHOLD_SECONDS", "5"),
+            ("CAIRN_SCHEDULER_LEAD_SECONDS", "2"),
+        ]))
+        .unwrap();
+        let long_waits = config.long_waits.unwrap();
+        assert_eq!(long_waits.group, "durable-timers");
+        assert_eq!(long_waits.policy, LongWaitPolicy::new(5, 2).unwrap());
+    }
+
+    #[test]
+    fn a_lead_at_or_past_the_threshold_names_the_variable() {
+        let err = Config::from_lookup(lookup(&[
+            ("CAIRN_SCHEDULE_GROUP", "g"),
+            ("CAIRN_SCHEDULER_ROLE_ARN", "r"),
+            ("CAIRN_SCHEDULER_TARGET_ARN", "t"),
+            ("CAIRN_SCHEDULER_THRESHOLD_SECONDS", "5"),
+            ("CAIRN_SCHEDULER_LEAD_SECONDS", "5"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("CAIRN_SCHEDULER_LEAD_SECONDS"),
+            "{err}"
+        );
     }
 
     #[test]

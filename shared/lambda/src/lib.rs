@@ -38,4 +38,4 @@ pub mod sqs;
 pub mod telemetry;
 pub mod worker;
 
-pub use serve::{serve_engine, serve_reconciler, serve_worker};
+pub use serve::{serve_engine, serve_engine_with, serve_reconciler, serve_worker};

@@ -33,16 +33,30 @@ use serde_json::Value;
 
 use crate::aws::{sdk_config, AwsClients};
 use crate::config::Config;
+use crate::dynamo::DynamoBlobStore;
 use crate::engine::{Engine, EngineOptions};
 use crate::event_source::{EventSourceMapping, MappingOptions};
+use crate::sqs::SqsTransport;
 use crate::worker::SqsWorker;
 
 /// The engine Lambda (trigger: the results queue, and the timers queue with FIFO): replays
 /// `workflows` on every result and control message.
 pub async fn serve_engine(workflows: Workflows) -> Result<(), Error> {
+    serve_engine_with(workflows, |_, _, sqs| sqs).await
+}
+
+/// [`serve_engine`] with the engine's SQS transport wrapped by `transport` (given the SDK
+/// configuration and the runtime [`Config`]): how `cairn_eventbridge::serve_engine` routes
+/// long waits to EventBridge Scheduler without this crate (and the workers) linking it.
+pub async fn serve_engine_with<T, F>(workflows: Workflows, transport: F) -> Result<(), Error>
+where
+    T: crate::engine::EngineTransport,
+    F: FnOnce(&aws_config::SdkConfig, &Config, SqsTransport<DynamoBlobStore>) -> T,
+{
     crate::telemetry::init();
     let config = Config::from_env()?;
-    let clients = AwsClients::new(&sdk_config(config.endpoint_url.as_deref()).await);
+    let sdk = sdk_config(config.endpoint_url.as_deref()).await;
+    let clients = AwsClients::new(&sdk);
     let options = EngineOptions {
         fifo: config.fifo,
         timer_chunk_seconds: config.timer_chunk_seconds,
@@ -51,7 +65,7 @@ pub async fn serve_engine(workflows: Workflows) -> Result<(), Error> {
     let engine = Engine::new(
         Arc::new(workflows),
         clients.store(&config),
-        clients.transport(&config),
+        transport(&sdk, &config, clients.transport(&config)),
         clients.blobs(&config),
         options,
     );

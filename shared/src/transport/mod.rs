@@ -4,6 +4,7 @@
 //! records what was sent, for unit tests. Callers take the narrowest trait: workers need only [`ResultSender`].
 
 mod claim_check;
+mod long_wait;
 mod memory;
 
 use std::future::Future;
@@ -14,6 +15,10 @@ use crate::infra::InfraError;
 pub use claim_check::{
     offload, refuse_oversize_result, refuse_oversize_task, resolve_body, ClaimCheck,
     CLAIM_CHECK_THRESHOLD, PAYLOAD_TOO_LARGE_CODE,
+};
+pub use long_wait::{
+    schedule_name, LongWaitPolicy, LongWaitTransport, MemoryScheduler, ReleasedTimer,
+    ScheduledTimer, TimerScheduler,
 };
 pub use memory::MemoryTransport;
 
@@ -90,4 +95,14 @@ pub trait ControlSender: Send + Sync {
         &self,
         messages: &[(ControlMessage, u32)],
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Withdraws timers no run waits for any more, where the transport can (a scheduled long
+    /// wait). Where it cannot (an SQS delay), the timer still arrives and the engine drops it.
+    fn release_timers(
+        &self,
+        timers: &[ReleasedTimer],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let _ = timers;
+        async { Ok(()) }
+    }
 }

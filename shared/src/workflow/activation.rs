@@ -6,6 +6,7 @@
 //! finished. Between reveals the workflow *settles*: it is polled until it is blocked on
 //! durable operations with no inline step in flight.
 
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use serde_json::Value;
 use super::registry::WorkflowFuture;
 use super::state::{lock, State, Terminal};
 use super::{
-    CodeAction, Command, EngineError, EventKind, HistoryEvent, Incoming, RunStatus,
+    CodeAction, Command, EngineError, EventKind, HistoryEvent, Incoming, RunStatus, TimerId,
     WorkflowContext, WorkflowError, Workflows, HISTORY_FORMAT,
 };
 
@@ -47,6 +48,10 @@ pub struct Activation {
     /// `stale_or_future_attempt`, `run_finished`, ...), for the engine to count; each is also
     /// logged at INFO here.
     pub ignored: Vec<&'static str>,
+    /// Timers no longer awaited since this activation (their operation resolved without them,
+    /// or the run ended) that have not fired: a transport that can withdraw a pending timer
+    /// (a scheduled long wait) should, after the commit. Ids, in timer-id order.
+    pub released_timers: Vec<TimerId>,
 }
 
 /// Reason of the items that arrive for a run that has already finished.
@@ -108,6 +113,7 @@ pub async fn activate(
             commands: Vec::new(),
             status: terminal_status(terminal),
             ignored,
+            released_timers: Vec::new(),
         });
     }
     if state.workflow.is_none() {
@@ -137,6 +143,8 @@ pub async fn activate(
     driver.settle().await?;
     let mut phase = Phase::Replaying;
     let mut incoming = incoming.into_iter();
+    // Timers the recorded history had already released (in an earlier activation).
+    let mut released_before: Option<BTreeSet<TimerId>> = None;
     loop {
         if driver.outcome.is_some() {
             phase = Phase::Finished;
@@ -149,6 +157,17 @@ pub async fn activate(
                         driver.settle().await?;
                     }
                     continue;
+                }
+                if phase == Phase::Replaying {
+                    let state = lock(&shared);
+                    let waiting = state.waiting_timers();
+                    released_before = Some(
+                        state
+                            .unfired_timers()
+                            .difference(&waiting)
+                            .copied()
+                            .collect(),
+                    );
                 }
                 phase = Phase::Live;
                 let Some(item) = incoming.next() else { break };
@@ -164,10 +183,22 @@ pub async fn activate(
     for item in incoming {
         ignore(run_id, RUN_FINISHED, item.kind(), &mut ignored);
     }
+    // Still awaited: the timers of the ops the workflow waits on (none once it returned).
+    let waiting = match driver.outcome {
+        Some(_) => BTreeSet::new(),
+        None => lock(&shared).waiting_timers(),
+    };
     let outcome = driver.finish();
     let mut state = std::mem::take(&mut *lock(&shared));
+    let released_before = released_before.unwrap_or_default();
+    let released: Vec<TimerId> = state
+        .unfired_timers()
+        .into_iter()
+        .filter(|id| !waiting.contains(id) && !released_before.contains(id))
+        .collect();
     let mut activation = finish(&mut state, outcome)?;
     activation.ignored = ignored;
+    activation.released_timers = released;
     Ok(activation)
 }
 
@@ -232,6 +263,7 @@ fn finish(
         commands: std::mem::take(&mut state.commands),
         status,
         ignored: Vec::new(),
+        released_timers: Vec::new(),
     })
 }
 
@@ -442,6 +474,64 @@ mod tests {
         assert_eq!(other.output(), Some(json!({ "step": 7 })));
     }
 
+    fn waits() -> Workflows {
+        let mut w = Workflows::new();
+        w.register("approval", |ctx: WorkflowContext, _: ()| async move {
+            let got: Option<u32> = ctx
+                .wait_for_signal_timeout("approval", Duration::from_secs(30 * 86_400))
+                .await?;
+            ctx.remote(&STEP, got.unwrap_or(0)).await?;
+            Ok(json!(got))
+        });
+        w.register("nap", |ctx: WorkflowContext, _: ()| async move {
+            ctx.sleep(Duration::from_secs(30 * 86_400)).await?;
+            Ok(json!("rested"))
+        });
+        w
+    }
+
+    #[test]
+    fn a_signal_before_its_timeout_releases_the_timer_once() {
+        let w = waits();
+        let mut run = TestRun::new(&w, "r");
+        let started = run.step(vec![start("approval", ())]);
+        assert!(started.released_timers.is_empty(), "{started:?}");
+        let signalled = run.step(vec![crate::workflow::testing::signal("approval", 7)]);
+        assert_eq!(signalled.released_timers, vec![TimerId::SignalTimeout(1)]);
+        let later = run.step(vec![ok(2, 1)]);
+        assert_eq!(later.status, RunStatus::Completed);
+        assert!(
+            later.released_timers.is_empty(),
+            "released in an earlier activation: {later:?}"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_run_releases_its_pending_sleep_and_a_fired_one_is_not_released() {
+        let w = waits();
+        let mut run = TestRun::new(&w, "r");
+        run.step(vec![start("nap", ())]);
+        let cancelled = run.step(vec![Incoming::Cancel { reason: None }]);
+        assert_eq!(cancelled.status, RunStatus::Cancelled);
+        assert_eq!(cancelled.released_timers, vec![TimerId::Sleep(1)]);
+
+        let mut run = TestRun::new(&w, "s");
+        run.step(vec![start("nap", ())]);
+        let fired = run.step(vec![fire("1")]);
+        assert_eq!(fired.status, RunStatus::Completed);
+        assert!(fired.released_timers.is_empty(), "{fired:?}");
+    }
+
+    #[test]
+    fn a_timer_that_loses_a_race_is_released() {
+        let w = workflows();
+        let mut run = TestRun::new(&w, "r");
+        run.step(vec![start("race", ())]);
+        let a = run.step(vec![ok(1, 7)]);
+        assert_eq!(a.status, RunStatus::Completed);
+        assert_eq!(a.released_timers, vec![TimerId::Sleep(2)]);
+    }
+
     #[test]
     fn ignored_items_are_reported_with_their_reason() {
         let w = workflows();
@@ -502,6 +592,7 @@ mod tests {
                 commands: vec![],
                 status: RunStatus::Completed,
                 ignored: vec![RUN_FINISHED; 4],
+                released_timers: vec![],
             }
         );
     }

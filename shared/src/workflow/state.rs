@@ -194,6 +194,27 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Ids of the timers started and not fired.
+    pub(crate) fn unfired_timers(&self) -> BTreeSet<TimerId> {
+        self.ops
+            .iter()
+            .flat_map(|slot| slot.timers.iter())
+            .filter(|t| !t.fired)
+            .map(|t| t.id)
+            .collect()
+    }
+
+    /// Ids of the unfired timers whose op the workflow still awaits.
+    pub(crate) fn waiting_timers(&self) -> BTreeSet<TimerId> {
+        self.open
+            .iter()
+            .filter_map(|&seq| self.slot(seq))
+            .flat_map(|slot| slot.timers.iter())
+            .filter(|t| !t.fired)
+            .map(|t| t.id)
+            .collect()
+    }
+
     pub(crate) fn new(run_id: &str, now_ms: u64) -> Self {
         Self {
             run_id: run_id.to_owned(),

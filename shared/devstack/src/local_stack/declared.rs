@@ -42,6 +42,8 @@ pub struct TemplateResources {
     pub table: DeclaredTable,
     /// Every queue, in template order.
     pub queues: Vec<DeclaredQueue>,
+    /// The EventBridge Scheduler group of long waits (`AWS::Scheduler::ScheduleGroup`), if any.
+    pub schedule_group: Option<String>,
 }
 
 /// What a queue is for, from its `cairn:role` tag.
@@ -138,6 +140,7 @@ impl TemplateResources {
 
         let mut table = None;
         let mut queues = Vec::new();
+        let mut schedule_group = None;
         for (id, resource) in resources {
             if !active(id, resource, &eval)? {
                 continue;
@@ -152,12 +155,26 @@ impl TemplateResources {
                     }
                     table = Some(declared_table(id, resource, &eval)?);
                 }
+                Some("AWS::Scheduler::ScheduleGroup") => {
+                    if schedule_group.is_some() {
+                        return Err(invalid(id, "the local stack expects one schedule group"));
+                    }
+                    let path = format!("{id}.Properties.Name");
+                    let name = properties(id, resource)?
+                        .get("Name")
+                        .ok_or_else(|| TemplateError::Missing(path.clone()))?;
+                    schedule_group = Some(scalar_string(&eval.eval_present(name, &path)?, &path)?);
+                }
                 _ => {}
             }
         }
         let table =
             table.ok_or_else(|| TemplateError::Missing("AWS::DynamoDB::Table".to_owned()))?;
-        let found = Self { table, queues };
+        let found = Self {
+            table,
+            queues,
+            schedule_group,
+        };
         found.check_references()?;
         Ok(found)
     }

@@ -45,6 +45,12 @@ pub struct StackResources {
     /// (`CAIRN_PEER_RESULTS_QUEUE_URL`); `None` for standard queues, where they answer on the
     /// results queue.
     pub peer_results_queue_url: Option<String>,
+    /// The schedule group of long waits (`CAIRN_SCHEDULE_GROUP`), if the template declares
+    /// one; [`crate::schedules::provision_schedule_group`] creates it.
+    pub schedule_group: Option<String>,
+    /// The queue the long-wait schedules send to (`CAIRN_SCHEDULER_TARGET_ARN`): the timers
+    /// queue if there is one, else the results queue.
+    pub timer_target_arn: String,
 }
 
 /// Provisioning the local stack failed.
@@ -211,6 +217,17 @@ pub async fn provision_from_template(
         task_dlq_urls,
         timer_queue_url: declared.timers_queue().map(url_of),
         peer_results_queue_url: declared.peer_results_queue().map(url_of),
+        schedule_group: declared.schedule_group.clone(),
+        timer_target_arn: arns
+            .get(
+                declared
+                    .timers_queue()
+                    .unwrap_or(results)
+                    .logical_id
+                    .as_str(),
+            )
+            .cloned()
+            .unwrap_or_default(),
     })
 }
 

@@ -6,6 +6,7 @@
 //! record alone, so SQS redelivers it (and dead-letters it after `maxReceiveCount`).
 
 mod outbox;
+mod release;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -411,6 +412,8 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             }
         }
         let mut commands = activation.commands;
+        release::drop_released_starts(&mut commands, &activation.released_timers);
+        let released = release::started_before(run_id, &history, &activation.released_timers);
         if !was_terminal && next.status.is_terminal() {
             outbox::ensure_parent_report(&next, &mut commands);
         }
@@ -423,6 +426,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         };
         self.store.commit(&commit).await?;
         count_ignored(&activation.ignored);
+        release::release(&self.transport, &released).await;
         if !was_terminal && commit.run.status.is_terminal() {
             // Best effort: a run that keeps its chunks past the TTL costs storage, not
             // correctness, so a failure here must not fail the record.
