@@ -64,6 +64,7 @@ pub struct AwsClients {
     /// SQS client.
     pub sqs: aws_sdk_sqs::Client,
     /// DynamoDB client.
+    #[cfg(feature = "dynamodb")]
     pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
@@ -72,6 +73,7 @@ impl AwsClients {
     pub fn new(config: &SdkConfig) -> Self {
         Self {
             sqs: aws_sdk_sqs::Client::new(config),
+            #[cfg(feature = "dynamodb")]
             dynamodb: aws_sdk_dynamodb::Client::new(config),
         }
     }
@@ -81,11 +83,13 @@ impl AwsClients {
         let sqs = aws_sdk_sqs::config::Builder::from(config)
             .interceptor(counter.clone())
             .build();
+        #[cfg(feature = "dynamodb")]
         let dynamodb = aws_sdk_dynamodb::config::Builder::from(config)
             .interceptor(counter.clone())
             .build();
         Self {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
+            #[cfg(feature = "dynamodb")]
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
         }
     }
@@ -182,8 +186,18 @@ impl Intercept for RequestCounter {
     }
 }
 
+/// Where claim-check payloads live: the runs table, or nowhere in a worker built without the
+/// `dynamodb` feature.
+#[cfg(feature = "dynamodb")]
+pub type Blobs = crate::dynamo::DynamoBlobStore;
+/// Where claim-check payloads live: the runs table, or nowhere in a worker built without the
+/// `dynamodb` feature.
+#[cfg(not(feature = "dynamodb"))]
+pub type Blobs = cairn::store::NoBlobStore;
+
 impl AwsClients {
     /// The DynamoDB checkpoint store named by `config`.
+    #[cfg(feature = "dynamodb")]
     pub fn store(&self, config: &crate::config::Config) -> crate::dynamo::DynamoStore {
         crate::dynamo::DynamoStore::new(
             self.dynamodb.clone(),
@@ -193,7 +207,8 @@ impl AwsClients {
     }
 
     /// The claim-check blob store (same table).
-    pub fn blobs(&self, config: &crate::config::Config) -> crate::dynamo::DynamoBlobStore {
+    #[cfg(feature = "dynamodb")]
+    pub fn blobs(&self, config: &crate::config::Config) -> Blobs {
         crate::dynamo::DynamoBlobStore::new(
             self.dynamodb.clone(),
             &config.table_name,
@@ -201,11 +216,14 @@ impl AwsClients {
         )
     }
 
+    /// No claim-check blob store: this build has no DynamoDB client.
+    #[cfg(not(feature = "dynamodb"))]
+    pub fn blobs(&self, _config: &crate::config::Config) -> Blobs {
+        cairn::store::NoBlobStore
+    }
+
     /// The SQS transport named by `config`.
-    pub fn transport(
-        &self,
-        config: &crate::config::Config,
-    ) -> crate::sqs::SqsTransport<crate::dynamo::DynamoBlobStore> {
+    pub fn transport(&self, config: &crate::config::Config) -> crate::sqs::SqsTransport<Blobs> {
         crate::sqs::SqsTransport::new(
             self.sqs.clone(),
             self.blobs(config),

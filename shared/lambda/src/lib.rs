@@ -26,6 +26,7 @@
 pub mod aws;
 pub mod batch;
 pub mod config;
+#[cfg(feature = "dynamodb")]
 pub mod dynamo;
 pub mod engine;
 pub mod event_source;
@@ -38,4 +39,6 @@ pub mod sqs;
 pub mod telemetry;
 pub mod worker;
 
-pub use serve::{serve_engine, serve_engine_with, serve_reconciler, serve_worker};
+pub use serve::serve_worker;
+#[cfg(feature = "dynamodb")]
+pub use serve::{serve_engine, serve_engine_with, serve_reconciler};

@@ -22,29 +22,37 @@
 //! local stack (`scripts/dev`).
 
 use std::future::Future;
+#[cfg(feature = "dynamodb")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use cairn::worker::Worker;
+#[cfg(feature = "dynamodb")]
 use cairn::workflow::Workflows;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+#[cfg(feature = "dynamodb")]
 use serde_json::Value;
 
 use crate::aws::{sdk_config, AwsClients};
 use crate::config::Config;
+#[cfg(feature = "dynamodb")]
 use crate::dynamo::DynamoBlobStore;
+#[cfg(feature = "dynamodb")]
 use crate::engine::{Engine, EngineOptions};
 use crate::event_source::{EventSourceMapping, MappingOptions};
+#[cfg(feature = "dynamodb")]
 use crate::sqs::SqsTransport;
 use crate::worker::SqsWorker;
 
+#[cfg(feature = "dynamodb")]
 /// The engine Lambda (trigger: the results queue, and the timers queue with FIFO): replays
 /// `workflows` on every result and control message.
 pub async fn serve_engine(workflows: Workflows) -> Result<(), Error> {
     serve_engine_with(workflows, |_, _, sqs| sqs).await
 }
 
+#[cfg(feature = "dynamodb")]
 /// [`serve_engine`] with the engine's SQS transport wrapped by `transport` (given the SDK
 /// configuration and the runtime [`Config`]): how `cairn_eventbridge::serve_engine` routes
 /// long waits to EventBridge Scheduler without this crate (and the workers) linking it.
@@ -109,6 +117,7 @@ pub async fn serve_worker(worker: Worker) -> Result<(), Error> {
     .await
 }
 
+#[cfg(feature = "dynamodb")]
 /// The reconciler Lambda (trigger: a schedule): re-drives runs stuck with unsent commands.
 pub async fn serve_reconciler() -> Result<(), Error> {
     crate::telemetry::init();

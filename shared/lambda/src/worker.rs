@@ -19,7 +19,7 @@ use lambda_runtime::LambdaEvent;
 use crate::batch::{batch_response, message_id, process_records, BatchOptions};
 use cairn::contract::{decode_task, StepResult};
 use cairn::store::BlobStore;
-use cairn::transport::{resolve_body, ResultSender};
+use cairn::transport::{refuse_oversize_result, resolve_body, ResultSender};
 pub use cairn::worker::{TaskContext, Worker};
 
 /// Time kept, before the Lambda deadline, for sending the batch's results.
@@ -59,7 +59,12 @@ impl SqsWorker for Worker {
                 let body = record.body.as_deref().ok_or("record has no body")?;
                 let body = resolve_body(body, blobs).await.map_err(|e| e.to_string())?;
                 let task = decode_task(&body).map_err(|e| format!("malformed task: {e}"))?;
-                let result = self.run_task(&task).await;
+                let mut result = self.run_task(&task).await;
+                if !blobs.claim_checks() {
+                    // Without a blob store an oversize result cannot travel: the step fails
+                    // with the sizes instead of the task being retried into the DLQ.
+                    result = refuse_oversize_result(&task, result);
+                }
                 log_result(&task, &result);
                 if let Ok(mut produced) = produced.lock() {
                     produced.push((message_id(&record).to_owned(), result));

@@ -16,7 +16,7 @@ use crate::contract::{ParentRef, StepError};
 use crate::infra::InfraError;
 use crate::workflow::{Command, HistoryEvent, RunStatus};
 
-pub use blob::{BlobStore, MemoryBlobStore};
+pub use blob::{BlobStore, MemoryBlobStore, NoBlobStore};
 pub use memory::MemoryStore;
 
 /// Largest chunk of history, outbox or blob data in one stored item (DynamoDB's item limit is
