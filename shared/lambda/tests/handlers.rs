@@ -378,3 +378,41 @@ async fn a_timer_fires_when_the_history_says_not_when_the_message_says() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A worker without a blob store (built without cairn-lambda's `dynamodb` feature) cannot send
+/// a result over the SQS limit: the step fails with the sizes, the record is not redelivered
+/// (it would fail the same way until the DLQ), and a small result beside it is unaffected.
+#[tokio::test]
+async fn a_worker_without_claim_checks_fails_an_oversize_result_with_its_size() {
+    const BLOW_UP: RemoteStep<u64, String> = RemoteStep::new("text.blow-up");
+    let worker = Worker::new().handle(
+        &BLOW_UP,
+        |n: u64, _| async move { Ok("x".repeat(n as usize)) },
+    );
+    let transport = MemoryTransport::default();
+    let bodies = [
+        task("text.blow-up", json!(300 * 1024)),
+        task("text.blow-up", json!(3)),
+    ];
+    let response = worker
+        .run(&transport, &cairn::store::NoBlobStore, event(&bodies))
+        .await
+        .unwrap();
+    assert!(
+        failed_ids(&response).is_empty(),
+        "{:?}",
+        failed_ids(&response)
+    );
+    let results = transport.results.lock().unwrap().clone();
+    assert_eq!(results.len(), 2);
+    let error = results[0]
+        .error
+        .as_ref()
+        .expect("the oversize result fails");
+    assert_eq!(
+        error.code.as_deref(),
+        Some(cairn::transport::PAYLOAD_TOO_LARGE_CODE)
+    );
+    assert_eq!(error.retryable, Some(false));
+    assert_eq!(results[1].output, Some(json!("xxx")));
+}
