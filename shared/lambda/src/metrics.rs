@@ -48,13 +48,13 @@ mod tests {
     #[test]
     fn lines_are_embedded_metric_format() {
         let line: serde_json::Value =
-            serde_json::from_str(&emf_line(IGNORED, "stale_or_future_attempt", 7)).unwrap();
+            serde_json::from_str(&emf_line(IGNORED, "stale_attempt", 7)).unwrap();
         assert_eq!(line["_aws"]["Timestamp"], 7);
         let directive = &line["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "cairn");
         assert_eq!(directive["Dimensions"][0][0], "Reason");
         assert_eq!(directive["Metrics"][0]["Name"], IGNORED);
-        assert_eq!(line["Reason"], "stale_or_future_attempt");
+        assert_eq!(line["Reason"], "stale_attempt");
         assert_eq!(line[IGNORED], 1);
     }
 }

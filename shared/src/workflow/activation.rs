@@ -45,7 +45,7 @@ pub struct Activation {
     /// The run's status afterwards.
     pub status: RunStatus,
     /// Why each incoming item that changed nothing was ignored (`duplicate_start`,
-    /// `stale_or_future_attempt`, `run_finished`, ...), for the engine to count; each is also
+    /// `stale_attempt`, `run_finished`, ...), for the engine to count; each is also
     /// logged at INFO here.
     pub ignored: Vec<&'static str>,
     /// Timers no longer awaited since this activation (their operation resolved without them,
