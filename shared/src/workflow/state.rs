@@ -60,8 +60,11 @@ pub(crate) struct OpSlot {
     pub issued: bool,
     /// Highest attempt scheduled/started.
     pub attempts: u32,
-    /// When each attempt was scheduled (engine clock), by attempt - 1.
-    pub scheduled_at_ms: Vec<u64>,
+    /// When the first attempt was scheduled (engine clock); kept apart from the retries'
+    /// times so the common single-attempt step allocates nothing for it.
+    pub first_scheduled_at_ms: u64,
+    /// When each retry was scheduled, by attempt - 2.
+    pub retries_scheduled_at_ms: Vec<u64>,
     /// The retry policy the history recorded for the step (format 2).
     pub policy: Option<RetryPolicy>,
     /// Attempts the engine failed on their start-to-close timeout.
@@ -85,11 +88,15 @@ impl OpSlot {
         if self.policy.is_none() {
             self.policy = policy;
         }
-        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
-        if index >= self.scheduled_at_ms.len() && index < 1 << 16 {
-            self.scheduled_at_ms.resize(index + 1, at_ms);
+        if attempt <= 1 {
+            self.first_scheduled_at_ms = at_ms;
+            return;
         }
-        if let Some(at) = self.scheduled_at_ms.get_mut(index) {
+        let index = usize::try_from(attempt - 2).unwrap_or(usize::MAX);
+        if index >= self.retries_scheduled_at_ms.len() && index < 1 << 16 {
+            self.retries_scheduled_at_ms.resize(index + 1, at_ms);
+        }
+        if let Some(at) = self.retries_scheduled_at_ms.get_mut(index) {
             *at = at_ms;
         }
     }
@@ -112,8 +119,14 @@ impl OpSlot {
 
     /// When `attempt` was scheduled, if recorded.
     pub(crate) fn scheduled_at(&self, attempt: u32) -> Option<u64> {
-        let index = usize::try_from(attempt.checked_sub(1)?).ok()?;
-        self.scheduled_at_ms.get(index).copied()
+        match attempt {
+            0 => None,
+            1 => Some(self.first_scheduled_at_ms),
+            _ => {
+                let index = usize::try_from(attempt - 2).ok()?;
+                self.retries_scheduled_at_ms.get(index).copied()
+            }
+        }
     }
 }
 
