@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::contract::{RemoteTask, StepError, StepEvent, StepResult};
+use crate::contract::{ErrorCode, RemoteTask, StepError, StepEvent, StepResult};
 use crate::transport::refuse_oversize_result;
 use crate::workflow::RemoteStep;
 
@@ -120,12 +120,12 @@ impl Worker {
             async move {
                 let input: I = serde_json::from_value(input).map_err(|e| {
                     StepError::terminal(format!("input does not match the step's type: {e}"))
-                        .with_code("bad_input")
+                        .with_code(ErrorCode::BadInput)
                 })?;
                 let output = handler(input, task).await?;
                 serde_json::to_value(output).map_err(|e| {
                     StepError::terminal(format!("output cannot be serialized: {e}"))
-                        .with_code("bad_output")
+                        .with_code(ErrorCode::BadOutput)
                 })
             }
         })
@@ -188,7 +188,7 @@ impl Worker {
                 "no handler for step {:?} on this worker",
                 task.name
             ))
-            .with_code("unknown_step");
+            .with_code(ErrorCode::UnknownStep);
             return with_start(StepResult::failed(task, error), started_at);
         };
         let context = task.context.as_ref();
@@ -218,7 +218,10 @@ impl Worker {
                     "step handler panicked: {}",
                     crate::panic::panic_message(panic.as_ref())
                 );
-                StepResult::failed(task, StepError::retryable(message).with_code("panic"))
+                StepResult::failed(
+                    task,
+                    StepError::retryable(message).with_code(ErrorCode::Panic),
+                )
             }
         };
         let mut result = with_start(result, started_at);

@@ -9,6 +9,7 @@
 
 mod control;
 mod decode;
+mod error_code;
 mod ids;
 mod result;
 mod strict;
@@ -16,6 +17,7 @@ mod task;
 
 pub use control::{ControlMessage, ParentRef, WorkflowEvent};
 pub use decode::{decode_results_message, decode_task, encode, DecodeError, ResultsMessage};
+pub use error_code::ErrorCode;
 pub use ids::{InvalidId, RunId, StepId, MAX_BASE_RUN_ID_LEN, MAX_RUN_ID_LEN};
 pub use result::{StepError, StepEvent, StepResult, StepStatus};
 pub use strict::{json_depth, json_text_depth, MAX_JSON_DEPTH};

@@ -60,6 +60,11 @@ impl StepError {
         }
     }
 
+    /// Whether the code is `code` (one cairn sets).
+    pub fn has_code(&self, code: super::ErrorCode) -> bool {
+        self.code.as_deref() == Some(code.as_str())
+    }
+
     /// Sets the machine-readable code.
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());

@@ -135,7 +135,7 @@ pub async fn offload(body: String, blobs: &impl BlobStore) -> Result<String, Tra
 
 /// Code of the failure a step gets when its message is too large for a peer that cannot read
 /// claim checks.
-pub const PAYLOAD_TOO_LARGE_CODE: &str = "payload_too_large";
+pub const PAYLOAD_TOO_LARGE_CODE: &str = crate::contract::ErrorCode::PayloadTooLarge.as_str();
 
 fn too_large(what: &str, bytes: usize, group: &str, reader: &str) -> StepError {
     StepError::terminal(format!(

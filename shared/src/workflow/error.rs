@@ -4,12 +4,12 @@
 use serde_json::Value;
 
 use super::{CodeAction, Operation};
-use crate::contract::StepError;
+use crate::contract::{ErrorCode, StepError};
 
-/// The code of the error a cancelled run fails with.
-pub const CANCELLED_CODE: &str = "cancelled";
-/// The code of the error a timed-out attempt fails with.
-pub const TIMEOUT_CODE: &str = "timeout";
+/// The code of the error a cancelled run fails with ([`ErrorCode::Cancelled`]).
+pub const CANCELLED_CODE: &str = ErrorCode::Cancelled.as_str();
+/// The code of the error a timed-out attempt fails with ([`ErrorCode::Timeout`]).
+pub const TIMEOUT_CODE: &str = ErrorCode::Timeout.as_str();
 
 /// Why an activation failed as a whole. Nothing of it may be persisted: the caller leaves the
 /// message for redelivery (or the DLQ) and the run as it was.
@@ -111,11 +111,13 @@ impl WorkflowError {
         match self {
             Self::StepFailed { error, .. } | Self::Failed(error) => error.clone(),
             Self::Cancelled { .. } => {
-                StepError::terminal(self.to_string()).with_code(CANCELLED_CODE)
+                StepError::terminal(self.to_string()).with_code(ErrorCode::Cancelled)
             }
-            Self::Serde(_) => StepError::terminal(self.to_string()).with_code("serialization"),
+            Self::Serde(_) => {
+                StepError::terminal(self.to_string()).with_code(ErrorCode::Serialization)
+            }
             Self::InvalidInput(_) => {
-                StepError::terminal(self.to_string()).with_code("invalid_input")
+                StepError::terminal(self.to_string()).with_code(ErrorCode::InvalidInput)
             }
             Self::ContinueAsNew(_) => StepError::terminal(self.to_string()),
         }

@@ -3,7 +3,6 @@
 
 use serde_json::Value;
 
-use super::error::TIMEOUT_CODE;
 use super::state::{Operation, State};
 use super::{EventKind, TimerId};
 use crate::contract::{StepError, StepEvent};
@@ -267,7 +266,7 @@ impl State {
                     let error = StepError::retryable(format!(
                         "attempt {attempt} timed out (start-to-close)"
                     ))
-                    .with_code(TIMEOUT_CODE);
+                    .with_code(crate::contract::ErrorCode::Timeout);
                     self.append(EventKind::StepFailed {
                         seq,
                         attempt,

@@ -425,7 +425,7 @@ impl State {
             // Format 1 ended a cancelled run with `RunFailed` and code `cancelled` (no
             // `RunCancelled` yet): only there does the code say how the run ended.
             EventKind::RunFailed { error }
-                if self.format < 2 && error.code.as_deref() == Some(super::CANCELLED_CODE) =>
+                if self.format < 2 && error.has_code(crate::contract::ErrorCode::Cancelled) =>
             {
                 self.terminal = Some(Terminal::Cancelled)
             }

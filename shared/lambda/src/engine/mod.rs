@@ -286,7 +286,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     let error = cairn::contract::StepError::terminal(format!(
                         "no workflow named {workflow:?} is registered"
                     ))
-                    .with_code("unknown_workflow");
+                    .with_code(cairn::contract::ErrorCode::UnknownWorkflow);
                     let outcome = cairn::workflow::RunOutcome::Failed { error };
                     let result = outbox::parent_result(parent, outcome, None);
                     self.transport.send_results(&[result]).await?;

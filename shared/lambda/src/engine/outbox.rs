@@ -34,7 +34,7 @@ pub(crate) fn ensure_parent_report(run: &RunRecord, commands: &mut Vec<Command>)
         },
         (status, _, None) => RunOutcome::Failed {
             error: cairn::contract::StepError::terminal(format!("child run ended {status}"))
-                .with_code("child_failed"),
+                .with_code(cairn::contract::ErrorCode::ChildFailed),
         },
     };
     commands.push(Command::ReportToParent { outcome });

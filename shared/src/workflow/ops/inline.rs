@@ -81,8 +81,10 @@ impl WorkflowContext {
                     f().await
                 };
                 let outcome = outcome.and_then(|value| {
-                    encode(&value)
-                        .map_err(|e| StepError::terminal(e.to_string()).with_code("serialization"))
+                    encode(&value).map_err(|e| {
+                        StepError::terminal(e.to_string())
+                            .with_code(crate::contract::ErrorCode::Serialization)
+                    })
                 });
                 let mut state = ctx.state();
                 let event = match outcome {

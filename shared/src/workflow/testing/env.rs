@@ -582,7 +582,7 @@ impl TestEnv {
                 // As the engine does: the parent's child call fails instead of waiting forever.
                 let error =
                     StepError::terminal(format!("no workflow named {workflow:?} is registered"))
-                        .with_code("unknown_workflow");
+                        .with_code(crate::contract::ErrorCode::UnknownWorkflow);
                 let parent = run.parent.clone();
                 run.status = Some(RunStatus::Failed);
                 self.report(parent, Err(error));
