@@ -39,6 +39,6 @@ pub mod sqs;
 pub mod telemetry;
 pub mod worker;
 
-pub use serve::serve_worker;
 #[cfg(feature = "dynamodb")]
-pub use serve::{serve_engine, serve_engine_with, serve_reconciler};
+pub use serve::{serve_engine, serve_engine_configured, serve_engine_with, serve_reconciler};
+pub use serve::{serve_worker, serve_worker_configured};

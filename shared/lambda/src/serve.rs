@@ -62,7 +62,21 @@ where
     F: FnOnce(&aws_config::SdkConfig, &Config, SqsTransport<DynamoBlobStore>) -> T,
 {
     crate::telemetry::init();
-    let config = Config::from_env()?;
+    serve_engine_configured(Config::from_env()?, workflows, transport).await
+}
+
+#[cfg(feature = "dynamodb")]
+/// [`serve_engine_with`] with a given configuration instead of the environment's, and no
+/// logging set-up (tests; a process that reads its configuration elsewhere).
+pub async fn serve_engine_configured<T, F>(
+    config: Config,
+    workflows: Workflows,
+    transport: F,
+) -> Result<(), Error>
+where
+    T: crate::engine::EngineTransport,
+    F: FnOnce(&aws_config::SdkConfig, &Config, SqsTransport<DynamoBlobStore>) -> T,
+{
     let sdk = sdk_config(config.endpoint_url.as_deref()).await;
     let clients = AwsClients::new(&sdk);
     let options = EngineOptions {
@@ -94,7 +108,12 @@ where
 /// results to the results queue. One function per tasks queue may share the binary.
 pub async fn serve_worker(worker: Worker) -> Result<(), Error> {
     crate::telemetry::init();
-    let config = Config::from_env()?;
+    serve_worker_configured(Config::from_env()?, worker).await
+}
+
+/// [`serve_worker`] with a given configuration instead of the environment's, and no logging
+/// set-up.
+pub async fn serve_worker_configured(config: Config, worker: Worker) -> Result<(), Error> {
     let clients = AwsClients::new(&sdk_config(config.endpoint_url.as_deref()).await);
     let worker = worker.fifo(config.fifo);
     let (results, blobs) = (clients.transport(&config), clients.blobs(&config));
