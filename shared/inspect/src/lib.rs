@@ -19,7 +19,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
-use cairn::contract::StepError;
+use cairn::contract::{StepError, StepEvent};
 use cairn::store::LoadedRun;
 use cairn::workflow::EventKind;
 
@@ -107,6 +107,33 @@ pub struct StepView {
     pub output: Option<Value>,
     /// Results that arrived after the engine had failed their attempt on its timeout.
     pub late: Vec<LateView>,
+    /// What the worker logged, by attempt (from 1), in the order it logged it.
+    pub events: Vec<(u32, StepEvent)>,
+}
+
+impl StepView {
+    /// The lines the worker logged during `attempt` (from 1).
+    pub fn attempt_events(&self, attempt: u32) -> impl Iterator<Item = &StepEvent> {
+        self.events
+            .iter()
+            .filter(move |(a, _)| *a == attempt)
+            .map(|(_, e)| e)
+    }
+}
+
+/// An error for people: `code: message`, whether it may be retried, and its details.
+pub fn error_text(error: &StepError) -> String {
+    let mut text = error.to_string();
+    match error.retryable {
+        Some(true) => text.push_str(" (retryable)"),
+        Some(false) => text.push_str(" (not retryable)"),
+        None => {}
+    }
+    if let Some(details) = &error.details {
+        text.push_str(" details ");
+        text.push_str(&summarize(details, 200));
+    }
+    text
 }
 
 /// A worker's result that arrived after its attempt had timed out (`LateResult`).
@@ -194,6 +221,7 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
         attempt_starts_ms: Vec::new(),
         output: None,
         late: Vec::new(),
+        events: Vec::new(),
     };
     for event in &run.history {
         let at = event.at_ms;
@@ -243,18 +271,34 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
                     step.state = StepState::Completed;
                 }
             }
-            EventKind::StepCompleted { seq, output, .. } => {
+            EventKind::StepCompleted {
+                seq,
+                attempt,
+                output,
+                events,
+                ..
+            } => {
                 if let Some(step) = steps.get_mut(seq) {
                     step.finished_at_ms = Some(at);
                     step.state = StepState::Completed;
                     step.output = Some(output.clone());
+                    step.events
+                        .extend(events.iter().map(|e| (*attempt, e.clone())));
                 }
             }
-            EventKind::StepFailed { seq, error, .. } => {
+            EventKind::StepFailed {
+                seq,
+                attempt,
+                error,
+                events,
+                ..
+            } => {
                 if let Some(step) = steps.get_mut(seq) {
                     step.finished_at_ms = Some(at);
                     step.state = StepState::Failed;
                     step.errors.push((at, error.clone()));
+                    step.events
+                        .extend(events.iter().map(|e| (*attempt, e.clone())));
                 }
             }
             EventKind::LateResult {

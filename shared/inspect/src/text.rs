@@ -2,12 +2,11 @@
 
 use std::fmt::Write as _;
 
-use cairn::contract::StepError;
 use cairn::store::LoadedRun;
 use serde_json::Value;
 
 use crate::table::table;
-use crate::{format_duration_ms, summarize, utc_timestamp, StepState};
+use crate::{error_text, format_duration_ms, summarize, utc_timestamp, StepState};
 
 /// Pretty JSON up to this many bytes; larger payloads are summarized.
 const PRETTY_MAX: usize = 1500;
@@ -22,16 +21,6 @@ pub fn payload(value: &Value, indent: &str) -> String {
         .lines()
         .collect::<Vec<_>>()
         .join(&format!("\n{indent}"))
-}
-
-fn error_text(error: &StepError) -> String {
-    let mut text = error.to_string();
-    match error.retryable {
-        Some(true) => text.push_str(" (retryable)"),
-        Some(false) => text.push_str(" (not retryable)"),
-        None => {}
-    }
-    text
 }
 
 /// Time of day with milliseconds and the offset from the run's start: `05:40:01.135 (+12ms)`.
@@ -133,6 +122,11 @@ pub fn render_text(run: &LoadedRun) -> String {
                 _ => "→ …  in progress".to_owned(),
             };
             let _ = writeln!(out, "  attempt {}  {} {outcome}", i + 1, when(*at, start));
+            // What the worker logged during the attempt (nestjs-durable's step events).
+            for event in step.attempt_events(i as u32 + 1) {
+                let at = event.at.map(|ms| when(ms, start)).unwrap_or_default();
+                let _ = writeln!(out, "    {at} {}", event.summary());
+            }
         }
         for late in &step.late {
             let _ = writeln!(out, "  {} at {}", late.describe(), when(late.at_ms, start));
@@ -222,8 +216,9 @@ mod tests {
         );
         assert!(charge.ends_with(" 680ms  completed"), "{text}");
         assert!(lines[header + 4].ends_with("300ms  received"), "{text}");
+        // Each attempt with its error (details included) and the lines the worker logged.
         assert!(text.contains(
-            "  attempt 1  00:00:00.020 (+20ms) → 00:00:00.120 (+120ms)  failed: provider_timeout: provider timed out (retryable)\n  attempt 2  00:00:00.620 (+620ms) → 00:00:00.700 (+700ms)  completed\n"
+            "  attempt 1  00:00:00.020 (+20ms) → 00:00:00.120 (+120ms)  failed: provider_timeout: provider timed out (retryable) details {\"provider\":\"acme\"}\n    00:00:00.090 (+90ms) warn provider slow\n  attempt 2  00:00:00.620 (+620ms) → 00:00:00.700 (+700ms)  completed\n    00:00:00.650 (+650ms) info charging card {\"orderId\":\"o-1\"}\n"
         ), "{text}");
     }
 }

@@ -108,8 +108,8 @@ pub fn layout(run: &LoadedRun) -> Timeline {
         };
         for (i, &begin) in attempts.iter().enumerate() {
             // Errors are recorded in attempt order: attempt i failed at errors[i], if present.
-            let (state, end, detail) = match step.errors.get(i) {
-                Some((at, error)) => (StepState::Failed, *at, error.to_string()),
+            let (state, end, mut detail) = match step.errors.get(i) {
+                Some((at, error)) => (StepState::Failed, *at, crate::error_text(error)),
                 None if i + 1 == attempts.len() && step.state == StepState::Completed => (
                     StepState::Completed,
                     step.finished_at_ms.unwrap_or(end_ms),
@@ -120,6 +120,11 @@ pub fn layout(run: &LoadedRun) -> Timeline {
                 ),
                 None => (StepState::Pending, end_ms, "no result yet".into()),
             };
+            // What the worker logged during the attempt, one line each.
+            for event in step.attempt_events(i as u32 + 1) {
+                detail.push('\n');
+                detail.push_str(&event.summary());
+            }
             if let (Some(prev), true) = (segments.last(), i > 0) {
                 let prev: &Segment = prev;
                 if prev.state == StepState::Failed && begin > prev.end_ms {

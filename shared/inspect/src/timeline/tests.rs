@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::html::tick_step;
 use super::*;
-use cairn::contract::StepError;
+use cairn::contract::{StepError, StepEvent};
 use cairn::store::RunRecord;
 use cairn::workflow::{HistoryEvent, RunStatus};
 
@@ -84,8 +84,10 @@ pub(crate) fn retried_run() -> LoadedRun {
                     started_at_ms: None,
                     seq: 1,
                     attempt: 1,
-                    error: StepError::retryable("provider timed out").with_code("provider_timeout"),
-                    events: vec![],
+                    error: StepError::retryable("provider timed out")
+                        .with_code("provider_timeout")
+                        .with_details(json!({"provider": "acme"})),
+                    events: vec![StepEvent::log(90, "warn", "provider slow")],
                 },
             ),
             (
@@ -106,7 +108,10 @@ pub(crate) fn retried_run() -> LoadedRun {
                     seq: 1,
                     attempt: 2,
                     output: json!({"chargeId": "ch_1"}),
-                    events: vec![],
+                    events: vec![StepEvent {
+                        data: Some(json!({"orderId": "o-1"})),
+                        ..StepEvent::log(650, "info", "charging card")
+                    }],
                 },
             ),
             (
@@ -171,7 +176,18 @@ fn retries_become_attempt_segments_with_the_backoff_between() {
             (SegmentKind::Attempt, StepState::Completed, 2, 620, 700),
         ]
     );
-    assert!(charge[0].detail.contains("provider timed out"));
+    // Each attempt's detail: its error with details, then what the worker logged.
+    assert_eq!(
+        charge[0].detail,
+        "provider_timeout: provider timed out (retryable) details {\"provider\":\"acme\"}\nwarn provider slow"
+    );
+    assert!(
+        charge[2]
+            .detail
+            .ends_with("\ninfo charging card {\"orderId\":\"o-1\"}"),
+        "{}",
+        charge[2].detail
+    );
     assert_eq!(
         (
             timeline.rows[2].segments[0].kind,
