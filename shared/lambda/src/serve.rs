@@ -96,6 +96,11 @@ where
         let transport = clients.transport(&config);
         let mut queues = vec![transport.results_queue_url().await?];
         queues.extend(config.timer_queue_url.clone());
+        if config.fifo {
+            // Peers answer a FIFO deployment on the standard peer-results queue (in AWS, an
+            // event source mapping of the engine function).
+            queues.push(transport.peer_results_queue_url().await?);
+        }
         return poll_locally(&clients.sqs, queues, |event| engine.handle(event)).await;
     }
     lambda_runtime::run(service_fn(move |event| async move {
@@ -122,7 +127,11 @@ pub async fn serve_worker_configured(config: Config, worker: Worker) -> Result<(
         let mut queues = Vec::new();
         let mut steps: Vec<&str> = worker.steps().collect();
         steps.sort_unstable();
-        for step in steps {
+        // Groups served by peer workers (CAIRN_PEER_GROUPS) are left to them.
+        for step in steps
+            .into_iter()
+            .filter(|s| !config.peer_groups.contains(*s))
+        {
             queues.push(results.tasks_queue_url(step).await?);
         }
         return poll_locally(&clients.sqs, queues, |event| {

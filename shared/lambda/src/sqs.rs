@@ -175,6 +175,23 @@ impl<B: BlobStore> SqsTransport<B> {
         self.resolve(&name).await
     }
 
+    /// The URL of the standard queue peers answer on in a FIFO deployment.
+    pub async fn peer_results_queue_url(&self) -> Result<String, TransportError> {
+        let name =
+            cairn::queue_name::peer_results_queue_name(&self.config.prefix).map_err(|e| {
+                TransportError::NoQueue {
+                    what: "peer results".into(),
+                    cause: InfraError::with_source(
+                        "GetQueueUrl",
+                        InfraErrorKind::Rejected,
+                        e.to_string(),
+                        e,
+                    ),
+                }
+            })?;
+        self.resolve(&name).await
+    }
+
     async fn resolve(&self, name: &str) -> Result<String, TransportError> {
         if let Some(url) = self.resolved.lock().ok().and_then(|m| m.get(name).cloned()) {
             return Ok(url);
