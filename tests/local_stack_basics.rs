@@ -139,3 +139,68 @@ async fn a_lost_conditional_write_is_a_typed_conflict() {
         "the losing write left nothing behind"
     );
 }
+
+/// A value nested `levels` deep (built past serde_json's default limit on purpose).
+fn nested(levels: usize) -> serde_json::Value {
+    use serde::Deserialize;
+    let text = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+    let mut de = serde_json::Deserializer::from_str(&text);
+    de.disable_recursion_limit();
+    serde_json::Value::deserialize(&mut de).unwrap()
+}
+
+#[tokio::test]
+async fn nothing_is_written_that_cannot_be_read_back_and_old_deep_items_still_read() {
+    use aws_sdk_dynamodb::primitives::Blob;
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    let env = TestEnv::new("basics-deep", false).await;
+    let store = env.clients.store(&env.config);
+    store.commit(&started("r-deep")).await.unwrap();
+    // A history item as an engine before the depth checks wrote it: a signal payload nested
+    // 126 levels, 128 with its event and batch, past what serde_json reads by default (it
+    // used to brick the run: "recursion limit exceeded").
+    let old = json!([{"atMs": 2, "type": "signalReceived", "name": "a", "payload": nested(126)}]);
+    env.clients
+        .dynamodb
+        .put_item()
+        .table_name(&env.config.table_name)
+        .item("pk", AttributeValue::S("RUN#r-deep".into()))
+        .item("sk", AttributeValue::S("EVT#0000000001#000".into()))
+        .item("data", AttributeValue::B(Blob::new(old.to_string())))
+        .send()
+        .await
+        .unwrap();
+    env.clients
+        .dynamodb
+        .update_item()
+        .table_name(&env.config.table_name)
+        .key("pk", AttributeValue::S("RUN#r-deep".into()))
+        .key("sk", AttributeValue::S("RUN".into()))
+        .update_expression("SET historyLen = :n")
+        .expression_attribute_values(":n", AttributeValue::N("2".into()))
+        .send()
+        .await
+        .unwrap();
+    let loaded = store.load("r-deep").await.unwrap().unwrap();
+    assert_eq!(loaded.history.len(), 2, "the old deep item reads");
+
+    // The same depth written now is refused before anything is stored.
+    let mut next = started("r-deep");
+    next.expected_version = Some(1);
+    next.run.version = 2;
+    next.run.history_len = 3;
+    next.events = vec![HistoryEvent::new(
+        3,
+        EventKind::SignalReceived {
+            name: "b".into(),
+            payload: nested(126),
+            signal_id: None,
+        },
+    )];
+    let err = store.commit(&next).await.unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("read back"), "{err}");
+    let loaded = store.load("r-deep").await.unwrap().unwrap();
+    assert_eq!((loaded.run.version, loaded.history.len()), (1, 2));
+}
