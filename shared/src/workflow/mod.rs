@@ -14,24 +14,27 @@
 //! | [`ctx.sleep(d)`](WorkflowContext::sleep), [`ctx.sleep_until(t)`](WorkflowContext::sleep_until) | `TimerStarted`, `TimerFired` | [`ops::timer`] |
 //! | [`ctx.wait_for_signal(name)`](WorkflowContext::wait_for_signal) (+ [`_timeout`](WorkflowContext::wait_for_signal_timeout)) | `SignalWaitStarted`; signals are buffered as `SignalReceived` | [`ops::signal`] |
 //! | [`ctx.now()`](WorkflowContext::now), [`random()`](WorkflowContext::random), [`uuid()`](WorkflowContext::uuid) | `ValueRecorded` | [`ops::values`] |
-//! | [`ctx.patched(id)`](WorkflowContext::patched), [`continue_as_new`](WorkflowContext::continue_as_new) | a `patched:<id>` marker; `ContinuedAsNew` | [`ops::values`] |
+//! | [`ctx.patched(id)`](WorkflowContext::patched), [`continue_as_new`](WorkflowContext::continue_as_new) | `PatchMarked`; `ContinuedAsNew` | [`ops::values`] |
 //! | [`ctx.child(workflow, input)`](WorkflowContext::child) | `ChildStarted`, then the child's outcome as a step result | [`ops::child`] |
 //!
 //! - **Retries** ([`RetryPolicy`]): max attempts, fixed/exponential backoff, max delay,
 //!   deterministic jitter; retryable vs terminal errors ([`StepError::retryable`](crate::contract::StepError)).
-//!   A backoff is a durable timer (`"<seq>:retry:<attempt>"`); a start-to-close timeout too
-//!   (`"<seq>:timeout:<attempt>"`). An exhausted or terminal step returns
+//!   A backoff is a durable timer ([`TimerId::Retry`]); a start-to-close timeout too
+//!   ([`TimerId::Timeout`]). The policy is recorded with a step's first attempt, and its later
+//!   attempts follow the recorded one. An exhausted or terminal step returns
 //!   [`WorkflowError::StepFailed`]: catch it and compensate with ordinary steps.
 //! - **Fan-out**: futures are issued when created, so `futures::future::join_all` /
 //!   `select` over several calls dispatches all of them in one activation.
 //! - **Cancellation**: [`Incoming::Cancel`] reaches the workflow as
 //!   [`WorkflowError::Cancelled`] at its pending awaits (or its next one). Returning it ends the
-//!   run as [`RunStatus::Cancelled`].
+//!   run as [`RunStatus::Cancelled`] (recorded as `RunCancelled`).
 //! - **Non-determinism is loud**: an operation that differs from the one recorded at its
 //!   `seq` (kind or name), or a recorded one the code no longer reaches, fails the activation
 //!   with [`EngineError::NonDeterminism`] naming the seq, the record and the code's call.
-//! - **Idempotent**: a result for a resolved seq or a stale attempt, a timer that already
-//!   fired, a second start or cancel are dropped without events or commands.
+//! - **Idempotent**: a redelivered result, a result for an attempt not dispatched, a timer that
+//!   already fired, a second start or cancel are dropped without events or commands. A result
+//!   for an attempt that already timed out is kept as a `LateResult` (see
+//!   [`WorkflowContext::late_result`]); a late success wins while the step is undecided.
 //!
 //! # Example: a checkout workflow
 //!
