@@ -30,6 +30,9 @@ pub enum SegmentKind {
     Sleep,
     /// Waiting for a signal.
     SignalWait,
+    /// A worker's result for an attempt that had already timed out: from the worker's start
+    /// (when it said) to the engine recording it.
+    LateResult,
 }
 
 /// One bar segment, in epoch ms.
@@ -148,6 +151,22 @@ pub fn layout(run: &LoadedRun) -> Timeline {
                 detail,
             };
             segments.push(attempt);
+        }
+        for late in &step.late {
+            let start = late
+                .ran_ms
+                .map_or(late.at_ms, |ran| late.at_ms.saturating_sub(ran));
+            segments.push(Segment {
+                kind: SegmentKind::LateResult,
+                state: match late.outcome {
+                    Ok(_) => StepState::Completed,
+                    Err(_) => StepState::Failed,
+                },
+                attempt: late.attempt,
+                start_ms: start,
+                end_ms: late.at_ms,
+                detail: late.describe(),
+            });
         }
         rows.insert(
             step.seq,

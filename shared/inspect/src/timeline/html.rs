@@ -37,7 +37,7 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:16px 0 4px}code,pre{fo
 pre{background:#f4f6f9;padding:8px;border-radius:4px;max-height:240px;overflow:auto;margin:4px 0 12px}\
 .summary td{padding:2px 12px 2px 0;vertical-align:top}.status{padding:1px 8px;border-radius:10px;color:#fff;font-weight:600}\
 .status.completed{background:#2e9d5b}.status.failed,.status.cancelled{background:#d64541}.status.running{background:#4a90d9}.status.continuedAsNew{background:#8e6cc4}\
-.attempt.completed{fill:#2e9d5b;background:#2e9d5b}.attempt.failed{fill:#d64541;background:#d64541}.attempt.pending{fill:#9aa4b1;background:#9aa4b1}\
+.attempt.completed{fill:#2e9d5b;background:#2e9d5b}.attempt.failed{fill:#d64541;background:#d64541}.attempt.pending{fill:#9aa4b1;background:#9aa4b1}.late{fill-opacity:.45;stroke:#333;stroke-dasharray:3 2}\
 .wait.backoff{fill:url(#hatch);background:repeating-linear-gradient(45deg,#f0b429 0 3px,#fff4d6 3px 6px)}\
 .wait.sleep{fill:#4a90d9;fill-opacity:.45;background:#a5c8ee}.wait.signal{fill:#8e6cc4;fill-opacity:.45;background:#c7b6e2}\
 .marker.signal{stroke:#8e6cc4;stroke-width:1.5;stroke-dasharray:3 3}.marker.end{stroke:#1d2330;stroke-width:1}\
@@ -172,6 +172,16 @@ pub fn render_html(run: &LoadedRun) -> String {
                 SegmentKind::Backoff => ("bar wait backoff".to_owned(), 1.0),
                 SegmentKind::Sleep => ("bar wait sleep".to_owned(), 2.0),
                 SegmentKind::SignalWait => ("bar wait signal".to_owned(), 2.0),
+                SegmentKind::LateResult => (
+                    format!(
+                        "bar late attempt {}",
+                        match seg.state {
+                            StepState::Failed => "failed",
+                            _ => "completed",
+                        }
+                    ),
+                    MIN_BAR_W,
+                ),
             };
             let (x0, x1) = (x(seg.start_ms), x(seg.end_ms));
             let w = (x1 - x0).max(min_w);

@@ -338,3 +338,97 @@ fn ticks_are_round_and_few() {
         assert!(span / tick_step(span) <= 8, "{span}");
     }
 }
+
+#[test]
+fn a_late_result_is_drawn_from_the_workers_start_to_its_arrival() {
+    use cairn::workflow::TimerId;
+    use EventKind::*;
+    let late = run(
+        RunStatus::Completed,
+        vec![
+            (
+                0,
+                RunStarted {
+                    workflow: "checkout".into(),
+                    input: json!({}),
+                    format: cairn::workflow::HISTORY_FORMAT,
+                },
+            ),
+            (
+                0,
+                TaskScheduled {
+                    seq: 1,
+                    name: "payments.charge-card".into(),
+                    group: "payments.charge-card".into(),
+                    input: json!({}),
+                    attempt: 1,
+                    retry: None,
+                },
+            ),
+            (
+                0,
+                TimerStarted {
+                    seq: 1,
+                    timer_id: TimerId::Timeout { seq: 1, attempt: 1 },
+                    fire_at_ms: 100,
+                },
+            ),
+            (
+                100,
+                TimerFired {
+                    seq: 1,
+                    timer_id: TimerId::Timeout { seq: 1, attempt: 1 },
+                },
+            ),
+            (
+                100,
+                StepFailed {
+                    seq: 1,
+                    attempt: 1,
+                    error: StepError::retryable("attempt 1 timed out").with_code("timeout"),
+                    started_at_ms: None,
+                    events: Vec::new(),
+                },
+            ),
+            (
+                400,
+                LateResult {
+                    seq: 1,
+                    attempt: 1,
+                    output: Some(json!({"chargeId": "ch_1"})),
+                    error: None,
+                    started_at_ms: Some(250),
+                    events: Vec::new(),
+                    kept: true,
+                },
+            ),
+            (
+                400,
+                RunCompleted {
+                    output: json!({"chargeId": "ch_1"}),
+                },
+            ),
+        ],
+    );
+    let timeline = layout(&late);
+    let segments = &timeline.rows[0].segments;
+    let shape: Vec<_> = segments
+        .iter()
+        .map(|s| (s.kind, s.state, s.attempt, s.start_ms, s.end_ms))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (SegmentKind::Attempt, StepState::Failed, 1, 0, 100),
+            (SegmentKind::LateResult, StepState::Completed, 1, 250, 400),
+        ]
+    );
+    assert!(
+        segments[1]
+            .detail
+            .starts_with("attempt 1 completed late (queued 250ms, then 150ms to the result), kept"),
+        "{}",
+        segments[1].detail
+    );
+    assert!(render_html(&late).contains("class=\"bar late attempt completed\""));
+}
