@@ -281,3 +281,84 @@ async fn a_duplicate_activation_creates_the_schedule_once() {
         "the re-sent outbox asked again and was told the schedule exists"
     );
 }
+
+#[tokio::test]
+async fn the_reconciler_fires_an_overdue_long_wait_whose_schedule_is_missing() {
+    use cairn::store::{Commit, RunRecord};
+    use cairn::workflow::{HistoryEvent, TimerId, HISTORY_FORMAT};
+
+    let env = TestEnv::new("long-lost", false).await;
+    let long_waits = env.long_waits(3, 2).await;
+    let store = env.clients.store(&env.config);
+    // A 30-day sleep started 30 days ago whose schedule is gone (deleted by hand, or its
+    // create failed): nothing will ever deliver its timer.
+    let now = cairn::clock::now_ms();
+    let started = now - THIRTY_DAYS.as_millis() as u64 - 300_000;
+    let run = RunRecord {
+        run_id: "lost".parse().unwrap(),
+        workflow: "month".into(),
+        status: RunStatus::Running,
+        input: json!(null),
+        output: None,
+        error: None,
+        version: 1,
+        history_len: 2,
+        created_at_ms: started,
+        updated_at_ms: started,
+        parent: None,
+        last_error: None,
+        outbox_pending: false,
+    };
+    let events = vec![
+        HistoryEvent::new(
+            started,
+            EventKind::RunStarted {
+                format: HISTORY_FORMAT,
+                workflow: "month".into(),
+                input: json!(null),
+            },
+        ),
+        HistoryEvent::new(
+            started,
+            EventKind::TimerStarted {
+                seq: 1,
+                timer_id: TimerId::Sleep(1),
+                fire_at_ms: now - 300_000,
+            },
+        ),
+    ];
+    store
+        .commit(&Commit {
+            run,
+            expected_version: None,
+            events,
+            outbox: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(schedules(&long_waits).await.is_empty());
+
+    // The reconciler, with the engine's long-wait transport, fires it again.
+    let report = cairn_lambda::reconciler::reconcile_stalled(
+        &store,
+        &env.long_wait_transport(&long_waits),
+        &env.config,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.timers_refired, vec!["lost".to_owned()], "{report:?}");
+    assert!(
+        schedules(&long_waits).await.is_empty(),
+        "an overdue timer is sent at once, not scheduled"
+    );
+    let mut runtime = env
+        .run(env.long_wait_engine(workflows(), &long_waits), worker())
+        .await;
+    let run = env
+        .client()
+        .wait("lost", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    runtime.stop();
+}
