@@ -35,9 +35,18 @@ pub struct Args {
     /// Only create the queues and table from template.yaml, then exit (`scripts/dev`).
     #[arg(long)]
     provision_only: bool,
+    /// Run the cost benchmark instead of the demo (`scripts/bench`).
+    #[arg(long)]
+    bench: bool,
+    /// Benchmark sizes.
+    #[command(flatten)]
+    bench_args: crate::bench::BenchArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.bench {
+        return crate::bench::run(&args.endpoint_url, &args.prefix, &args.bench_args).await;
+    }
     let sdk = sdk_config(Some(&args.endpoint_url)).await;
     let counter = RequestCounter::new();
     let clients = AwsClients::counted(&sdk, &counter);

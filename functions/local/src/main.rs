@@ -1,6 +1,8 @@
 //! The main job: the demo end to end on the local stack. Wiring only; see `cairn-local --help`.
 
+mod bench;
 mod job;
+mod meter;
 
 use clap::Parser;
 
