@@ -88,6 +88,7 @@ fn started(run_id: &str) -> Commit {
         expected_version: None,
         events: vec![event],
         outbox: vec![],
+        lease: None,
     }
 }
 

@@ -1,17 +1,21 @@
-//! The reconciler on the local stack: a run whose commands were committed but never sent
-//! (a crash between commit and send, its record gone) is found and re-driven.
+//! The reconciler on the local stack: commands committed but never sent (a crash between
+//! commit and send, the record gone) are sent again, a timer whose message was lost fires
+//! again, and it finds them through the sparse due index without walking idle runs.
 
 #![allow(clippy::unwrap_used)]
 
-use cairn::contract::decode_task;
+use cairn::contract::{
+    decode_results_message, decode_task, ControlMessage, ParentRef, ResultsMessage,
+};
 use cairn::store::{CheckpointStore, Commit, RunRecord};
-use cairn::workflow::{Command, EventKind, HistoryEvent, RunStatus};
+use cairn::workflow::{Command, EventKind, HistoryEvent, RunOutcome, RunStatus};
 use cairn_lambda::reconciler::{reconcile, reconcile_stalled, ReconcileOptions};
 use cairn_tests::TestEnv;
+use futures::StreamExt;
 use serde_json::json;
 
-fn stuck_run(run_id: &str, updated_at_ms: u64, with_outbox: bool) -> Commit {
-    let run = RunRecord {
+fn run_record(run_id: &str, at_ms: u64, history_len: u64) -> RunRecord {
+    RunRecord {
         run_id: run_id.parse().unwrap(),
         workflow: "fan-out".into(),
         status: RunStatus::Running,
@@ -19,52 +23,94 @@ fn stuck_run(run_id: &str, updated_at_ms: u64, with_outbox: bool) -> Commit {
         output: None,
         error: None,
         version: 1,
-        history_len: 2,
-        created_at_ms: updated_at_ms,
-        updated_at_ms,
+        history_len,
+        created_at_ms: at_ms,
+        updated_at_ms: at_ms,
         parent: None,
         last_error: None,
-        outbox_pending: with_outbox,
-    };
-    let events = vec![
+        outbox_pending: false,
+    }
+}
+
+fn started(at_ms: u64) -> HistoryEvent {
+    HistoryEvent::new(
+        at_ms,
+        EventKind::RunStarted {
+            format: cairn::workflow::HISTORY_FORMAT,
+            workflow: "fan-out".into(),
+            input: json!(1),
+        },
+    )
+}
+
+fn email(seq: u64) -> (HistoryEvent, Command) {
+    let input = json!({"to": "a@example.com", "subject": "hi"});
+    (
         HistoryEvent::new(
-            updated_at_ms,
-            EventKind::RunStarted {
-                format: cairn::workflow::HISTORY_FORMAT,
-                workflow: "fan-out".into(),
-                input: json!(1),
-            },
-        ),
-        HistoryEvent::new(
-            updated_at_ms,
+            0,
             EventKind::TaskScheduled {
                 retry: None,
-                seq: 1,
+                seq,
                 name: "notifications.send-email".into(),
                 group: "notifications.send-email".into(),
-                input: json!({"to": "a@example.com", "subject": "hi"}),
+                input: input.clone(),
                 attempt: 1,
             },
         ),
-    ];
-    let outbox = if with_outbox {
-        vec![Command::DispatchTask {
-            seq: 1,
+        Command::DispatchTask {
+            seq,
             name: "notifications.send-email".into(),
             group: "notifications.send-email".into(),
-            input: json!({"to": "a@example.com", "subject": "hi"}),
+            input,
             attempt: 1,
             timeout_ms: None,
-        }]
-    } else {
-        vec![]
-    };
+        },
+    )
+}
+
+/// A run's first activation as the engine commits it: its events with the commands issued.
+fn first_activation(
+    run_id: &str,
+    at_ms: u64,
+    mut events: Vec<HistoryEvent>,
+    outbox: Vec<Command>,
+) -> Commit {
+    events.insert(0, started(at_ms));
     Commit {
-        run,
+        run: run_record(run_id, at_ms, events.len() as u64),
         expected_version: None,
         events,
         outbox,
+        lease: None,
     }
+}
+
+fn sleeping(run_id: &str, at_ms: u64, fire_at_ms: u64) -> Commit {
+    let timer = HistoryEvent::new(
+        at_ms,
+        EventKind::TimerStarted {
+            seq: 1,
+            timer_id: cairn::workflow::TimerId::Sleep(1),
+            fire_at_ms,
+        },
+    );
+    let command = Command::StartTimer {
+        seq: 1,
+        timer_id: cairn::workflow::TimerId::Sleep(1),
+        fire_at_ms,
+    };
+    first_activation(run_id, at_ms, vec![timer], vec![command])
+}
+
+fn waiting_for_signal(run_id: &str, at_ms: u64) -> Commit {
+    let wait = HistoryEvent::new(
+        at_ms,
+        EventKind::SignalWaitStarted {
+            seq: 1,
+            name: "approval".into(),
+        },
+    );
+    first_activation(run_id, at_ms, vec![wait], vec![])
 }
 
 #[tokio::test]
@@ -73,22 +119,60 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
     let store = env.clients.store(&env.config);
     let transport = env.clients.transport(&env.config);
     let now = cairn::clock::now_ms();
+    let (scheduled, dispatch) = email(1);
+    let stuck = first_activation(
+        "stuck",
+        now - 600_000,
+        vec![scheduled.clone()],
+        vec![dispatch.clone()],
+    );
+    store.commit(&stuck).await.unwrap();
     store
-        .commit(&stuck_run("stuck", now - 600_000, true))
+        .commit(&waiting_for_signal("idle", now - 600_000))
         .await
         .unwrap();
-    store
-        .commit(&stuck_run("idle", now - 600_000, false))
-        .await
-        .unwrap();
-    store.commit(&stuck_run("fresh", now, true)).await.unwrap();
-    // A finished child whose report to its parent was never sent: not `running`, but its
-    // pending outbox puts it in the index the reconciler reads first.
-    let mut finished = stuck_run("finished", now - 600_000, true);
+    let fresh = first_activation(
+        "fresh",
+        now,
+        vec![scheduled.clone()],
+        vec![dispatch.clone()],
+    );
+    store.commit(&fresh).await.unwrap();
+    // A task that got its result: its command had its effect and is not sent again.
+    let mut answered = first_activation(
+        "answered",
+        now - 600_000,
+        vec![
+            scheduled.clone(),
+            serde_json::from_value(
+                json!({"type": "stepCompleted", "seq": 1, "attempt": 1, "output": 1, "atMs": 0}),
+            )
+            .unwrap(),
+        ],
+        vec![dispatch],
+    );
+    answered.run.history_len = 3;
+    store.commit(&answered).await.unwrap();
+    // A finished child whose report to its parent was never sent.
+    let mut finished = first_activation(
+        "finished",
+        now - 600_000,
+        vec![HistoryEvent::new(
+            0,
+            EventKind::RunCompleted { output: json!(7) },
+        )],
+        vec![Command::ReportToParent {
+            outcome: RunOutcome::Completed { output: json!(7) },
+        }],
+    );
     finished.run.status = RunStatus::Completed;
+    finished.run.parent = Some(ParentRef {
+        run_id: "parent".parse().unwrap(),
+        seq: 4,
+    });
     store.commit(&finished).await.unwrap();
 
-    let report = reconcile_stalled(&store, &transport, &env.config)
+    let report = reconcile_stalled(&store, &transport, &env.config, None)
         .await
         .unwrap();
     let mut redriven = report.redriven.clone();
@@ -98,13 +182,10 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
         vec!["finished".to_owned(), "stuck".to_owned()],
         "{report:?}"
     );
-    // Pending-outbox phase: finished, stuck. Stalled-running phase (timers): stuck, idle —
-    // neither has an overdue timer. The fresh run is in neither yet.
-    assert_eq!(report.examined, 4, "{report:?}");
-    assert_eq!(
-        report.idle, 2,
-        "runs waiting with nothing to send are left alone"
-    );
+    // Only activations that issued something and are due are looked at: the run waiting
+    // for a signal and the fresh one are not; the answered one is, and is left alone.
+    assert_eq!(report.examined, 3, "{report:?}");
+    assert_eq!(report.idle, 1, "{report:?}");
     assert!(report.failed.is_empty());
 
     let url = &env.resources.task_queue_urls["notifications.send-email"];
@@ -114,28 +195,29 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
         .iter()
         .map(|body| decode_task(body).unwrap())
         .collect();
-    let mut step_ids: Vec<&str> = tasks.iter().map(|t| t.step_id.as_str()).collect();
-    step_ids.sort();
-    assert_eq!(step_ids, vec!["finished:1", "stuck:1"]);
+    let step_ids: Vec<&str> = tasks.iter().map(|t| t.step_id.as_str()).collect();
+    assert_eq!(step_ids, vec!["stuck:1"]);
+    let reports: Vec<_> = env
+        .receive_bodies(&env.resources.results_queue_url)
+        .await
+        .iter()
+        .map(|b| decode_results_message(b).unwrap())
+        .collect();
     assert!(
-        store
-            .load("stuck")
-            .await
-            .unwrap()
-            .unwrap()
-            .outbox
-            .is_empty(),
-        "the outbox is cleared after the re-drive"
+        matches!(&reports[..], [ResultsMessage::Step(r)] if r.run_id == "parent" && r.seq == 4),
+        "{reports:?}"
     );
 
     // A second pass finds nothing left to send.
     let options = ReconcileOptions {
-        before_ms: now - 300_000,
+        before_ms: cairn::clock::now_ms() - 300_000,
         max_runs: 100,
         timer_chunk_seconds: 900,
+        deadline: None,
     };
     let again = reconcile(&store, &transport, options).await.unwrap();
-    assert!(again.redriven.is_empty());
+    assert!(again.redriven.is_empty(), "{again:?}");
+    assert_eq!(again.examined, 0, "{again:?}");
 }
 
 #[tokio::test]
@@ -144,18 +226,12 @@ async fn an_overdue_timer_whose_message_was_lost_fires_again() {
     let store = env.clients.store(&env.config);
     let transport = env.clients.transport(&env.config);
     let now = cairn::clock::now_ms();
-    let mut sleeper = stuck_run("sleeper", now - 600_000, false);
-    sleeper.events[1] = HistoryEvent::new(
-        now - 600_000,
-        EventKind::TimerStarted {
-            seq: 1,
-            timer_id: cairn::workflow::TimerId::Sleep(1),
-            fire_at_ms: now - 300_000,
-        },
-    );
-    store.commit(&sleeper).await.unwrap();
+    store
+        .commit(&sleeping("sleeper", now - 600_000, now - 400_000))
+        .await
+        .unwrap();
 
-    let report = reconcile_stalled(&store, &transport, &env.config)
+    let report = reconcile_stalled(&store, &transport, &env.config, None)
         .await
         .unwrap();
     assert_eq!(
@@ -167,11 +243,53 @@ async fn an_overdue_timer_whose_message_was_lost_fires_again() {
     let bodies = env.receive_bodies(&env.resources.results_queue_url).await;
     let fired: Vec<_> = bodies
         .iter()
-        .map(|b| cairn::contract::decode_results_message(b).unwrap())
+        .map(|b| decode_results_message(b).unwrap())
         .collect();
     assert_eq!(fired.len(), 1);
     assert!(matches!(
         &fired[0],
-        cairn::contract::ResultsMessage::Control(cairn::contract::ControlMessage::TimerFired { timer_id, .. }) if timer_id == "1"
+        ResultsMessage::Control(ControlMessage::TimerFired { timer_id, .. }) if timer_id == "1"
     ));
+}
+
+/// Idle runs on purpose (signal waits, long sleeps) do not stand between the reconciler and
+/// a newer run whose timer message was lost: it looks only at what is due.
+#[tokio::test]
+async fn the_newest_of_two_thousand_idle_runs_lost_its_timer_and_is_fired() {
+    let env = TestEnv::new("reconciler-idle", false).await;
+    let store = env.clients.store(&env.config);
+    let transport = env.clients.transport(&env.config);
+    let now = cairn::clock::now_ms();
+    let commits: Vec<Commit> = (0..2_000u64)
+        .map(|i| {
+            let at = now - 3_600_000 + i;
+            if i % 2 == 0 {
+                waiting_for_signal(&format!("idle-{i}"), at)
+            } else {
+                sleeping(&format!("idle-{i}"), at, now + 86_400_000)
+            }
+        })
+        .collect();
+    futures::stream::iter(commits.iter())
+        .for_each_concurrent(16, |commit| {
+            let store = &store;
+            async move { store.commit(commit).await.unwrap() }
+        })
+        .await;
+    store
+        .commit(&sleeping("newest", now - 600_000, now - 400_000))
+        .await
+        .unwrap();
+
+    let report = reconcile_stalled(&store, &transport, &env.config, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.timers_refired,
+        vec!["newest".to_owned()],
+        "{report:?}"
+    );
+    assert_eq!(report.examined, 1, "idle runs are not examined: {report:?}");
+    let bodies = env.receive_bodies(&env.resources.results_queue_url).await;
+    assert_eq!(bodies.len(), 1);
 }

@@ -278,7 +278,7 @@ async fn provision_and_compare(params: &TemplateParams) -> StackResources {
     assert_eq!(indexes, declared_indexes);
     assert_eq!(
         indexes.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["byOutbox", "byStatus", "byWorkflow"]
+        ["byDue", "byOutbox", "byStatus", "byWorkflow"]
     );
     let billing = described
         .billing_mode_summary()

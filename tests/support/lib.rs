@@ -148,7 +148,7 @@ impl TestEnv {
         };
         Engine::new(
             Arc::new(workflows),
-            self.clients.store(&self.config),
+            self.clients.store(&self.config).with_history_cache(),
             self.clients.transport(&self.config),
             self.clients.blobs(&self.config),
             options,

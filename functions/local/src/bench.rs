@@ -202,7 +202,12 @@ impl Bench {
         Ok(())
     }
 
-    async fn measure<F, Fut>(&self, name: &'static str, remote_steps: f64, load: F) -> anyhow::Result<Measured>
+    async fn measure<F, Fut>(
+        &self,
+        name: &'static str,
+        remote_steps: f64,
+        load: F,
+    ) -> anyhow::Result<Measured>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -233,7 +238,11 @@ impl Bench {
         for i in 0..n {
             let id = format!("{label}-{}-{i}", self.tag);
             let input = json!({ "orderId": id, "amountCents": 100 + i, "card": "tok_visa", "email": "bench@example.com" });
-            ids.push(self.client.start("checkout", input, Some(id.clone())).await?);
+            ids.push(
+                self.client
+                    .start("checkout", input, Some(id.clone()))
+                    .await?,
+            );
         }
         for id in &ids {
             let run = self.client.wait(id, Duration::from_secs(600)).await?;
@@ -265,10 +274,7 @@ fn index_specs(table: &aws_sdk_dynamodb::types::TableDescription) -> Vec<IndexSp
                         .unwrap_or_default(),
                 ),
             };
-            IndexSpec {
-                keys,
-                include,
-            }
+            IndexSpec { keys, include }
         })
         .collect()
 }
@@ -323,7 +329,7 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
     workflows.register("sequence", sequence);
     let engine = Arc::new(Engine::new(
         Arc::new(workflows),
-        metered.store(&config),
+        metered.store(&config).with_history_cache(),
         metered.transport(&config),
         metered.blobs(&config),
         EngineOptions::default(),
@@ -355,14 +361,24 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
                 out
             }
         });
-        runtime.map(&metered.sqs, url, mapping.clone(), handler).await?;
+        runtime
+            .map(&metered.sqs, url, mapping.clone(), handler)
+            .await?;
     }
     for url in resources.task_queue_urls.values() {
-        let (worker, results, blobs, stats) =
-            (worker.clone(), results.clone(), blobs.clone(), lambda.clone());
+        let (worker, results, blobs, stats) = (
+            worker.clone(),
+            results.clone(),
+            blobs.clone(),
+            lambda.clone(),
+        );
         let handler = Arc::new(move |event| {
-            let (worker, results, blobs, stats) =
-                (worker.clone(), results.clone(), blobs.clone(), stats.clone());
+            let (worker, results, blobs, stats) = (
+                worker.clone(),
+                results.clone(),
+                blobs.clone(),
+                stats.clone(),
+            );
             async move {
                 let started = Instant::now();
                 let out = worker.run(results.as_ref(), blobs.as_ref(), event).await;
@@ -373,7 +389,9 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
                 out
             }
         });
-        runtime.map(&metered.sqs, url, mapping.clone(), handler).await?;
+        runtime
+            .map(&metered.sqs, url, mapping.clone(), handler)
+            .await?;
     }
     let bench = Bench {
         meter: meter.clone(),
@@ -389,7 +407,9 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
     if only.contains(&"batched") {
         let n = args.bench_checkouts;
         let m = bench
-            .measure("batched checkouts", (n * 2) as f64, || bench.checkouts(n, "batched"))
+            .measure("batched checkouts", (n * 2) as f64, || {
+                bench.checkouts(n, "batched")
+            })
             .await?;
         summary.insert("batched", m);
     }

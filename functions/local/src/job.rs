@@ -86,7 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let engine = Engine::new(
         Arc::new(cairn_demo::workflows()),
-        clients.store(&config),
+        clients.store(&config).with_history_cache(),
         clients.transport(&config),
         clients.blobs(&config),
         EngineOptions::default(),

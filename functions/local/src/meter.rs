@@ -193,7 +193,11 @@ fn sqs(totals: &mut Totals, operation: &str, request: &Value, response: &Value, 
         .entry(("SQS".into(), operation.into()))
         .or_default() += 1;
     let bodies: Vec<&str> = match operation {
-        "SendMessage" => request.get("MessageBody").and_then(Value::as_str).into_iter().collect(),
+        "SendMessage" => request
+            .get("MessageBody")
+            .and_then(Value::as_str)
+            .into_iter()
+            .collect(),
         "SendMessageBatch" => request
             .get("Entries")
             .and_then(Value::as_array)
@@ -243,10 +247,14 @@ fn value_size(v: &Value) -> usize {
         "N" => inner.as_str().map_or(1, |n| n.len().div_ceil(2) + 1),
         "B" => inner.as_str().map_or(0, |b| b.len() * 3 / 4),
         "BOOL" | "NULL" => 1,
-        "SS" | "NS" | "BS" => inner
-            .as_array()
-            .map_or(0, |a| a.iter().map(|s| s.as_str().map_or(0, str::len)).sum()),
-        "L" => 3 + inner.as_array().map_or(0, |a| a.iter().map(|x| 1 + value_size(x)).sum()),
+        "SS" | "NS" | "BS" => inner.as_array().map_or(0, |a| {
+            a.iter().map(|s| s.as_str().map_or(0, str::len)).sum()
+        }),
+        "L" => {
+            3 + inner
+                .as_array()
+                .map_or(0, |a| a.iter().map(|x| 1 + value_size(x)).sum())
+        }
         "M" => 3 + inner.as_object().map_or(0, |m| item_size(m) + m.len()),
         _ => 0,
     }
@@ -326,8 +334,14 @@ fn apply_update(mut item: Map<String, Value>, update: &Value) -> Map<String, Val
         .get("UpdateExpression")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let names = update.get("ExpressionAttributeNames").cloned().unwrap_or_default();
-    let values = update.get("ExpressionAttributeValues").cloned().unwrap_or_default();
+    let names = update
+        .get("ExpressionAttributeNames")
+        .cloned()
+        .unwrap_or_default();
+    let values = update
+        .get("ExpressionAttributeValues")
+        .cloned()
+        .unwrap_or_default();
     let name = |n: &str| -> String {
         let n = n.trim();
         names
@@ -341,7 +355,10 @@ fn apply_update(mut item: Map<String, Value>, update: &Value) -> Map<String, Val
     let keywords = ["SET ", "REMOVE ", "ADD ", "DELETE "];
     while !rest.trim().is_empty() {
         let trimmed = rest.trim_start();
-        if let Some(k) = keywords.iter().find(|k| trimmed.to_ascii_uppercase().starts_with(**k)) {
+        if let Some(k) = keywords
+            .iter()
+            .find(|k| trimmed.to_ascii_uppercase().starts_with(**k))
+        {
             clause = k.trim();
             rest = &trimmed[k.len()..];
         }
@@ -394,7 +411,11 @@ fn write_cost(
     let (key, new) = match &write {
         Write::Put(item) => (key_of(item), Some(item.clone())),
         Write::Update(key, update) => {
-            let old = state.shadow.get(&key_of(key)).cloned().unwrap_or_else(|| key.clone());
+            let old = state
+                .shadow
+                .get(&key_of(key))
+                .cloned()
+                .unwrap_or_else(|| key.clone());
             (key_of(key), Some(apply_update(old, update)))
         }
         Write::Delete(key) => (key_of(key), None),
@@ -453,7 +474,13 @@ fn dynamodb(
         .unwrap_or(false)
         && request.get("IndexName").is_none();
     match operation {
-        "PutItem" => write_cost(state, indexes, Write::Put(obj(request.get("Item"))), false, ok),
+        "PutItem" => write_cost(
+            state,
+            indexes,
+            Write::Put(obj(request.get("Item"))),
+            false,
+            ok,
+        ),
         "UpdateItem" => write_cost(
             state,
             indexes,
@@ -461,7 +488,13 @@ fn dynamodb(
             false,
             ok,
         ),
-        "DeleteItem" => write_cost(state, indexes, Write::Delete(obj(request.get("Key"))), false, ok),
+        "DeleteItem" => write_cost(
+            state,
+            indexes,
+            Write::Delete(obj(request.get("Key"))),
+            false,
+            ok,
+        ),
         "TransactWriteItems" => {
             for item in request
                 .get("TransactItems")
@@ -545,7 +578,12 @@ impl Intercept for Meter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let body = context.request().body().bytes().unwrap_or_default().to_vec();
+        let body = context
+            .request()
+            .body()
+            .bytes()
+            .unwrap_or_default()
+            .to_vec();
         cfg.interceptor_state().store_put(RequestBody(body));
         Ok(())
     }
@@ -559,7 +597,10 @@ impl Intercept for Meter {
         let Some(metadata) = cfg.load::<Metadata>() else {
             return Ok(());
         };
-        let req = cfg.load::<RequestBody>().map(|b| b.0.clone()).unwrap_or_default();
+        let req = cfg
+            .load::<RequestBody>()
+            .map(|b| b.0.clone())
+            .unwrap_or_default();
         let response = context.response();
         let resp = response.body().bytes().unwrap_or_default();
         self.record(
@@ -593,14 +634,26 @@ mod tests {
         let item = json!({"TransactItems": [{"Put": {"Item": {
             "pk": {"S": "RUN#a"}, "sk": {"S": "RUN"}, "g1": {"S": "running"}, "g1s": {"S": "1"},
             "data": {"B": "A".repeat(2000)}}}}]});
-        meter.record("DynamoDB", "TransactWriteItems", 200, item.to_string().as_bytes(), b"{}");
+        meter.record(
+            "DynamoDB",
+            "TransactWriteItems",
+            200,
+            item.to_string().as_bytes(),
+            b"{}",
+        );
         let t = meter.totals();
         assert_eq!(t.table_wru, 4.0, "1.5 KB item, transactional");
         assert_eq!(t.index_wru, 1.0);
         let update = json!({"Key": {"pk": {"S": "RUN#a"}, "sk": {"S": "RUN"}},
             "UpdateExpression": "SET g1 = :s REMOVE data",
             "ExpressionAttributeValues": {":s": {"S": "completed"}}});
-        meter.record("DynamoDB", "UpdateItem", 200, update.to_string().as_bytes(), b"{}");
+        meter.record(
+            "DynamoDB",
+            "UpdateItem",
+            200,
+            update.to_string().as_bytes(),
+            b"{}",
+        );
         let t = meter.totals();
         assert_eq!(t.table_wru, 6.0, "an update costs the larger image");
         assert_eq!(t.index_wru, 3.0, "key change: delete + put");
@@ -610,7 +663,13 @@ mod tests {
     fn reads_round_per_request_and_empty_receives_and_errors_are_apart() {
         let meter = Meter::new();
         let items = json!({"Items": [{"pk": {"S": "x"}}, {"pk": {"S": "y"}}]});
-        meter.record("DynamoDB", "Query", 200, br#"{"ConsistentRead":true}"#, items.to_string().as_bytes());
+        meter.record(
+            "DynamoDB",
+            "Query",
+            200,
+            br#"{"ConsistentRead":true}"#,
+            items.to_string().as_bytes(),
+        );
         meter.record("SQS", "ReceiveMessage", 200, b"{}", b"{}");
         meter.record("SQS", "ReceiveMessage", 500, b"{}", b"{}");
         let t = meter.totals();

@@ -1,21 +1,30 @@
-//! The reconciler: re-drives what runs were waiting to send.
+//! The reconciler: the backstop for what the hot path normally repairs by redelivery.
 //!
-//! A crash between "commit" and "send" leaves commands in the run's outbox. Usually the
-//! record is redelivered and the engine repairs it; if the record is gone (e.g. dead-lettered)
-//! the run would wait forever. The reconciler runs on a schedule and, for runs that have not
-//! changed for `stall`:
-//! - sends the outbox of every run in the sparse `byOutbox` index, whatever its status (a
-//!   finished child's report to its parent included), and settles the index marker;
-//! - fires again the long-overdue timers of `running` runs (their messages lost).
+//! A crash between commit and send brings the record back, and the engine sends the commands
+//! again. The reconciler covers the rest, on a schedule and within its deadline, without
+//! walking every running run:
+//! - wide outboxes whose sender died (lease expired; sparse, sharded `byOutbox` index) are
+//!   resumed where their progress says;
+//! - activations that issued commands or timers (sparse, sharded `byDue` index, keyed by when
+//!   they are due) are looked at once, after the stall time, in due order from a stored
+//!   high-water mark: overdue timers not fired are fired again, and commands whose effect is
+//!   not in the history (a task without its result, a child not started) are sent again.
+//!   Runs waiting on purpose (a signal, a long sleep) are not in the window and cost nothing.
 //!
 //! Receivers are idempotent (timer ids, `stepId`s, start-by-run-id), so a repeat is harmless.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
 
-use crate::engine::{send_outbox, EngineTransport};
+use crate::engine::{send_commands, EngineTransport};
 use cairn::contract::ControlMessage;
-use cairn::store::{CheckpointStore, StoreError};
-use cairn::workflow::{EventKind, HistoryEvent, TimerId};
+use cairn::store::{CheckpointStore, LoadedRun, StoreError};
+use cairn::workflow::{Command, EventKind, HistoryEvent, TimerId};
+
+/// The high-water mark of the due-activations pass.
+const DUE_MARK: &str = "DUE";
+/// On the first pass (no mark yet), look this far back.
+const FIRST_LOOKBACK_MS: u64 = 24 * 3600 * 1000;
 
 /// A timer this overdue is presumed lost (a hop takes at most the SQS delay plus polling).
 const TIMER_GRACE_MS: u64 = 60_000;
@@ -49,40 +58,41 @@ fn overdue_timers(history: &[HistoryEvent], now_ms: u64) -> Vec<(TimerId, u64)> 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReconcileReport {
-    /// Stalled runs examined.
+    /// Runs examined.
     pub examined: usize,
-    /// Runs whose outbox was re-sent.
+    /// Runs whose commands were sent again.
     pub redriven: Vec<String>,
-    /// Runs that are idle with nothing to send (waiting on a signal, a long timer or a worker).
+    /// Runs examined with nothing to send (their commands had their effect).
     pub idle: usize,
     /// Runs with an overdue timer that was fired again.
     pub timers_refired: Vec<String>,
     /// Runs whose re-drive failed (left for the next pass).
     pub failed: Vec<String>,
+    /// The pass stopped at its deadline or budget (the next pass goes on from its mark).
+    pub stopped_early: bool,
 }
 
 /// How far one pass looks.
 #[derive(Debug, Clone, Copy)]
 pub struct ReconcileOptions {
-    /// Runs unchanged since before this time (epoch ms) count as stalled.
+    /// Activations due at or before this time (epoch ms) are examined: now minus the stall.
     pub before_ms: u64,
-    /// At most this many runs are examined per pass (pages of 100).
+    /// At most this many runs are examined per pass.
     pub max_runs: usize,
     /// Longest single SQS delay for re-sent timers.
     pub timer_chunk_seconds: u32,
+    /// Stop before this instant (the Lambda deadline, less a margin).
+    pub deadline: Option<Instant>,
 }
 
-/// Which runs a phase of the pass lists.
-#[derive(Clone, Copy)]
-enum Phase {
-    /// Runs with commands committed and not confirmed sent, whatever their status.
-    PendingOutbox,
-    /// Runs still `running` (for overdue timers).
-    Stalled,
+impl ReconcileOptions {
+    fn out_of_time(&self, report: &ReconcileReport) -> bool {
+        report.examined >= self.max_runs || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
 }
 
-/// One reconciler pass: runs with an unsent outbox (any status), then stalled running runs
-/// with overdue timers; oldest first, page after page, up to `max_runs` in all.
+/// One reconciler pass: wide outboxes whose sender died, then activations due since the last
+/// pass, oldest first, within the budget and the deadline.
 ///
 /// A run that cannot be loaded or re-driven is reported in `failed` and the pass goes on:
 /// one bad run never blocks the others.
@@ -92,92 +102,189 @@ pub async fn reconcile<S: CheckpointStore, T: EngineTransport>(
     options: ReconcileOptions,
 ) -> Result<ReconcileReport, StoreError> {
     let mut report = ReconcileReport::default();
-    for phase in [Phase::PendingOutbox, Phase::Stalled] {
-        let mut cursor = None;
-        loop {
-            let page = match phase {
-                Phase::PendingOutbox => {
-                    store
-                        .pending_outbox_runs(options.before_ms, 100, cursor)
-                        .await?
+    let now = cairn::clock::now_ms();
+    // Wide outboxes whose lease expired.
+    let mut cursor = None;
+    loop {
+        let page = store.pending_outbox_runs(now, 100, cursor).await?;
+        for run in page.runs {
+            if options.out_of_time(&report) {
+                report.stopped_early = true;
+                return Ok(report);
+            }
+            report.examined += 1;
+            match store.load(&run.run_id).await {
+                Ok(Some(loaded)) => {
+                    resume_outboxes(store, transport, loaded, &options, &mut report).await
                 }
-                Phase::Stalled => store.stalled_runs(options.before_ms, 100, cursor).await?,
-            };
-            for run in page.runs {
-                if report.examined >= options.max_runs {
-                    return Ok(report);
-                }
-                report.examined += 1;
-                match store.load(&run.run_id).await {
-                    Ok(Some(loaded)) => match phase {
-                        Phase::PendingOutbox => {
-                            redrive(store, transport, loaded, &options, &mut report).await
-                        }
-                        Phase::Stalled => refire_timers(transport, loaded, &mut report).await,
-                    },
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(run_id = %run.run_id, error = %e, "cannot load stalled run");
-                        report.failed.push(run.run_id.into_string());
-                    }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(run_id = %run.run_id, error = %e, "cannot load run");
+                    report.failed.push(run.run_id.into_string());
                 }
             }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    // Activations due since the last pass.
+    let mut mark = match store.mark(DUE_MARK).await? {
+        Some(mark) => mark,
+        None => options.before_ms.saturating_sub(FIRST_LOOKBACK_MS),
+    };
+    while mark < options.before_ms {
+        let page = store.due_items(mark, options.before_ms, 100).await?;
+        let mut by_run: HashMap<String, BTreeSet<u64>> = HashMap::new();
+        for item in &page.items {
+            by_run
+                .entry(item.run_id.clone())
+                .or_default()
+                .insert(item.index);
+        }
+        let mut runs: Vec<_> = by_run.into_iter().collect();
+        runs.sort();
+        for (run_id, indexes) in runs {
+            if options.out_of_time(&report) {
+                report.stopped_early = true;
+                return Ok(report);
             }
+            report.examined += 1;
+            match store.load(&run_id).await {
+                Ok(Some(loaded)) => {
+                    examine(transport, &loaded, &indexes, &options, &mut report).await
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%run_id, error = %e, "cannot load run");
+                    report.failed.push(run_id.to_string());
+                }
+            }
+        }
+        let last = page.items.last().map(|i| i.due_ms);
+        mark = match (page.more, last) {
+            // Entries of the last millisecond may continue on the next page.
+            (true, Some(last)) if last > mark + 1 => last - 1,
+            (true, Some(last)) => last,
+            _ => options.before_ms,
+        };
+        store.set_mark(DUE_MARK, mark).await?;
+        if !page.more {
+            break;
         }
     }
     Ok(report)
 }
 
-/// Sends a run's leftover outbox, then takes it out of the pending-outbox index.
-async fn redrive<S: CheckpointStore, T: EngineTransport>(
+/// Resumes a run's wide outboxes whose sender is gone.
+async fn resume_outboxes<S: CheckpointStore, T: EngineTransport>(
     store: &S,
     transport: &T,
-    loaded: cairn::store::LoadedRun,
+    loaded: LoadedRun,
     options: &ReconcileOptions,
     report: &mut ReconcileReport,
 ) {
     let run = loaded.run;
-    let had_outbox = !loaded.outbox.is_empty();
-    if had_outbox {
-        if let Err(e) = send_outbox(
+    for batch in loaded.outbox {
+        let result = crate::engine::resume_wide(
             transport,
             store,
             &run,
-            loaded.outbox,
+            batch,
+            options.timer_chunk_seconds,
+            options.deadline,
+        )
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(run_id = %run.run_id, error = %e, "resuming a wide outbox failed; next pass");
+            report.failed.push(run.run_id.to_string());
+            return;
+        }
+    }
+    report.redriven.push(run.run_id.into_string());
+}
+
+/// Commands of `batch` whose effect the history does not show.
+fn unanswered(loaded: &LoadedRun, commands: &[Command]) -> Vec<Command> {
+    let answered = |seq: u64, attempt: Option<u32>| {
+        loaded.history.iter().any(|e| match &e.kind {
+            EventKind::StepCompleted {
+                seq: s, attempt: a, ..
+            }
+            | EventKind::StepFailed {
+                seq: s, attempt: a, ..
+            } => *s == seq && attempt.is_none_or(|attempt| attempt == *a),
+            EventKind::TaskScheduled {
+                seq: s, attempt: a, ..
+            } => {
+                // A later attempt was scheduled: this one was answered (or timed out).
+                *s == seq && attempt.is_some_and(|attempt| *a > attempt)
+            }
+            _ => false,
+        })
+    };
+    let ended = loaded.run.status.is_terminal();
+    commands
+        .iter()
+        .filter(|c| match c {
+            Command::DispatchTask { seq, attempt, .. } => !ended && !answered(*seq, Some(*attempt)),
+            Command::StartChild { seq, .. } => !ended && !answered(*seq, None),
+            // Timers are checked against their due time (`overdue_timers`).
+            Command::StartTimer { .. } => false,
+            Command::CancelChild { .. }
+            | Command::ReportToParent { .. }
+            | Command::ContinueAsNew { .. } => true,
+        })
+        .cloned()
+        .collect()
+}
+
+/// Looks at a run's due activations: fires overdue timers again, sends unanswered commands.
+async fn examine<T: EngineTransport>(
+    transport: &T,
+    loaded: &LoadedRun,
+    indexes: &BTreeSet<u64>,
+    options: &ReconcileOptions,
+    report: &mut ReconcileReport,
+) {
+    let run_id = loaded.run.run_id.clone();
+    let commands: Vec<Command> = loaded
+        .batches
+        .iter()
+        .filter(|b| indexes.contains(&b.first))
+        .flat_map(|b| unanswered(loaded, &b.commands))
+        .collect();
+    let overdue = if loaded.run.status.is_terminal() {
+        Vec::new()
+    } else {
+        overdue_timers(&loaded.history, cairn::clock::now_ms())
+    };
+    if commands.is_empty() && overdue.is_empty() {
+        report.idle += 1;
+        return;
+    }
+    if !commands.is_empty() {
+        match send_commands(
+            transport,
+            &loaded.run,
+            &commands,
             options.timer_chunk_seconds,
         )
         .await
         {
-            tracing::warn!(run_id = %run.run_id, error = %e, "re-drive failed; will retry next pass");
-            report.failed.push(run.run_id.into_string());
-            return;
+            Ok(()) => {
+                tracing::info!(%run_id, commands = commands.len(), "sent unanswered commands again");
+                report.redriven.push(run_id.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(%run_id, error = %e, "re-drive failed; will retry next pass");
+                report.failed.push(run_id.to_string());
+                return;
+            }
         }
-        tracing::info!(run_id = %run.run_id, "re-drove pending commands");
     }
-    // Sent now, or already sent on the hot path (which leaves the marker to us).
-    if let Err(e) = store.settle_outbox_marker(&run).await {
-        tracing::warn!(run_id = %run.run_id, error = %e, "could not settle the outbox marker");
-    }
-    if had_outbox {
-        report.redriven.push(run.run_id.into_string());
-    } else {
-        report.idle += 1;
-    }
-}
-
-/// Fires a stalled run's overdue timers again (their messages were lost).
-async fn refire_timers<T: EngineTransport>(
-    transport: &T,
-    loaded: cairn::store::LoadedRun,
-    report: &mut ReconcileReport,
-) {
-    let run_id = loaded.run.run_id;
-    let overdue = overdue_timers(&loaded.history, cairn::clock::now_ms());
     if overdue.is_empty() {
-        report.idle += 1;
         return;
     }
     let messages: Vec<(ControlMessage, u32)> = overdue
@@ -197,25 +304,28 @@ async fn refire_timers<T: EngineTransport>(
     match transport.send_control(&messages).await {
         Ok(()) => {
             tracing::info!(%run_id, timers = messages.len(), "fired overdue timers again");
-            report.timers_refired.push(run_id.into_string());
+            report.timers_refired.push(run_id.to_string());
         }
         Err(e) => {
             tracing::warn!(%run_id, error = %e, "could not re-fire timers");
-            report.failed.push(run_id.into_string());
+            report.failed.push(run_id.to_string());
         }
     }
 }
 
-/// One pass over runs idle for `config.stall_seconds` (the reconciler Lambda's body).
+/// One pass over what is due `config.stall_seconds` ago (the reconciler Lambda's body),
+/// stopping before `deadline`.
 pub async fn reconcile_stalled<S: CheckpointStore, T: EngineTransport>(
     store: &S,
     transport: &T,
     config: &crate::config::Config,
+    deadline: Option<Instant>,
 ) -> Result<ReconcileReport, StoreError> {
     let options = ReconcileOptions {
         before_ms: cairn::clock::now_ms().saturating_sub(config.stall_seconds * 1000),
         max_runs: 1000,
         timer_chunk_seconds: config.timer_chunk_seconds,
+        deadline,
     };
     reconcile(store, transport, options).await
 }

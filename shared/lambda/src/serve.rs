@@ -86,7 +86,7 @@ where
     };
     let engine = Engine::new(
         Arc::new(workflows),
-        clients.store(&config),
+        clients.store(&config).with_history_cache(),
         transport(&sdk, &config, clients.transport(&config)),
         clients.blobs(&config),
         options,
@@ -153,8 +153,13 @@ pub async fn serve_reconciler() -> Result<(), Error> {
     let clients = AwsClients::new(&sdk_config(config.endpoint_url.as_deref()).await);
     let (store, transport) = (clients.store(&config), clients.transport(&config));
     let (store, transport, config) = (&store, &transport, &config);
-    lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
-        let report = crate::reconciler::reconcile_stalled(store, transport, config).await?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        // Stop a few seconds before the deadline; the next pass goes on from the mark.
+        let deadline = crate::batch::time_left(&event.context).map(|left| {
+            std::time::Instant::now() + left.saturating_sub(std::time::Duration::from_secs(5))
+        });
+        let report =
+            crate::reconciler::reconcile_stalled(store, transport, config, deadline).await?;
         Ok::<_, Error>(serde_json::json!(report))
     }))
     .await

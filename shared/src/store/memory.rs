@@ -4,22 +4,26 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::{
-    CheckpointStore, Commit, LoadedRun, OutboxBatch, RunFilter, RunPage, RunRecord, StoreError,
+    due_ms, CheckpointStore, Commit, DueItem, DuePage, HistoryBatch, LoadedRun, OutboxBatch,
+    OutboxLease, RunFilter, RunPage, RunRecord, StoreError,
 };
 use crate::infra::{InfraError, InfraErrorKind};
-use crate::workflow::{Command, HistoryEvent, RunStatus};
+use crate::workflow::HistoryEvent;
 
 #[derive(Debug, Default)]
 struct Entry {
     run: Option<RunRecord>,
     history: Vec<HistoryEvent>,
-    outbox: BTreeMap<u64, Vec<Command>>,
+    batches: Vec<HistoryBatch>,
+    leases: BTreeMap<u64, (usize, OutboxLease)>,
 }
 
 /// A checkpoint store in a `Mutex<HashMap>`: for unit tests only.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     runs: Mutex<HashMap<String, Entry>>,
+    due: Mutex<Vec<DueItem>>,
+    marks: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryStore {
@@ -31,15 +35,14 @@ impl MemoryStore {
     /// Runs matching `keep`, oldest change first, one page (the cursor is an offset).
     fn page(
         &self,
-        keep: impl Fn(&RunRecord) -> bool,
+        keep: impl Fn(&RunRecord, &Entry) -> bool,
         limit: u32,
         cursor: Option<String>,
     ) -> Result<RunPage, StoreError> {
         self.with(|runs| {
             let mut found: Vec<RunRecord> = runs
                 .values()
-                .filter_map(|e| e.run.clone())
-                .filter(|r| keep(r))
+                .filter_map(|e| e.run.clone().filter(|r| keep(r, e)))
                 .collect();
             found.sort_by_key(|r| (r.updated_at_ms, r.run_id.clone()));
             offset_page(found, limit, cursor.as_deref())
@@ -47,10 +50,7 @@ impl MemoryStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> Result<T, StoreError> {
-        let mut runs = self
-            .runs
-            .lock()
-            .map_err(|_| InfraError::new("lock", InfraErrorKind::Other, "memory store poisoned"))?;
+        let mut runs = self.runs.lock().map_err(poisoned)?;
         Ok(f(&mut runs))
     }
 }
@@ -66,19 +66,38 @@ fn offset_page(found: Vec<RunRecord>, limit: u32, cursor: Option<&str>) -> RunPa
     }
 }
 
+fn poisoned<T>(_: T) -> StoreError {
+    InfraError::new("lock", InfraErrorKind::Other, "memory store poisoned").into()
+}
+
 impl CheckpointStore for MemoryStore {
     async fn load(&self, run_id: &str) -> Result<Option<LoadedRun>, StoreError> {
         self.with(|runs| {
             runs.get(run_id).and_then(|e| {
-                let run = e.run.clone()?;
-                let outbox = e
-                    .outbox
+                let mut run = e.run.clone()?;
+                let outbox: Vec<OutboxBatch> = e
+                    .leases
                     .iter()
-                    .map(|(k, c)| OutboxBatch::new(*k, c.clone()))
+                    .map(|(key, (sent, lease))| OutboxBatch {
+                        key: *key,
+                        commands: e
+                            .batches
+                            .iter()
+                            .find(|b| b.first == *key)
+                            .map(|b| b.commands.clone())
+                            .unwrap_or_default(),
+                        parts: 0,
+                        sent: *sent,
+                        lease: Some(lease.clone()),
+                    })
                     .collect();
+                run.version = e.batches.len() as u64;
+                run.history_len = e.history.len() as u64;
+                run.outbox_pending = !outbox.is_empty();
                 Some(LoadedRun {
                     run,
                     history: e.history.clone(),
+                    batches: e.batches.clone(),
                     outbox,
                 })
             })
@@ -86,51 +105,78 @@ impl CheckpointStore for MemoryStore {
     }
 
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let run_id = commit.run.run_id.to_string();
+        let conflict = || StoreError::Conflict {
+            run_id: run_id.clone(),
+            expected: commit.expected_version,
+        };
         self.with(|runs| {
-            let entry = runs.entry(commit.run.run_id.to_string()).or_default();
-            let current = entry.run.as_ref().map(|r| r.version);
-            if current != commit.expected_version {
-                return Err(StoreError::Conflict {
-                    run_id: commit.run.run_id.to_string(),
-                    expected: commit.expected_version,
+            let entry = runs.entry(run_id.clone()).or_default();
+            if commit.expected_version.is_none() && entry.run.is_some() {
+                return Err(conflict());
+            }
+            if !commit.events.is_empty() && entry.history.len() as u64 != commit.first_index() {
+                return Err(conflict());
+            }
+            if !commit.events.is_empty() {
+                entry.batches.push(HistoryBatch {
+                    first: commit.first_index(),
+                    events: commit.events.len(),
+                    commands: commit.outbox.clone(),
                 });
+                entry.history.extend(commit.events.iter().cloned());
+                if let Some(lease) = &commit.lease {
+                    entry
+                        .leases
+                        .insert(commit.first_index(), (0, lease.clone()));
+                }
             }
-            if entry.history.len() as u64 != commit.first_index() {
-                return Err(StoreError::Conflict {
-                    run_id: commit.run.run_id.to_string(),
-                    expected: commit.expected_version,
-                });
+            if commit.writes_run() {
+                entry.run = Some(commit.run.clone());
             }
-            entry.history.extend(commit.events.iter().cloned());
-            if !commit.outbox.is_empty() {
-                entry
-                    .outbox
-                    .insert(commit.first_index(), commit.outbox.clone());
-            }
-            entry.run = Some(commit.run.clone());
             Ok(())
-        })?
+        })??;
+        if let Some(due_ms) = due_ms(&commit.outbox, commit.run.updated_at_ms) {
+            self.due.lock().map_err(poisoned)?.push(DueItem {
+                run_id,
+                index: commit.first_index(),
+                due_ms,
+            });
+        }
+        Ok(())
     }
 
     async fn clear_outbox(&self, run_id: &str, batches: &[OutboxBatch]) -> Result<(), StoreError> {
         self.with(|runs| {
             if let Some(entry) = runs.get_mut(run_id) {
                 for batch in batches {
-                    entry.outbox.remove(&batch.key);
+                    entry.leases.remove(&batch.key);
                 }
             }
         })
     }
 
-    async fn settle_outbox_marker(&self, run: &RunRecord) -> Result<(), StoreError> {
+    async fn lease_outbox(
+        &self,
+        run_id: &str,
+        key: u64,
+        current: &OutboxLease,
+        next: &OutboxLease,
+        sent: usize,
+    ) -> Result<(), StoreError> {
         self.with(|runs| {
-            let stored = runs
-                .get_mut(run.run_id.as_str())
-                .and_then(|e| e.run.as_mut());
-            if let Some(stored) = stored.filter(|r| r.version == run.version) {
-                stored.outbox_pending = false;
+            let lease = runs.get_mut(run_id).and_then(|e| e.leases.get_mut(&key));
+            match lease {
+                Some(stored) if &stored.1 == current => {
+                    *stored = (sent, next.clone());
+                    Ok(())
+                }
+                _ => Err(StoreError::Conflict {
+                    run_id: run_id.to_owned(),
+                    expected: None,
+                }),
             }
-        })
+        })?
     }
 
     async fn pending_outbox_runs(
@@ -140,14 +186,41 @@ impl CheckpointStore for MemoryStore {
         cursor: Option<String>,
     ) -> Result<RunPage, StoreError> {
         self.page(
-            |r| r.outbox_pending && r.updated_at_ms < before_ms,
+            |r, e| e.leases.values().any(|(_, l)| l.until_ms < before_ms) && !r.run_id.is_empty(),
             limit,
             cursor,
         )
     }
 
-    async fn retire(&self, _run_id: &str) -> Result<(), StoreError> {
-        // Nothing expires in memory.
+    async fn due_items(
+        &self,
+        after_ms: u64,
+        before_ms: u64,
+        limit: u32,
+    ) -> Result<DuePage, StoreError> {
+        let mut items: Vec<DueItem> = self
+            .due
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .filter(|d| d.due_ms > after_ms && d.due_ms <= before_ms)
+            .cloned()
+            .collect();
+        items.sort_by_key(|d| d.due_ms);
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Ok(DuePage { items, more })
+    }
+
+    async fn mark(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.marks.lock().map_err(poisoned)?.get(name).copied())
+    }
+
+    async fn set_mark(&self, name: &str, ms: u64) -> Result<(), StoreError> {
+        self.marks
+            .lock()
+            .map_err(poisoned)?
+            .insert(name.to_owned(), ms);
         Ok(())
     }
 
@@ -175,18 +248,5 @@ impl CheckpointStore for MemoryStore {
             });
             offset_page(found, filter.limit, filter.cursor.as_deref())
         })
-    }
-
-    async fn stalled_runs(
-        &self,
-        before_ms: u64,
-        limit: u32,
-        cursor: Option<String>,
-    ) -> Result<RunPage, StoreError> {
-        self.page(
-            |r| r.status == RunStatus::Running && r.updated_at_ms < before_ms,
-            limit,
-            cursor,
-        )
     }
 }

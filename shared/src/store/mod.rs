@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::contract::{ParentRef, StepError};
 use crate::infra::InfraError;
-use crate::workflow::{Command, HistoryEvent, RunStatus};
+use crate::workflow::{Command, EventKind, HistoryEvent, RunStatus};
 
 pub use blob::{BlobStore, MemoryBlobStore, NoBlobStore};
 pub use memory::MemoryStore;
@@ -51,25 +51,29 @@ pub struct RunRecord {
     pub parent: Option<ParentRef>,
     /// The last engine-side problem with this run (e.g. non-determinism), for operators.
     pub last_error: Option<String>,
-    /// Commands were committed and are not yet confirmed sent (the run is then in the sparse
-    /// `byOutbox` index, where the reconciler looks, whatever the run's status).
+    /// A wide outbox of the run is still being sent (set on load; not stored on the run).
     #[serde(default)]
     pub outbox_pending: bool,
 }
 
-/// One activation's outbox: commands persisted with its events, deleted once sent.
+/// Commands committed and not known to be sent: a wide outbox still being sent (leased, with
+/// its progress), or a legacy outbox item of an older release.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxBatch {
     /// The batch key (the history index of the activation's first event).
     pub key: u64,
-    /// The commands, in issue order.
+    /// All the batch's commands, in issue order.
     pub commands: Vec<Command>,
-    /// How many stored items (chunks) hold the batch, so clearing deletes exactly those.
+    /// How many stored legacy items (chunks) hold the batch (0 for a leased outbox).
     pub parts: usize,
+    /// Commands `..sent` are confirmed sent.
+    pub sent: usize,
+    /// The lease on sending a wide outbox: until when (epoch ms) which sender holds it.
+    pub lease: Option<OutboxLease>,
 }
 
 impl OutboxBatch {
-    /// The batch as [`CheckpointStore::commit`] stores it (`parts` from its serialized size).
+    /// A legacy batch (`parts` from its serialized size).
     pub fn new(key: u64, commands: Vec<Command>) -> Self {
         let size = serde_json::to_vec(&commands).map(|d| d.len()).unwrap_or(0);
         let parts = size.div_ceil(CHUNK_BYTES).max(1);
@@ -77,8 +81,30 @@ impl OutboxBatch {
             key,
             commands,
             parts,
+            sent: 0,
+            lease: None,
         }
     }
+}
+
+/// Who may send a wide outbox, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxLease {
+    /// The holder (a random token per sender).
+    pub owner: String,
+    /// Epoch ms; after it, anyone may take the lease over.
+    pub until_ms: u64,
+}
+
+/// One activation's history item: where its events start and the commands it issued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryBatch {
+    /// History index of its first event.
+    pub first: u64,
+    /// How many events it holds.
+    pub events: usize,
+    /// The commands committed with them.
+    pub commands: Vec<Command>,
 }
 
 /// A run with everything the engine needs to activate it.
@@ -88,11 +114,24 @@ pub struct LoadedRun {
     pub run: RunRecord,
     /// The whole history, in order.
     pub history: Vec<HistoryEvent>,
-    /// Outbox batches not yet confirmed sent, oldest first.
+    /// The history's items (one per activation), in order.
+    pub batches: Vec<HistoryBatch>,
+    /// Outboxes not yet confirmed sent (leased wide outboxes, legacy items), oldest first.
     pub outbox: Vec<OutboxBatch>,
 }
 
-/// An activation's writes, applied atomically.
+impl LoadedRun {
+    /// The batch holding history index `index`.
+    pub fn batch_of(&self, index: u64) -> Option<&HistoryBatch> {
+        self.batches
+            .iter()
+            .rev()
+            .find(|b| b.first <= index && index < b.first + b.events as u64)
+    }
+}
+
+/// An activation's writes: its history item (the lock: no other activation can append at the
+/// same index), and the run item when the run is created or its status changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
     /// The run record as it is after the activation (its `version` is the new version).
@@ -100,9 +139,12 @@ pub struct Commit {
     /// The version the activation read; `None` creates the run.
     pub expected_version: Option<u64>,
     /// Events appended by the activation; the first has index `run.history_len - events.len()`.
+    /// None: only the run item is written (a repair after a crash between the two writes).
     pub events: Vec<HistoryEvent>,
-    /// Commands to send after the commit (the outbox batch).
+    /// Commands to send after the commit, stored with the events.
     pub outbox: Vec<Command>,
+    /// For a wide outbox: the lease its sender takes in the same write.
+    pub lease: Option<OutboxLease>,
 }
 
 impl Commit {
@@ -112,6 +154,58 @@ impl Commit {
             .history_len
             .saturating_sub(self.events.len() as u64)
     }
+
+    /// Whether the run item is written: on creation, when the status changes (an event that
+    /// ends the run), or as a repair (no events).
+    pub fn writes_run(&self) -> bool {
+        self.expected_version.is_none()
+            || self.events.is_empty()
+            || self.events.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::RunCompleted { .. }
+                        | EventKind::RunFailed { .. }
+                        | EventKind::ContinuedAsNew { .. }
+                )
+            })
+    }
+}
+
+/// Commands at or above this count are a wide outbox: sent under a lease, with progress, so
+/// a sender that dies mid-way is resumed where it stopped and concurrent senders do not
+/// send it twice.
+pub const WIDE_OUTBOX: usize = 100;
+
+/// When the reconciler should look at an activation: its earliest timer, else (commands
+/// only) its commit time; `None` if it issued nothing.
+pub fn due_ms(commands: &[Command], committed_ms: u64) -> Option<u64> {
+    let timers = commands.iter().filter_map(|c| match c {
+        Command::StartTimer { fire_at_ms, .. } => Some(*fire_at_ms),
+        _ => None,
+    });
+    timers
+        .min()
+        .or_else(|| (!commands.is_empty()).then_some(committed_ms))
+}
+
+/// An activation the reconciler should look at: it issued commands or started timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueItem {
+    /// The run.
+    pub run_id: String,
+    /// The history index of the activation's first event.
+    pub index: u64,
+    /// When it is due (its earliest timer, else its commit time), epoch ms.
+    pub due_ms: u64,
+}
+
+/// A page of due activations, oldest due first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DuePage {
+    /// The entries.
+    pub items: Vec<DueItem>,
+    /// Whether more entries may be due in the window.
+    pub more: bool,
 }
 
 /// Which runs to list.
@@ -248,25 +342,27 @@ pub trait CheckpointStore: Send + Sync {
     /// Applies an activation atomically; [`StoreError::Conflict`] if the version moved.
     fn commit(&self, commit: &Commit) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Marks outbox batches as sent (deletes them). Missing batches are fine.
-    ///
-    /// The run's `outbox_pending` marker is left alone on this hot path: the next commit
-    /// rewrites it, and the reconciler settles it for runs that stay idle
-    /// ([`settle_outbox_marker`](Self::settle_outbox_marker)).
+    /// Marks outbox batches as sent: deletes legacy outbox items and the lease item of a
+    /// wide outbox. Missing batches are fine.
     fn clear_outbox(
         &self,
         run_id: &str,
         batches: &[OutboxBatch],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Takes `run` out of the pending-outbox index if it is still at `run.version` (a newer
-    /// commit decided for itself).
-    fn settle_outbox_marker(
+    /// Takes (or renews) the lease on sending the wide outbox `key` of `run_id` and records
+    /// that commands `..sent` are sent. `current` is the lease as the caller read it: if it
+    /// changed meanwhile, someone else holds the outbox ([`StoreError::Conflict`]).
+    fn lease_outbox(
         &self,
-        run: &RunRecord,
+        run_id: &str,
+        key: u64,
+        current: &OutboxLease,
+        next: &OutboxLease,
+        sent: usize,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Runs with a pending outbox that have not changed since `before_ms`, oldest first, a
+    /// Runs with a wide outbox whose lease expired before `before_ms` (its sender died), a
     /// page at a time.
     fn pending_outbox_runs(
         &self,
@@ -275,9 +371,20 @@ pub trait CheckpointStore: Send + Sync {
         cursor: Option<String>,
     ) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
 
-    /// Stamps the retention TTL on every item of a finished run (its history and outbox
-    /// chunks; the run item carries it already), so the whole run expires together.
-    fn retire(&self, run_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Activations due in `(after_ms, before_ms]` (sparse, sharded `byDue` index), oldest
+    /// first, at most `limit`.
+    fn due_items(
+        &self,
+        after_ms: u64,
+        before_ms: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<DuePage, StoreError>> + Send;
+
+    /// The reconciler's high-water mark `name` (epoch ms), if set.
+    fn mark(&self, name: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Sets the reconciler's high-water mark `name`.
+    fn set_mark(&self, name: &str, ms: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records an engine-side problem on the run for operators (no version change).
     fn note_problem(
@@ -290,15 +397,6 @@ pub trait CheckpointStore: Send + Sync {
     fn list_runs(
         &self,
         filter: &RunFilter,
-    ) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
-
-    /// Runs still `running` that have not changed since `before_ms`, oldest first, a page at
-    /// a time (pass the previous page's `next_cursor`).
-    fn stalled_runs(
-        &self,
-        before_ms: u64,
-        limit: u32,
-        cursor: Option<String>,
     ) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
 }
 

@@ -26,6 +26,7 @@ fn run(status: RunStatus, events: Vec<(u64, EventKind)>) -> LoadedRun {
             last_error: None,
             outbox_pending: false,
         },
+        batches: Vec::new(),
         history: events
             .into_iter()
             .map(|(at, kind)| HistoryEvent::new(at, kind))

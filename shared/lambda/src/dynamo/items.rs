@@ -1,17 +1,24 @@
 //! The table's item layout: keys, attribute names and the run-record codec.
 //!
-//! | item | pk | sk |
-//! |---|---|---|
-//! | run | `RUN#<runId>` | `RUN` |
-//! | history chunk | `RUN#<runId>` | `EVT#<10-digit first index>#<3-digit part>` |
-//! | outbox chunk | `RUN#<runId>` | `OUT#<10-digit batch key>#<3-digit part>` |
-//! | claim-check blob chunk | `BLOB#<id>` | `CHUNK#<4-digit part>` |
+//! | item | pk | sk | written |
+//! |---|---|---|---|
+//! | run | `RUN#<runId>` | `RUN` | when the run is created (the creation lock) and when its status changes |
+//! | history | `RUN#<runId>` | `EVT#<10-digit first index>#<3-digit part>` | once per activation: its events and the commands it issued |
+//! | outbox lease | `RUN#<runId>` | `LEASE#<10-digit first index>` | only for a wide outbox, until all of it is sent |
+//! | legacy outbox | `RUN#<runId>` | `OUT#<10-digit batch key>#<3-digit part>` | no longer written; read and re-driven |
+//! | claim-check blob chunk | `BLOB#<id>` | `CHUNK#<4-digit part>` | |
+//! | reconciler mark | `RECONCILER` | `DUE#<shard>` | by the reconciler, once per pass |
 //!
-//! History and outbox are stored one item per activation (not per event) to keep writes per
-//! step low; a batch larger than [`CHUNK_BYTES`] is split over several items so no item nears
-//! DynamoDB's 400 KB limit. GSI `byStatus` (`gsi1pk = STATUS#<status>`, `gsi1sk =
-//! <updatedAt>#<runId>`) lists runs by status and finds stalled ones; GSI `byWorkflow`
-//! (`gsi2pk = WF#<workflow>`, `gsi2sk = <createdAt>#<runId>`) lists runs of a workflow.
+//! One activation is one conditional `PutItem` of its history item: `attribute_not_exists` on
+//! the next history index is the optimistic lock (two activations of one run cannot both
+//! append at the same index). The run item changes only with the status, so its index keys
+//! (`byStatus`, `byWorkflow`, both sharded, `KEYS_ONLY`) are written twice per run, not per
+//! step. Every item carries its TTL (`expiresAt`) from the moment it is written.
+//!
+//! Sparse indexes on history and lease items: `byDue` (`gsi4pk = DUE#<shard>`, `gsi4sk =
+//! <due ms>#<runId>#<index>`) holds the activations that issued commands or timers, keyed by
+//! when the reconciler should look at them; `byOutbox` (`gsi3pk = OUTBOX#<shard>`, `gsi3sk =
+//! <lease until ms>#<runId>`) holds wide outboxes not yet fully sent.
 
 use std::collections::HashMap;
 
@@ -36,12 +43,40 @@ pub(crate) fn events_sk(first_index: u64, part: usize) -> String {
 pub(crate) fn outbox_sk(key: u64, part: usize) -> String {
     format!("OUT#{key:010}#{part:03}")
 }
-/// The one partition of the sparse `byOutbox` index.
-pub(crate) const OUTBOX_PK: &str = "OUTBOX";
-
-pub(crate) fn status_pk(status: &str) -> String {
-    format!("STATUS#{status}")
+pub(crate) fn lease_sk(key: u64) -> String {
+    format!("LEASE#{key:010}")
 }
+
+/// Index partitions are sharded by run id so no partition takes every run's writes.
+pub(crate) const SHARDS: u32 = 8;
+
+/// The shard of a run (FNV-1a of its id: stable across processes and releases).
+pub(crate) fn shard(run_id: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in run_id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % SHARDS
+}
+
+pub(crate) fn status_pk(status: &str, shard: u32) -> String {
+    format!("STATUS#{status}#{shard}")
+}
+pub(crate) fn workflow_pk(workflow: &str, shard: u32) -> String {
+    format!("WF#{workflow}#{shard}")
+}
+pub(crate) fn outbox_pk(shard: u32) -> String {
+    format!("OUTBOX#{shard}")
+}
+pub(crate) fn due_pk(shard: u32) -> String {
+    format!("DUE#{shard}")
+}
+pub(crate) fn due_sk(due_ms: u64, run_id: &str, index: u64) -> String {
+    format!("{due_ms:013}#{run_id}#{index:010}")
+}
+/// The reconciler's high-water marks live in their own partition.
+pub(crate) const RECONCILER_PK: &str = "RECONCILER";
 pub(crate) fn time_sk(ms: u64, run_id: &str) -> String {
     format!("{ms:013}#{run_id}")
 }
@@ -75,8 +110,10 @@ fn json_attr(value: &Value) -> Option<AttributeValue> {
     (text.len() <= INLINE_PAYLOAD_BYTES).then(|| s(text))
 }
 
-/// The run item, with GSI keys and (for finished runs) the TTL attribute.
-pub(crate) fn run_to_item(run: &RunRecord, retention_days: u32) -> Item {
+/// The run item, with its index keys and TTL (a running run expires `max_run_days` after it
+/// was created, plus the retention, like its history items; a finished one `retention_days`
+/// after it finished).
+pub(crate) fn run_to_item(run: &RunRecord, ttl: Ttl) -> Item {
     let status = run.status.to_string();
     let mut item = Item::from([
         ("pk".into(), s(run_pk(&run.run_id))),
@@ -88,9 +125,12 @@ pub(crate) fn run_to_item(run: &RunRecord, retention_days: u32) -> Item {
         ("historyLen".into(), n(run.history_len)),
         ("createdAt".into(), n(run.created_at_ms)),
         ("updatedAt".into(), n(run.updated_at_ms)),
-        ("gsi1pk".into(), s(status_pk(&status))),
+        ("gsi1pk".into(), s(status_pk(&status, shard(&run.run_id)))),
         ("gsi1sk".into(), s(time_sk(run.updated_at_ms, &run.run_id))),
-        ("gsi2pk".into(), s(format!("WF#{}", run.workflow))),
+        (
+            "gsi2pk".into(),
+            s(workflow_pk(&run.workflow, shard(&run.run_id))),
+        ),
         ("gsi2sk".into(), s(time_sk(run.created_at_ms, &run.run_id))),
     ]);
     if let Some(input) = json_attr(&run.input) {
@@ -118,22 +158,35 @@ pub(crate) fn run_to_item(run: &RunRecord, retention_days: u32) -> Item {
             s(truncate(problem, INLINE_PAYLOAD_BYTES / 2)),
         );
     }
-    if run.status.is_terminal() {
-        item.insert(
-            "expiresAt".into(),
-            n(expires_at(run.updated_at_ms, retention_days)),
-        );
-    }
-    if run.outbox_pending {
-        item.insert("gsi3pk".into(), s(OUTBOX_PK));
-        item.insert("gsi3sk".into(), s(time_sk(run.updated_at_ms, &run.run_id)));
-    }
+    let expires = if run.status.is_terminal() {
+        ttl.finished(run.updated_at_ms)
+    } else {
+        ttl.written(run.created_at_ms)
+    };
+    item.insert("expiresAt".into(), n(expires));
     item
 }
 
-/// The TTL (epoch seconds) of a run that finished at `finished_ms`.
-pub(crate) fn expires_at(finished_ms: u64, retention_days: u32) -> u64 {
-    finished_ms / 1000 + u64::from(retention_days) * 86_400
+/// How long items live (DynamoDB TTL, epoch seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ttl {
+    /// Kept this long after the run finished.
+    pub retention_days: u32,
+    /// A run lives at most this long; history items written at `t` expire at `t` plus this
+    /// plus the retention, so they outlive every run that may still read them.
+    pub max_run_days: u32,
+}
+
+impl Ttl {
+    /// The TTL of a run that finished at `finished_ms`.
+    pub fn finished(&self, finished_ms: u64) -> u64 {
+        finished_ms / 1000 + u64::from(self.retention_days) * 86_400
+    }
+
+    /// The TTL of an item written at `written_ms` (a history item, a running run).
+    pub fn written(&self, written_ms: u64) -> u64 {
+        written_ms / 1000 + u64::from(self.retention_days + self.max_run_days) * 86_400
+    }
 }
 
 /// `text` cut to at most `max` bytes (on a char boundary), marked when cut.
@@ -196,7 +249,7 @@ pub(crate) fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
             .transpose()
             .map_err(|e| corrupt(format!("parent: {e}")))?,
         last_error: get_s(item, "lastError").map(str::to_owned),
-        outbox_pending: item.contains_key("gsi3pk"),
+        outbox_pending: false,
     })
 }
 
@@ -205,6 +258,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use cairn::workflow::RunStatus;
+
+    const TTL: Ttl = Ttl {
+        retention_days: 30,
+        max_run_days: 1,
+    };
 
     fn run() -> RunRecord {
         RunRecord {
@@ -227,11 +285,19 @@ mod tests {
     #[test]
     fn run_items_round_trip() {
         let record = run();
-        let item = run_to_item(&record, 30);
+        let item = run_to_item(&record, TTL);
         assert_eq!(run_from_item(&item).unwrap(), record);
-        assert_eq!(item["gsi1pk"].as_s().unwrap(), "STATUS#running");
+        let shard = shard("r-1");
+        assert_eq!(
+            item["gsi1pk"].as_s().unwrap(),
+            &format!("STATUS#running#{shard}")
+        );
         assert_eq!(item["gsi1sk"].as_s().unwrap(), "0000000002000#r-1");
-        assert!(!item.contains_key("expiresAt"), "running runs never expire");
+        assert_eq!(
+            item["expiresAt"].as_n().unwrap(),
+            &(1 + 31 * 86_400).to_string(),
+            "a running run expires its maximum lifetime after it was created, plus the retention"
+        );
     }
 
     #[test]
@@ -239,21 +305,27 @@ mod tests {
         let mut record = run();
         record.status = RunStatus::Completed;
         record.output = Some(Value::String("x".repeat(INLINE_PAYLOAD_BYTES + 1)));
-        let item = run_to_item(&record, 1);
-        assert_eq!(item["expiresAt"].as_n().unwrap(), &(2 + 86_400).to_string());
+        let item = run_to_item(&record, TTL);
+        assert_eq!(
+            item["expiresAt"].as_n().unwrap(),
+            &(2 + 30 * 86_400).to_string()
+        );
         assert!(!item.contains_key("output"));
         assert_eq!(run_from_item(&item).unwrap().output, None);
     }
 
     #[test]
-    fn only_runs_with_a_pending_outbox_enter_the_sparse_index() {
-        let mut record = run();
-        assert!(!run_to_item(&record, 30).contains_key("gsi3pk"));
-        record.outbox_pending = true;
-        let item = run_to_item(&record, 30);
-        assert_eq!(item["gsi3pk"].as_s().unwrap(), OUTBOX_PK);
-        assert_eq!(item["gsi3sk"].as_s().unwrap(), "0000000002000#r-1");
-        assert!(run_from_item(&item).unwrap().outbox_pending);
+    fn shards_spread_runs_and_are_stable() {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..100 {
+            seen.insert(shard(&format!("run-{i}")));
+        }
+        assert_eq!(seen.len(), SHARDS as usize, "100 runs reach every shard");
+        assert_eq!(shard("r-1"), shard("r-1"));
+        assert!(
+            due_sk(9, "r", 1) < due_sk(10, "a", 0),
+            "due entries sort by time"
+        );
     }
 
     #[test]

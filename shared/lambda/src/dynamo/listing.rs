@@ -1,148 +1,294 @@
-//! Listing runs through the GSIs (`byStatus`, `byWorkflow`), with opaque page cursors.
+//! Reading the sharded `KEYS_ONLY` indexes: listing runs (`byStatus`, `byWorkflow`), wide
+//! outboxes whose lease expired (`byOutbox`) and due activations (`byDue`).
+//!
+//! Every index partition is split into [`SHARDS`](items::SHARDS) by run id, so no partition
+//! takes every run's writes. A listing queries each shard and merges; its cursor holds each
+//! shard's position. Index entries carry keys only (one write unit each, whatever the run
+//! holds); listed runs are read with `BatchGetItem`.
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
 use super::items::{self, Item};
 use super::{backend, s, DynamoStore};
-use cairn::store::{RunFilter, RunPage, RunRecord, StoreError};
-use cairn::workflow::RunStatus;
+use cairn::store::{DueItem, DuePage, RunFilter, RunPage, RunRecord, StoreError};
+
+/// One index query, run on every shard.
+struct ShardQuery {
+    index: &'static str,
+    /// Index partition key attribute and sort key attribute.
+    keys: (&'static str, &'static str),
+    /// The partition of shard `n`.
+    pk: Box<dyn Fn(u32) -> String + Send + Sync>,
+    /// Sort key range `(from, to)`, inclusive; `None` for an open end.
+    from: Option<String>,
+    to: Option<String>,
+    forward: bool,
+}
+
+/// Per-shard positions: the last index sort key and table key returned from each shard;
+/// `None` once a shard is exhausted.
+type Cursor = BTreeMap<u32, Option<(String, String, String)>>;
+
+fn encode_cursor(cursor: &Cursor) -> Option<String> {
+    let done = (0..items::SHARDS).all(|shard| matches!(cursor.get(&shard), Some(None)));
+    if done {
+        return None;
+    }
+    serde_json::to_string(cursor).ok()
+}
+
+fn decode_cursor(raw: Option<&str>) -> Result<Option<Cursor>, StoreError> {
+    raw.map(|raw| {
+        serde_json::from_str(raw).map_err(|e| StoreError::Corrupt {
+            key: "cursor".into(),
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+fn attr(item: &Item, name: &str) -> String {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
+}
 
 impl DynamoStore {
-    async fn query_runs(
+    /// Up to `limit` entries in index order over all shards, from `cursor`; the next cursor.
+    async fn merged(
         &self,
-        q: IndexQuery<'_>,
-    ) -> Result<(Vec<RunRecord>, Option<Item>), StoreError> {
+        q: &ShardQuery,
+        limit: u32,
+        cursor: Option<Cursor>,
+    ) -> Result<(Vec<Item>, Cursor), StoreError> {
+        let limit = limit.clamp(1, 1000);
+        let cursor = cursor.unwrap_or_default();
+        let sort_key = |i: &Item| attr(i, q.keys.1);
+        // Per shard: its entries from its position, and whether the index holds more.
+        let mut fetched: BTreeMap<u32, (Vec<Item>, bool)> = BTreeMap::new();
+        for shard in 0..items::SHARDS {
+            let start = match cursor.get(&shard) {
+                Some(None) => continue, // exhausted
+                Some(Some(pos)) => Some(pos.clone()),
+                None => None,
+            };
+            let pk = (q.pk)(shard);
+            let mut condition = format!("{} = :pk", q.keys.0);
+            let mut values = HashMap::from([(":pk".to_owned(), s(&pk))]);
+            match (&q.from, &q.to) {
+                (Some(from), Some(to)) => {
+                    condition.push_str(&format!(" AND {} BETWEEN :from AND :to", q.keys.1));
+                    values.insert(":from".into(), s(from));
+                    values.insert(":to".into(), s(to));
+                }
+                (Some(from), None) => {
+                    condition.push_str(&format!(" AND {} >= :from", q.keys.1));
+                    values.insert(":from".into(), s(from));
+                }
+                (None, Some(to)) => {
+                    condition.push_str(&format!(" AND {} <= :to", q.keys.1));
+                    values.insert(":to".into(), s(to));
+                }
+                (None, None) => {}
+            }
+            let start_key = start.map(|(isk, tpk, tsk)| {
+                Item::from([
+                    (q.keys.0.to_owned(), s(&pk)),
+                    (q.keys.1.to_owned(), s(isk)),
+                    ("pk".to_owned(), s(tpk)),
+                    ("sk".to_owned(), s(tsk)),
+                ])
+            });
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(q.index)
+                .key_condition_expression(condition)
+                .set_expression_attribute_values(Some(values))
+                .scan_index_forward(q.forward)
+                .limit(limit as i32)
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            let more = page.last_evaluated_key.is_some_and(|k| !k.is_empty());
+            fetched.insert(shard, (page.items.unwrap_or_default(), more));
+        }
+        let mut all: Vec<(u32, Item)> = fetched
+            .iter()
+            .flat_map(|(shard, (items, _))| items.iter().map(|i| (*shard, i.clone())))
+            .collect();
+        all.sort_by(|(_, a), (_, b)| {
+            let order = sort_key(a).cmp(&sort_key(b));
+            if q.forward {
+                order
+            } else {
+                order.reverse()
+            }
+        });
+        all.truncate(limit as usize);
+        let mut next = cursor;
+        for (shard, (items, more)) in &fetched {
+            let taken: Vec<&Item> = all
+                .iter()
+                .filter(|(s, _)| s == shard)
+                .map(|(_, i)| i)
+                .collect();
+            if let Some(last) = taken.last() {
+                next.insert(
+                    *shard,
+                    Some((sort_key(last), attr(last, "pk"), attr(last, "sk"))),
+                );
+            }
+            if taken.len() == items.len() && !more {
+                next.insert(*shard, None);
+            }
+        }
+        Ok((all.into_iter().map(|(_, i)| i).collect(), next))
+    }
+
+    /// The run items of `run_ids`, in that order (missing ones skipped).
+    async fn runs_by_id(&self, run_ids: &[String]) -> Result<Vec<RunRecord>, StoreError> {
+        let mut found: HashMap<String, RunRecord> = HashMap::new();
+        for group in run_ids.chunks(100) {
+            let mut keys: Vec<Item> = group
+                .iter()
+                .map(|id| {
+                    Item::from([
+                        ("pk".to_owned(), s(items::run_pk(id))),
+                        ("sk".to_owned(), s(items::RUN_SK)),
+                    ])
+                })
+                .collect();
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .build()
+                    .map_err(|e| super::build_error("BatchGetItem", e))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| backend("BatchGetItem", e))?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    let run = items::run_from_item(&item)?;
+                    found.insert(run.run_id.to_string(), run);
+                }
+                if let Some(rest) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    keys = rest.keys;
+                }
+            }
+        }
+        Ok(run_ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn run_page(
+        &self,
+        q: &ShardQuery,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<RunPage, StoreError> {
+        let (entries, next) = self.merged(q, limit, decode_cursor(cursor)?).await?;
+        let ids: Vec<String> = entries
+            .iter()
+            .map(|i| attr(i, "pk").trim_start_matches("RUN#").to_owned())
+            .collect();
+        Ok(RunPage {
+            runs: self.runs_by_id(&ids).await?,
+            next_cursor: encode_cursor(&next),
+        })
+    }
+
+    pub(super) async fn list(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        let since = items::time_sk(filter.since_ms.unwrap_or(0), "");
+        let mut page = if let Some(status) = filter.status {
+            let q = ShardQuery {
+                index: "byStatus",
+                keys: ("gsi1pk", "gsi1sk"),
+                pk: Box::new(move |shard| items::status_pk(&status.to_string(), shard)),
+                from: Some(since),
+                to: None,
+                forward: false,
+            };
+            self.run_page(&q, filter.limit, filter.cursor.as_deref())
+                .await?
+        } else if let Some(workflow) = filter.workflow.clone() {
+            let q = ShardQuery {
+                index: "byWorkflow",
+                keys: ("gsi2pk", "gsi2sk"),
+                pk: Box::new(move |shard| items::workflow_pk(&workflow, shard)),
+                from: Some(since),
+                to: None,
+                forward: false,
+            };
+            self.run_page(&q, filter.limit, filter.cursor.as_deref())
+                .await?
+        } else {
+            return self.scan_runs(filter).await;
+        };
+        // Both filters: the status index, then the workflow (index entries hold keys only).
+        if let Some(workflow) = &filter.workflow {
+            page.runs.retain(|r| &r.workflow == workflow);
+        }
+        Ok(page)
+    }
+
+    async fn scan_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        let since = filter.since_ms.unwrap_or(0);
+        let cursor = filter
+            .cursor
+            .as_deref()
+            .map(|raw| {
+                serde_json::from_str::<BTreeMap<String, String>>(raw).map_err(|e| {
+                    StoreError::Corrupt {
+                        key: "cursor".into(),
+                        reason: e.to_string(),
+                    }
+                })
+            })
+            .transpose()?
+            .map(|m| m.into_iter().map(|(k, v)| (k, s(v))).collect::<Item>());
         let page = self
             .client
-            .query()
+            .scan()
             .table_name(&self.table)
-            .index_name(q.index)
-            .key_condition_expression(q.key_condition)
-            .set_filter_expression(q.filter.map(str::to_owned))
-            .set_expression_attribute_values(Some(q.values))
-            .scan_index_forward(q.forward)
-            .limit(q.limit.clamp(1, 1000) as i32)
-            .set_exclusive_start_key(q.cursor)
+            .filter_expression("sk = :run AND createdAt >= :since")
+            .expression_attribute_values(":run", s(items::RUN_SK))
+            .expression_attribute_values(":since", AttributeValue::N(since.to_string()))
+            .limit(filter.limit.clamp(1, 1000) as i32)
+            .set_exclusive_start_key(cursor)
             .send()
             .await
-            .map_err(|e| backend("Query", e))?;
-        let runs = page
+            .map_err(|e| backend("Scan", e))?;
+        let mut runs: Vec<RunRecord> = page
             .items
             .unwrap_or_default()
             .iter()
             .map(items::run_from_item)
             .collect::<Result<_, _>>()?;
-        Ok((runs, page.last_evaluated_key.filter(|k| !k.is_empty())))
-    }
-}
-
-/// A query on one of the run indexes.
-struct IndexQuery<'a> {
-    index: &'a str,
-    key_condition: &'a str,
-    values: HashMap<String, AttributeValue>,
-    filter: Option<&'a str>,
-    forward: bool,
-    limit: u32,
-    cursor: Option<Item>,
-}
-
-fn encode_cursor(key: Option<Item>) -> Option<String> {
-    let key = key?;
-    let map: BTreeMap<String, String> = key
-        .into_iter()
-        .filter_map(|(k, v)| v.as_s().ok().map(|v| (k, v.clone())))
-        .collect();
-    serde_json::to_string(&map).ok()
-}
-
-fn decode_cursor(cursor: Option<&str>) -> Result<Option<Item>, StoreError> {
-    let Some(raw) = cursor else { return Ok(None) };
-    let map: BTreeMap<String, String> =
-        serde_json::from_str(raw).map_err(|e| StoreError::Corrupt {
-            key: "cursor".into(),
-            reason: e.to_string(),
-        })?;
-    Ok(Some(map.into_iter().map(|(k, v)| (k, s(v))).collect()))
-}
-
-impl DynamoStore {
-    pub(super) async fn list(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
-        let cursor = decode_cursor(filter.cursor.as_deref())?;
-        let since = filter.since_ms.unwrap_or(0);
-        let mut values = HashMap::from([(":since".to_owned(), s(items::time_sk(since, "")))]);
-        let (runs, next) = if let Some(status) = &filter.status {
-            values.insert(":pk".into(), s(items::status_pk(&status.to_string())));
-            let filter_expr = filter.workflow.as_ref().map(|w| {
-                values.insert(":wf".into(), s(w));
-                "workflow = :wf"
+        runs.sort_by_key(|r| std::cmp::Reverse(r.created_at_ms));
+        let next_cursor = page
+            .last_evaluated_key
+            .filter(|k| !k.is_empty())
+            .and_then(|k| {
+                let map: BTreeMap<String, String> = k
+                    .into_iter()
+                    .filter_map(|(k, v)| v.as_s().ok().map(|v| (k, v.clone())))
+                    .collect();
+                serde_json::to_string(&map).ok()
             });
-            self.query_runs(IndexQuery {
-                index: "byStatus",
-                key_condition: "gsi1pk = :pk AND gsi1sk >= :since",
-                values,
-                filter: filter_expr,
-                forward: false,
-                limit: filter.limit,
-                cursor,
-            })
-            .await?
-        } else if let Some(workflow) = &filter.workflow {
-            values.insert(":pk".into(), s(format!("WF#{workflow}")));
-            self.query_runs(IndexQuery {
-                index: "byWorkflow",
-                key_condition: "gsi2pk = :pk AND gsi2sk >= :since",
-                values,
-                filter: None,
-                forward: false,
-                limit: filter.limit,
-                cursor,
-            })
-            .await?
-        } else {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("sk = :run AND createdAt >= :since")
-                .expression_attribute_values(":run", s(items::RUN_SK))
-                .expression_attribute_values(":since", AttributeValue::N(since.to_string()))
-                .limit(filter.limit.clamp(1, 1000) as i32)
-                .set_exclusive_start_key(cursor)
-                .send()
-                .await
-                .map_err(|e| backend("Scan", e))?;
-            let mut runs: Vec<RunRecord> = page
-                .items
-                .unwrap_or_default()
-                .iter()
-                .map(items::run_from_item)
-                .collect::<Result<_, _>>()?;
-            runs.sort_by_key(|r| std::cmp::Reverse(r.created_at_ms));
-            (runs, page.last_evaluated_key.filter(|k| !k.is_empty()))
-        };
-        Ok(RunPage {
-            runs,
-            next_cursor: encode_cursor(next),
-        })
-    }
-
-    pub(super) async fn stalled(
-        &self,
-        before_ms: u64,
-        limit: u32,
-        cursor: Option<String>,
-    ) -> Result<RunPage, StoreError> {
-        let pk = items::status_pk(&RunStatus::Running.to_string());
-        let query = older_than(
-            "byStatus",
-            "gsi1pk = :pk AND gsi1sk < :before",
-            pk,
-            before_ms,
-        );
-        self.page(query, limit, cursor).await
+        Ok(RunPage { runs, next_cursor })
     }
 
     pub(super) async fn pending_outbox(
@@ -151,50 +297,47 @@ impl DynamoStore {
         limit: u32,
         cursor: Option<String>,
     ) -> Result<RunPage, StoreError> {
-        let pk = items::OUTBOX_PK.to_owned();
-        let query = older_than(
-            "byOutbox",
-            "gsi3pk = :pk AND gsi3sk < :before",
-            pk,
-            before_ms,
-        );
-        self.page(query, limit, cursor).await
+        let q = ShardQuery {
+            index: "byOutbox",
+            keys: ("gsi3pk", "gsi3sk"),
+            pk: Box::new(items::outbox_pk),
+            from: None,
+            to: Some(items::time_sk(before_ms, "")),
+            forward: true,
+        };
+        self.run_page(&q, limit, cursor.as_deref()).await
     }
 
-    async fn page(
+    pub(super) async fn due(
         &self,
-        mut query: IndexQuery<'_>,
+        after_ms: u64,
+        before_ms: u64,
         limit: u32,
-        cursor: Option<String>,
-    ) -> Result<RunPage, StoreError> {
-        query.limit = limit;
-        query.cursor = decode_cursor(cursor.as_deref())?;
-        let (runs, next) = self.query_runs(query).await?;
-        Ok(RunPage {
-            runs,
-            next_cursor: encode_cursor(next),
-        })
-    }
-}
-
-/// An oldest-first query of index partition `pk` for `<time>#<runId>` sort keys before
-/// `before_ms`.
-fn older_than(
-    index: &'static str,
-    key_condition: &'static str,
-    pk: String,
-    before_ms: u64,
-) -> IndexQuery<'static> {
-    IndexQuery {
-        index,
-        key_condition,
-        values: HashMap::from([
-            (":pk".to_owned(), s(pk)),
-            (":before".to_owned(), s(items::time_sk(before_ms, ""))),
-        ]),
-        filter: None,
-        forward: true,
-        limit: 100,
-        cursor: None,
+    ) -> Result<DuePage, StoreError> {
+        let q = ShardQuery {
+            index: "byDue",
+            keys: ("gsi4pk", "gsi4sk"),
+            pk: Box::new(items::due_pk),
+            // `(after, before]`: every sort key of a later millisecond sorts above `after~`.
+            from: Some(format!("{after_ms:013}~")),
+            to: Some(format!("{before_ms:013}~")),
+            forward: true,
+        };
+        let (entries, next) = self.merged(&q, limit, None).await?;
+        let items = entries
+            .iter()
+            .filter_map(|i| {
+                let key = attr(i, "gsi4sk");
+                let (due, rest) = key.split_once('#')?;
+                let (run_id, index) = rest.rsplit_once('#')?;
+                Some(DueItem {
+                    run_id: run_id.to_owned(),
+                    index: index.parse().ok()?,
+                    due_ms: due.parse().ok()?,
+                })
+            })
+            .collect();
+        let done = (0..items::SHARDS).all(|shard| matches!(next.get(&shard), Some(None)));
+        Ok(DuePage { items, more: !done })
     }
 }

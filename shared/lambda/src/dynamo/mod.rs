@@ -1,4 +1,9 @@
 //! [`CheckpointStore`] on DynamoDB (the item layout is in `dynamo/items.rs`).
+//!
+//! A commit is one conditional `PutItem` of the activation's history item (plus the run item
+//! when the run is created or its status changes); only a history item too large for one item,
+//! or a wide outbox with its lease, takes a transaction. A warm store keeps each run's loaded
+//! history ([`cache`]) and then queries only the items after it.
 
 use std::collections::BTreeMap;
 
@@ -7,34 +12,42 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use cairn::infra::{InfraError, InfraErrorKind};
 
 use crate::sdk_error::infra_error;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
 mod blob;
+mod cache;
 pub(crate) mod items;
 mod listing;
 
 pub use blob::DynamoBlobStore;
 
 use cairn::store::{
-    CheckpointStore, Commit, LoadedRun, OutboxBatch, RunFilter, RunPage, RunRecord, StoreError,
+    due_ms, CheckpointStore, Commit, DuePage, HistoryBatch, LoadedRun, OutboxBatch, OutboxLease,
+    RunFilter, RunPage, RunRecord, StoreError, WIDE_OUTBOX,
 };
-use cairn::workflow::{Command, EventKind, HistoryEvent, RunStatus};
-use items::Item;
+use cairn::workflow::{Command, EventKind, HistoryEvent, RunStatus, CANCELLED_CODE};
+use items::{Item, Ttl};
 
 /// DynamoDB allows at most 100 items in one transaction.
 const MAX_TRANSACTION_ITEMS: usize = 100;
 /// ... and at most 4 MB; keep a margin for keys and the run item.
 const MAX_TRANSACTION_BYTES: usize = 3_800_000;
 
+/// A run lives at most this long by default (`CAIRN_MAX_RUN_DAYS`): items are written with
+/// their TTL, so history written today must outlive every run that may still read it.
+pub const DEFAULT_MAX_RUN_DAYS: u32 = 365;
+
 /// The production checkpoint store: one DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
     table: String,
-    retention_days: u32,
+    ttl: Ttl,
+    cache: Option<cache::HistoryCache>,
 }
 
 impl DynamoStore {
@@ -43,8 +56,27 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
-            retention_days,
+            ttl: Ttl {
+                retention_days,
+                max_run_days: DEFAULT_MAX_RUN_DAYS,
+            },
+            cache: None,
         }
+    }
+
+    /// Keeps loaded histories in memory (the engine's warm Lambda) and reads only newer
+    /// history items on the next load. Only for the engine: other readers (clients, tools)
+    /// must see the run item's own changes (`lastError`) and load whole.
+    pub fn with_history_cache(mut self) -> Self {
+        self.cache = Some(cache::HistoryCache::default());
+        self
+    }
+
+    /// Runs live at most `days` (items expire that long after they are written, plus the
+    /// retention).
+    pub fn with_max_run_days(mut self, days: u32) -> Self {
+        self.ttl.max_run_days = days;
+        self
     }
 
     /// The table name.
@@ -58,14 +90,6 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     StoreError::Backend(infra_error(operation, err))
-}
-
-/// Whether an `UpdateItem` failed only because its condition did not hold.
-fn lost_condition(err: &SdkError<UpdateItemError, HttpResponse>) -> bool {
-    matches!(
-        err.as_service_error(),
-        Some(UpdateItemError::ConditionalCheckFailedException(_))
-    )
 }
 
 /// A request that could not even be built (a missing required field): a bug, never transient.
@@ -82,55 +106,70 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn chunk_puts(
-    table: &str,
-    pk: &str,
-    sk: impl Fn(usize) -> String,
-    data: &[u8],
-) -> Result<Vec<TransactWriteItem>, StoreError> {
-    items::chunks(data)
-        .into_iter()
-        .enumerate()
-        .map(|(part, bytes)| {
-            let put = Put::builder()
-                .table_name(table)
-                .item("pk", s(pk))
-                .item("sk", s(sk(part)))
-                .item("data", AttributeValue::B(bytes.to_vec().into()))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(|e| build_error("TransactWriteItems", e))?;
-            Ok(TransactWriteItem::builder().put(put).build())
-        })
-        .collect()
+/// What a history item holds (`data`, JSON). Older releases stored a bare array of events.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HistoryData {
+    events: Vec<HistoryEvent>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    commands: Vec<Command>,
 }
 
-/// Joins the chunks of each batch (checking parts `0..n` are all there) and decodes it.
-/// Returns `(key, values, parts)` per batch.
-fn decode_batches<T: serde::de::DeserializeOwned>(
+fn decode_history_data(key: &str, data: &[u8]) -> Result<HistoryData, StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    };
+    if data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let events = serde_json::from_slice(data).map_err(corrupt)?;
+        return Ok(HistoryData {
+            events,
+            commands: Vec::new(),
+        });
+    }
+    serde_json::from_slice(data).map_err(corrupt)
+}
+
+fn build_err(operation: &'static str) -> impl Fn(BuildError) -> StoreError {
+    move |e| build_error(operation, e)
+}
+
+/// Joins the chunks of each batch (checking parts `0..n` are all there).
+/// Returns `(key, bytes, parts)` per batch.
+fn join_chunks(
     key: &str,
     parts: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
-) -> Result<Vec<(u64, Vec<T>, usize)>, StoreError> {
+) -> Result<Vec<(u64, Vec<u8>, usize)>, StoreError> {
     parts
         .into_iter()
         .map(|(index, mut chunks)| {
             chunks.sort_by_key(|(part, _)| *part);
-            let corrupt = |reason: String| StoreError::Corrupt {
-                key: format!("{key}/{index}"),
-                reason,
-            };
             if chunks.iter().enumerate().any(|(i, (part, _))| i != *part) {
-                return Err(corrupt(format!(
-                    "chunks are not contiguous: {:?}",
-                    chunks.iter().map(|c| c.0).collect::<Vec<_>>()
-                )));
+                return Err(StoreError::Corrupt {
+                    key: format!("{key}/{index}"),
+                    reason: format!(
+                        "chunks are not contiguous: {:?}",
+                        chunks.iter().map(|c| c.0).collect::<Vec<_>>()
+                    ),
+                });
             }
             let count = chunks.len();
             let data: Vec<u8> = chunks.into_iter().flat_map(|(_, bytes)| bytes).collect();
-            cairn::store::decode_stored(&format!("{key}/{index}"), &data)
-                .map(|values| (index, values, count))
+            Ok((index, data, count))
         })
         .collect()
+}
+
+/// The status a history ends in, if it ended the run.
+fn ended_status(history: &[HistoryEvent]) -> Option<RunStatus> {
+    history.iter().rev().find_map(|e| match &e.kind {
+        EventKind::RunCompleted { .. } => Some(RunStatus::Completed),
+        EventKind::RunFailed { error } if error.code.as_deref() == Some(CANCELLED_CODE) => {
+            Some(RunStatus::Cancelled)
+        }
+        EventKind::RunFailed { .. } => Some(RunStatus::Failed),
+        EventKind::ContinuedAsNew { .. } => Some(RunStatus::ContinuedAsNew),
+        _ => None,
+    })
 }
 
 /// Restores payloads the run item leaves out when they are large.
@@ -167,20 +206,35 @@ pub(crate) async fn query_partition(
     pk: &str,
     projection: Option<&str>,
 ) -> Result<Vec<Item>, StoreError> {
+    query_range(client, table, pk, None, projection).await
+}
+
+/// Items of partition `pk` with sort keys in `range` (inclusive), all pages.
+async fn query_range(
+    client: &Client,
+    table: &str,
+    pk: &str,
+    range: Option<(&str, &str)>,
+    projection: Option<&str>,
+) -> Result<Vec<Item>, StoreError> {
     let mut out = Vec::new();
     let mut start: Option<Item> = None;
     loop {
-        let page = client
+        let mut query = client
             .query()
             .table_name(table)
-            .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", s(pk))
             .set_projection_expression(projection.map(str::to_owned))
             .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| backend("Query", e))?;
+            .set_exclusive_start_key(start);
+        query = match range {
+            None => query.key_condition_expression("pk = :pk"),
+            Some((from, to)) => query
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to)),
+        };
+        let page = query.send().await.map_err(|e| backend("Query", e))?;
         out.extend(page.items.unwrap_or_default());
         match page.last_evaluated_key {
             Some(key) if !key.is_empty() => start = Some(key),
@@ -189,126 +243,309 @@ pub(crate) async fn query_partition(
     }
 }
 
-/// Puts of the chunk items holding `values` as JSON, and the JSON's size.
-fn json_chunk_puts<T: serde::Serialize>(
-    table: &str,
-    pk: &str,
-    sk: impl Fn(usize) -> String,
-    values: &[T],
-) -> Result<(Vec<TransactWriteItem>, usize), StoreError> {
-    let data = cairn::store::encode_stored(pk, values)?;
-    Ok((chunk_puts(table, pk, sk, &data)?, data.len()))
+fn get_n(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
 }
 
-impl CheckpointStore for DynamoStore {
-    async fn load(&self, run_id: &str) -> Result<Option<LoadedRun>, StoreError> {
-        let pk = items::run_pk(run_id);
-        let mut run = None;
-        let mut events: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
-        let mut outbox: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
-        for item in query_partition(&self.client, &self.table, &pk, None).await? {
-            let sk = item
-                .get("sk")
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default();
-            if sk == items::RUN_SK {
-                run = Some(items::run_from_item(&item)?);
-                continue;
-            }
-            let (kind, index, part) =
-                items::parse_chunk_sk(&sk).ok_or_else(|| StoreError::Corrupt {
-                    key: format!("{pk}/{sk}"),
-                    reason: "unknown sort key".into(),
-                })?;
-            let data = item
-                .get("data")
-                .and_then(|v| v.as_b().ok())
-                .map(|b| b.as_ref().to_vec())
-                .unwrap_or_default();
-            match kind {
-                "EVT" => events.entry(index).or_default().push((part, data)),
-                "OUT" => outbox.entry(index).or_default().push((part, data)),
-                _ => {}
-            }
+/// The items of one partition, sorted into their kinds.
+#[derive(Default)]
+struct Partition {
+    run: Option<RunRecord>,
+    events: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
+    legacy_outbox: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
+    leases: BTreeMap<u64, (usize, OutboxLease)>,
+}
+
+impl Partition {
+    fn add(&mut self, pk: &str, item: Item) -> Result<(), StoreError> {
+        let sk = item
+            .get("sk")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        if sk == items::RUN_SK {
+            self.run = Some(items::run_from_item(&item)?);
+            return Ok(());
         }
-        let Some(mut run) = run else { return Ok(None) };
-        let history: Vec<HistoryEvent> = decode_batches::<HistoryEvent>(&pk, events)?
-            .into_iter()
-            .flat_map(|(_, batch, _)| batch)
-            .collect();
-        // Commits are all or nothing, but a multi-page Query is not a snapshot: a commit that
-        // lands between two pages shows as a length mismatch. Reloading fixes it, so it is
-        // a conflict (retried), not corruption.
-        if history.len() as u64 != run.history_len {
-            return Err(StoreError::Conflict {
-                run_id: run_id.to_owned(),
-                expected: Some(run.version),
+        if let Some(key) = sk.strip_prefix("LEASE#").and_then(|k| k.parse().ok()) {
+            let lease = OutboxLease {
+                owner: item
+                    .get("owner")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default(),
+                until_ms: get_n(&item, "leaseUntil").unwrap_or(0),
+            };
+            let sent = get_n(&item, "sent").unwrap_or(0) as usize;
+            self.leases.insert(key, (sent, lease));
+            return Ok(());
+        }
+        let (kind, index, part) =
+            items::parse_chunk_sk(&sk).ok_or_else(|| StoreError::Corrupt {
+                key: format!("{pk}/{sk}"),
+                reason: "unknown sort key".into(),
+            })?;
+        let data = item
+            .get("data")
+            .and_then(|v| v.as_b().ok())
+            .map(|b| b.as_ref().to_vec())
+            .unwrap_or_default();
+        match kind {
+            "EVT" => self.events.entry(index).or_default().push((part, data)),
+            "OUT" => self
+                .legacy_outbox
+                .entry(index)
+                .or_default()
+                .push((part, data)),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The history batches, checked contiguous from `first`.
+    fn batches(
+        &mut self,
+        pk: &str,
+        first: u64,
+    ) -> Result<Vec<(HistoryBatch, Vec<HistoryEvent>)>, StoreError> {
+        let mut next = first;
+        let mut out = Vec::new();
+        for (index, data, _) in join_chunks(pk, std::mem::take(&mut self.events))? {
+            if index != next {
+                return Err(StoreError::Corrupt {
+                    key: format!("{pk}/{index}"),
+                    reason: format!("history item at {index}, expected {next}"),
+                });
+            }
+            let decoded = decode_history_data(&format!("{pk}/{index}"), &data)?;
+            next = index + decoded.events.len() as u64;
+            out.push((
+                HistoryBatch {
+                    first: index,
+                    events: decoded.events.len(),
+                    commands: decoded.commands,
+                },
+                decoded.events,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl DynamoStore {
+    async fn load_cold(&self, run_id: &str) -> Result<Option<LoadedRun>, StoreError> {
+        let pk = items::run_pk(run_id);
+        let mut partition = Partition::default();
+        for item in query_partition(&self.client, &self.table, &pk, None).await? {
+            partition.add(&pk, item)?;
+        }
+        let Some(mut run) = partition.run.take() else {
+            return Ok(None);
+        };
+        let mut history = Vec::new();
+        let mut batches = Vec::new();
+        for (batch, events) in partition.batches(&pk, 0)? {
+            batches.push(batch);
+            history.extend(events);
+        }
+        run.version = batches.len() as u64;
+        run.history_len = history.len() as u64;
+        restore_payloads(&mut run, &history);
+        let mut outbox: Vec<OutboxBatch> = Vec::new();
+        for (key, data, parts) in join_chunks(&pk, partition.legacy_outbox)? {
+            let commands: Vec<Command> =
+                serde_json::from_slice(&data).map_err(|e| StoreError::Corrupt {
+                    key: format!("{pk}/OUT/{key}"),
+                    reason: e.to_string(),
+                })?;
+            outbox.push(OutboxBatch {
+                parts,
+                ..OutboxBatch::new(key, commands)
             });
         }
-        restore_payloads(&mut run, &history);
-        let outbox = decode_batches::<Command>(&pk, outbox)?
-            .into_iter()
-            .map(|(key, commands, parts)| OutboxBatch {
+        for (key, (sent, lease)) in partition.leases {
+            let commands = batches
+                .iter()
+                .find(|b| b.first == key)
+                .map(|b| b.commands.clone())
+                .unwrap_or_default();
+            outbox.push(OutboxBatch {
                 key,
                 commands,
-                parts,
-            })
-            .collect();
+                parts: 0,
+                sent,
+                lease: Some(lease),
+            });
+        }
+        outbox.sort_by_key(|b| b.key);
+        run.outbox_pending = !outbox.is_empty();
         Ok(Some(LoadedRun {
             run,
             history,
+            batches,
             outbox,
         }))
     }
 
-    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+    /// A cached run brought up to date: only history items after it are read.
+    async fn load_warm(&self, mut loaded: LoadedRun) -> Result<Option<LoadedRun>, StoreError> {
+        let pk = items::run_pk(&loaded.run.run_id);
+        let from = items::events_sk(loaded.run.history_len, 0);
+        let to = items::events_sk(9_999_999_999, 999);
+        let mut partition = Partition::default();
+        for item in query_range(&self.client, &self.table, &pk, Some((&from, &to)), None).await? {
+            partition.add(&pk, item)?;
+        }
+        let newer = partition.batches(&pk, loaded.run.history_len)?;
+        if newer.iter().any(|(b, _)| b.commands.len() >= WIDE_OUTBOX) {
+            // Someone else committed a wide outbox: its lease state is only in a full load.
+            return self.load_cold(&loaded.run.run_id).await;
+        }
+        if newer
+            .iter()
+            .any(|(_, events)| ended_status(events).is_some())
+        {
+            // The run ended elsewhere: its outcome is on the run item.
+            return self.load_cold(&loaded.run.run_id).await;
+        }
+        for (batch, events) in newer {
+            loaded.history.extend(events);
+            loaded.batches.push(batch);
+        }
+        loaded.run.version = loaded.batches.len() as u64;
+        loaded.run.history_len = loaded.history.len() as u64;
+        Ok(Some(loaded))
+    }
+
+    async fn put_run(&self, run: &RunRecord, create: bool) -> Result<(), StoreError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::run_to_item(run, self.ttl)));
+        if create {
+            put = put.condition_expression("attribute_not_exists(pk)");
+        }
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                    Err(StoreError::Conflict {
+                        run_id: run.run_id.to_string(),
+                        expected: None,
+                    })
+                }
+                _ => Err(backend("PutItem", err)),
+            },
+        }
+    }
+
+    /// The history item(s) of `commit`, and its lease item: one conditional put, or a
+    /// transaction when there are several.
+    async fn put_history(&self, commit: &Commit) -> Result<(), StoreError> {
         let run = &commit.run;
         let pk = items::run_pk(&run.run_id);
         let first = commit.first_index();
-        let mut writes = Vec::new();
-        let mut put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(items::run_to_item(run, self.retention_days)));
-        put = match commit.expected_version {
-            None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(v) => put
-                .condition_expression("version = :v")
-                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
-        };
-        let put = put
-            .build()
-            .map_err(|e| build_error("TransactWriteItems", e))?;
-        writes.push(TransactWriteItem::builder().put(put).build());
-        let mut bytes = 0;
-        if !commit.events.is_empty() {
-            let sk = |part| items::events_sk(first, part);
-            let (puts, size) = json_chunk_puts(&self.table, &pk, sk, &commit.events)?;
-            writes.extend(puts);
-            bytes += size;
-        }
-        if !commit.outbox.is_empty() {
-            let sk = |part| items::outbox_sk(first, part);
-            let (puts, size) = json_chunk_puts(&self.table, &pk, sk, &commit.outbox)?;
-            writes.extend(puts);
-            bytes += size;
-        }
-        // The run item is bounded (large payloads stay in the history), so the chunks decide.
-        if bytes > MAX_TRANSACTION_BYTES {
+        let data = serde_json::to_vec(&HistoryData {
+            events: commit.events.clone(),
+            commands: commit.outbox.clone(),
+        })
+        .map_err(|e| StoreError::Corrupt {
+            key: pk.clone(),
+            reason: e.to_string(),
+        })?;
+        if data.len() > MAX_TRANSACTION_BYTES {
             return Err(StoreError::TooLarge {
                 run_id: run.run_id.to_string(),
-                reason: format!("{bytes} bytes in one transaction (limit {MAX_TRANSACTION_BYTES})"),
+                reason: format!(
+                    "{} bytes in one activation (limit {MAX_TRANSACTION_BYTES})",
+                    data.len()
+                ),
             });
         }
-        if writes.len() > MAX_TRANSACTION_ITEMS {
+        let expires = AttributeValue::N(self.ttl.written(run.updated_at_ms).to_string());
+        let shard = items::shard(&run.run_id);
+        let mut puts: Vec<Item> = items::chunks(&data)
+            .into_iter()
+            .enumerate()
+            .map(|(part, bytes)| {
+                Item::from([
+                    ("pk".to_owned(), s(&pk)),
+                    ("sk".to_owned(), s(items::events_sk(first, part))),
+                    ("data".to_owned(), AttributeValue::B(bytes.to_vec().into())),
+                    ("expiresAt".to_owned(), expires.clone()),
+                ])
+            })
+            .collect();
+        if let (Some(due), Some(head)) =
+            (due_ms(&commit.outbox, run.updated_at_ms), puts.first_mut())
+        {
+            head.insert("gsi4pk".into(), s(items::due_pk(shard)));
+            head.insert("gsi4sk".into(), s(items::due_sk(due, &run.run_id, first)));
+        }
+        if let Some(lease) = &commit.lease {
+            puts.push(Item::from([
+                ("pk".to_owned(), s(&pk)),
+                ("sk".to_owned(), s(items::lease_sk(first))),
+                ("owner".to_owned(), s(&lease.owner)),
+                (
+                    "leaseUntil".to_owned(),
+                    AttributeValue::N(lease.until_ms.to_string()),
+                ),
+                ("sent".to_owned(), AttributeValue::N("0".into())),
+                ("gsi3pk".to_owned(), s(items::outbox_pk(shard))),
+                (
+                    "gsi3sk".to_owned(),
+                    s(items::time_sk(lease.until_ms, &run.run_id)),
+                ),
+                ("expiresAt".to_owned(), expires.clone()),
+            ]));
+        }
+        let conflict = || StoreError::Conflict {
+            run_id: run.run_id.to_string(),
+            expected: commit.expected_version,
+        };
+        if puts.len() == 1 {
+            let item = puts.pop().unwrap_or_default();
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(()),
+                Err(err) => match err.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(_)) => Err(conflict()),
+                    _ => Err(backend("PutItem", err)),
+                },
+            };
+        }
+        if puts.len() > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::TooLarge {
                 run_id: run.run_id.to_string(),
                 reason: format!(
                     "{} items in one transaction (limit {MAX_TRANSACTION_ITEMS})",
-                    writes.len()
+                    puts.len()
                 ),
             });
         }
+        let writes = puts
+            .into_iter()
+            .map(|item| {
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map(|put| TransactWriteItem::builder().put(put).build())
+                    .map_err(build_err("TransactWriteItems"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         match self
             .client
             .transact_write_items()
@@ -324,76 +561,115 @@ impl CheckpointStore for DynamoStore {
                         .iter()
                         .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
                 {
-                    Err(StoreError::Conflict {
-                        run_id: run.run_id.to_string(),
-                        expected: commit.expected_version,
-                    })
+                    Err(conflict())
                 }
                 _ => Err(backend("TransactWriteItems", err)),
             },
         }
     }
 
-    async fn clear_outbox(&self, run_id: &str, batches: &[OutboxBatch]) -> Result<(), StoreError> {
-        let pk = items::run_pk(run_id);
-        let mut deletes = Vec::new();
-        for batch in batches {
-            for part in 0..batch.parts.max(1) {
-                deletes.push(items::outbox_sk(batch.key, part));
+    async fn delete(&self, pk: &str, sk: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .send()
+            .await
+            .map_err(|e| backend("DeleteItem", e))?;
+        Ok(())
+    }
+}
+
+impl CheckpointStore for DynamoStore {
+    async fn load(&self, run_id: &str) -> Result<Option<LoadedRun>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.load_cold(run_id).await;
+        };
+        let loaded = match cache.get(run_id) {
+            Some(cached) => self.load_warm(cached).await,
+            None => self.load_cold(run_id).await,
+        };
+        match &loaded {
+            Ok(Some(run)) => cache.put(run),
+            _ => cache.forget(run_id),
+        }
+        loaded
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let run_id = &commit.run.run_id;
+        let result = async {
+            if commit.expected_version.is_none() {
+                self.put_run(&commit.run, true).await?;
+            }
+            if !commit.events.is_empty() {
+                self.put_history(commit).await?;
+            }
+            if commit.writes_run() && commit.expected_version.is_some() {
+                self.put_run(&commit.run, false).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Some(cache) = &self.cache {
+            match &result {
+                Ok(()) => cache.committed(commit),
+                Err(_) => cache.forget(run_id),
             }
         }
-        if let [sk] = deletes.as_slice() {
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s(sk))
-                .send()
-                .await
-                .map_err(|e| backend("DeleteItem", e))?;
-            return Ok(());
-        }
-        // Deleting is idempotent, so a plain transaction of deletes (≤ 100) is enough.
-        for group in deletes.chunks(MAX_TRANSACTION_ITEMS) {
-            let writes = group
-                .iter()
-                .map(|sk| {
-                    Delete::builder()
-                        .table_name(&self.table)
-                        .key("pk", s(&pk))
-                        .key("sk", s(sk))
-                        .build()
-                        .map(|d| TransactWriteItem::builder().delete(d).build())
-                        .map_err(|e| build_error("TransactWriteItems", e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            self.client
-                .transact_write_items()
-                .set_transact_items(Some(writes))
-                .send()
-                .await
-                .map_err(|e| backend("TransactWriteItems", e))?;
+        result
+    }
+
+    async fn clear_outbox(&self, run_id: &str, batches: &[OutboxBatch]) -> Result<(), StoreError> {
+        let pk = items::run_pk(run_id);
+        for batch in batches {
+            if batch.lease.is_some() {
+                self.delete(&pk, &items::lease_sk(batch.key)).await?;
+            }
+            for part in 0..batch.parts {
+                self.delete(&pk, &items::outbox_sk(batch.key, part)).await?;
+            }
         }
         Ok(())
     }
 
-    async fn settle_outbox_marker(&self, run: &RunRecord) -> Result<(), StoreError> {
+    async fn lease_outbox(
+        &self,
+        run_id: &str,
+        key: u64,
+        current: &OutboxLease,
+        next: &OutboxLease,
+        sent: usize,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(items::run_pk(&run.run_id)))
-            .key("sk", s(items::RUN_SK))
-            .update_expression("REMOVE gsi3pk, gsi3sk")
-            .condition_expression("version = :v")
-            .expression_attribute_values(":v", AttributeValue::N(run.version.to_string()))
+            .key("pk", s(items::run_pk(run_id)))
+            .key("sk", s(items::lease_sk(key)))
+            .update_expression("SET #o = :o, leaseUntil = :u, sent = :s, gsi3sk = :g")
+            .condition_expression("#o = :co AND leaseUntil = :cu")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_values(":o", s(&next.owner))
+            .expression_attribute_values(":u", AttributeValue::N(next.until_ms.to_string()))
+            .expression_attribute_values(":s", AttributeValue::N(sent.to_string()))
+            .expression_attribute_values(":g", s(items::time_sk(next.until_ms, run_id)))
+            .expression_attribute_values(":co", s(&current.owner))
+            .expression_attribute_values(":cu", AttributeValue::N(current.until_ms.to_string()))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            // A newer commit rewrote the run (and its marker): nothing to settle.
-            Err(err) if lost_condition(&err) => Ok(()),
-            Err(err) => Err(backend("UpdateItem", err)),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
+                    Err(StoreError::Conflict {
+                        run_id: run_id.to_owned(),
+                        expected: None,
+                    })
+                }
+                _ => Err(backend("UpdateItem", err)),
+            },
         }
     }
 
@@ -406,27 +682,39 @@ impl CheckpointStore for DynamoStore {
         self.pending_outbox(before_ms, limit, cursor).await
     }
 
-    async fn retire(&self, run_id: &str) -> Result<(), StoreError> {
-        let pk = items::run_pk(run_id);
-        let expires_at = items::expires_at(cairn::clock::now_ms(), self.retention_days);
-        for item in query_partition(&self.client, &self.table, &pk, Some("sk")).await? {
-            let Some(sk) = item.get("sk").and_then(|v| v.as_s().ok()) else {
-                continue;
-            };
-            if sk == items::RUN_SK {
-                continue;
-            }
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s(sk))
-                .update_expression("SET expiresAt = :t")
-                .expression_attribute_values(":t", AttributeValue::N(expires_at.to_string()))
-                .send()
-                .await
-                .map_err(|e| backend("UpdateItem", e))?;
-        }
+    async fn due_items(
+        &self,
+        after_ms: u64,
+        before_ms: u64,
+        limit: u32,
+    ) -> Result<DuePage, StoreError> {
+        self.due(after_ms, before_ms, limit).await
+    }
+
+    async fn mark(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(items::RECONCILER_PK))
+            .key("sk", s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        Ok(item.item.as_ref().and_then(|i| get_n(i, "through")))
+    }
+
+    async fn set_mark(&self, name: &str, ms: u64) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(items::RECONCILER_PK))
+            .item("sk", s(name))
+            .item("through", AttributeValue::N(ms.to_string()))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
         Ok(())
     }
 
@@ -442,25 +730,13 @@ impl CheckpointStore for DynamoStore {
             .send()
             .await
             .map(|_| ())
-            .or_else(|err| {
-                if lost_condition(&err) {
-                    Ok(())
-                } else {
-                    Err(backend("UpdateItem", err))
-                }
+            .or_else(|err| match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                _ => Err(backend("UpdateItem", err)),
             })
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
         self.list(filter).await
-    }
-
-    async fn stalled_runs(
-        &self,
-        before_ms: u64,
-        limit: u32,
-        cursor: Option<String>,
-    ) -> Result<RunPage, StoreError> {
-        self.stalled(before_ms, limit, cursor).await
     }
 }

@@ -1,12 +1,22 @@
 //! The engine Lambda's logic: consume the results queue, checkpoint, replay, send.
 //!
 //! For each record: decode (claim checks resolved) → load the run → activation (replay) →
-//! commit events + outbox atomically → send the outbox → clear it. A lost race
-//! ([`StoreError::Conflict`]) re-runs the activation on fresh state; anything else fails the
-//! record alone, so SQS redelivers it (and dead-letters it after `maxReceiveCount`).
+//! commit the events with the commands they issued (one conditional write) → send the new
+//! commands. A lost race ([`StoreError::Conflict`]) re-runs the activation on fresh state;
+//! anything else fails the record alone, so SQS redelivers it (and dead-letters it after
+//! `maxReceiveCount`).
+//!
+//! The outbox guarantee without an outbox write: a record is deleted only after its commands
+//! were sent, so a crash between commit and send brings the record back. A redelivered
+//! record whose effect is already in the history re-sends the commands of the activation
+//! that recorded it (receivers are idempotent). A wide outbox (a fan-out) is sent under a
+//! lease with its progress recorded, bounded by the Lambda deadline, and resumed where it
+//! stopped. The reconciler covers records that were dead-lettered.
 
+mod moot;
 mod outbox;
 mod release;
+mod wide;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,16 +28,27 @@ use crate::batch::{batch_response, process_batch, process_units, time_left, Batc
 use cairn::contract::{
     decode_results_message, ControlMessage, DecodeError, ResultsMessage, RunId, StepStatus,
 };
-use cairn::store::{BlobStore, CheckpointStore, Commit, RunRecord, StoreError};
+use cairn::store::{
+    BlobStore, CheckpointStore, Commit, LoadedRun, OutboxLease, RunRecord, StoreError, WIDE_OUTBOX,
+};
 use cairn::transport::{resolve_body, ControlSender, ResultSender, TaskSender, TransportError};
 use cairn::workflow::{
     activate, ActivationRequest, EngineError, EventKind, Incoming, RunStatus, Workflows,
 };
 
-pub use outbox::send_outbox;
+pub use outbox::{send_commands, send_outbox};
+pub use wide::{resume as resume_wide, send_wide, LEASE_MS};
 
 /// How often a conflicting activation is re-run before the record is handed back to SQS.
 const MAX_CONFLICT_RETRIES: usize = 5;
+
+/// Events a run's history may hold; past it the run fails (the remedy is
+/// `continue_as_new`). Replaying it stays within a Lambda's memory and time.
+pub const MAX_HISTORY_EVENTS: u64 = 100_000;
+/// A run past this share of the limit is warned about at every activation.
+const HISTORY_WARN_PERCENT: u64 = 80;
+/// The error code of a run failed for its history size.
+pub const HISTORY_LIMIT_CODE: &str = "history_limit";
 
 /// Why one results-queue record was not processed.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +68,20 @@ pub enum RecordError {
     /// The store failed, or conflicts persisted past the retries.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Sending commands failed; they stay in the outbox for redelivery or the reconciler.
+    /// Sending commands failed; the record comes back and sends them again.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A wide outbox was not fully sent before the deadline (progress recorded; the
+    /// redelivered record resumes it).
+    #[error("run {run_id}: {sent} of {total} commands sent before the deadline")]
+    OutboxUnfinished {
+        /// The run.
+        run_id: String,
+        /// Commands sent so far.
+        sent: usize,
+        /// Commands in the outbox.
+        total: usize,
+    },
 }
 
 /// Anything that can send what the engine sends.
@@ -63,6 +95,7 @@ pub struct Engine<S, T, B> {
     transport: T,
     blobs: B,
     options: EngineOptions,
+    moot: moot::MootTimers,
 }
 
 /// Engine settings.
@@ -86,7 +119,7 @@ impl Default for EngineOptions {
     }
 }
 
-use cairn::clock::now_ms;
+pub use cairn::clock::now_ms;
 
 impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     /// An engine hosting `workflows`.
@@ -103,6 +136,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             transport,
             blobs,
             options,
+            moot: moot::MootTimers::default(),
         }
     }
 
@@ -116,12 +150,16 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         &self,
         event: LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let left = time_left(&event.context);
         let options = BatchOptions {
             fifo: self.options.fifo,
             concurrency: self.options.concurrency,
-            time_left: time_left(&event.context),
+            time_left: left,
             ..BatchOptions::default()
         };
+        // Sending a wide outbox stops this long before the deadline (progress is recorded).
+        let deadline =
+            left.map(|d| std::time::Instant::now() + d.saturating_sub(options.deadline_margin * 2));
         if options.fifo {
             // FIFO: the queue already orders each run's messages (group = run id); keep that
             // order record by record.
@@ -133,8 +171,12 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                         return Err(error.to_string());
                     }
                 };
-                let message_id = record.message_id.clone().unwrap_or_default();
-                self.apply(message, &message_id)
+                let received = Received {
+                    message_id: record.message_id.clone().unwrap_or_default(),
+                    message,
+                    redelivered: redelivered(&record),
+                };
+                self.apply_all(vec![received], deadline)
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -145,12 +187,12 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         let records = event.payload.records;
         let decoded = futures::future::join_all(records.iter().map(|record| async move {
             let id = record.message_id.clone().unwrap_or_default();
-            (id, self.decode_record(record).await)
+            (id, redelivered(record), self.decode_record(record).await)
         }))
         .await;
-        let mut units: Vec<Unit<Vec<(String, ResultsMessage)>>> = Vec::new();
+        let mut units: Vec<Unit<Vec<Received>>> = Vec::new();
         let mut by_run: HashMap<RunId, usize> = HashMap::new();
-        for (id, message) in decoded {
+        for (id, redelivered, message) in decoded {
             match message {
                 Err(error) => reject(&id, &error),
                 Ok(message) => {
@@ -164,12 +206,18 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                             units.len() - 1
                         });
                     units[index].ids.push(id.clone());
-                    units[index].item.push((id, message));
+                    units[index].item.push(Received {
+                        message_id: id,
+                        message,
+                        redelivered,
+                    });
                 }
             }
         }
         let confirmed = process_units(units, options, |messages| async move {
-            self.apply_all(messages).await.map_err(|e| e.to_string())
+            self.apply_all(messages, deadline)
+                .await
+                .map_err(|e| e.to_string())
         })
         .await;
         Ok(batch_response(&records, &confirmed, false))
@@ -183,9 +231,21 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
 
     /// Processes one record end to end.
     pub async fn process_record(&self, record: &SqsMessage) -> Result<(), RecordError> {
+        self.process_record_until(record, None).await
+    }
+
+    async fn process_record_until(
+        &self,
+        record: &SqsMessage,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), RecordError> {
         let message = self.decode_record(record).await?;
-        let message_id = record.message_id.clone().unwrap_or_default();
-        self.apply(message, &message_id).await
+        let received = Received {
+            message_id: record.message_id.clone().unwrap_or_default(),
+            message,
+            redelivered: redelivered(record),
+        };
+        self.apply_all(vec![received], deadline).await
     }
 
     /// Applies one decoded message to its run.
@@ -194,21 +254,46 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         message: ResultsMessage,
         message_id: &str,
     ) -> Result<(), RecordError> {
-        self.apply_all(vec![(message_id.to_owned(), message)]).await
+        let received = Received {
+            message_id: message_id.to_owned(),
+            message,
+            redelivered: false,
+        };
+        self.apply_all(vec![received], None).await
     }
 
-    /// Applies decoded messages of one run (with their SQS message ids) in one activation.
-    async fn apply_all(&self, messages: Vec<(String, ResultsMessage)>) -> Result<(), RecordError> {
-        let Some(run_id) = messages.first().map(|(_, m)| m.run_id().to_owned()) else {
+    /// Applies decoded messages of one run in one activation.
+    async fn apply_all(
+        &self,
+        messages: Vec<Received>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), RecordError> {
+        let Some(run_id) = messages.first().map(|r| r.message.run_id().to_owned()) else {
             return Ok(());
         };
         let now = now_ms();
         let mut incoming = Vec::new();
         let mut parent = None;
         let mut hops = Vec::new();
+        // Timers known moot (a warm engine saw their op resolve or their run end) are dropped
+        // before anything is loaded.
+        let messages: Vec<Received> = messages
+            .into_iter()
+            .filter(|received| match &received.message {
+                ResultsMessage::Control(ControlMessage::TimerFired { timer_id, .. })
+                    if !received.redelivered && self.moot.is_moot(run_id.as_str(), timer_id) =>
+                {
+                    tracing::info!(%run_id, %timer_id, reason = "moot_timer", "timer of a resolved operation dropped before loading the run");
+                    crate::metrics::count(crate::metrics::IGNORED, "moot_timer");
+                    false
+                }
+                _ => true,
+            })
+            .collect();
         let fire_times = self.recorded_fire_times(&run_id, &messages).await?;
-        for (message_id, message) in messages {
-            match message {
+        for received in messages {
+            let message_id = received.message_id;
+            match received.message {
                 ResultsMessage::Control(ControlMessage::TimerFired {
                     run_id, timer_id, ..
                 }) => {
@@ -242,14 +327,14 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     let Some((item, _)) = to_incoming(message, &message_id) else {
                         continue;
                     };
-                    incoming.push(item);
+                    incoming.push((item, received.redelivered));
                 }
                 message => {
                     let Some((item, start_parent)) = to_incoming(message, &message_id) else {
                         continue;
                     };
                     parent = parent.or(start_parent);
-                    incoming.push(item);
+                    incoming.push((item, received.redelivered));
                 }
             }
         }
@@ -263,7 +348,10 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.activate_once(&run_id, &incoming, parent.clone()).await {
+            let result = self
+                .activate_once(&run_id, &incoming, parent.clone(), deadline)
+                .await;
+            match result {
                 Err(RecordError::Store(StoreError::Conflict { .. }))
                     if attempt < MAX_CONFLICT_RETRIES =>
                 {
@@ -309,7 +397,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     async fn recorded_fire_times(
         &self,
         run_id: &RunId,
-        messages: &[(String, ResultsMessage)],
+        messages: &[Received],
     ) -> Result<HashMap<String, u64>, RecordError> {
         let fires_timer = |m: &ResultsMessage| {
             matches!(
@@ -317,7 +405,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 ResultsMessage::Control(ControlMessage::TimerFired { .. })
             )
         };
-        if !messages.iter().any(|(_, m)| fires_timer(m)) {
+        if !messages.iter().any(|r| fires_timer(&r.message)) {
             return Ok(HashMap::new());
         }
         let Some(loaded) = self.store.load(run_id).await? else {
@@ -340,19 +428,22 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     async fn activate_once(
         &self,
         run_id: &RunId,
-        incoming: &[Incoming],
+        incoming: &[(Incoming, bool)],
         parent: Option<cairn::contract::ParentRef>,
+        deadline: Option<std::time::Instant>,
     ) -> Result<(), RecordError> {
         let loaded = self.store.load(run_id).await?;
         let now = now_ms();
         let start = incoming
             .iter()
+            .map(|(i, _)| i)
             .find(|i| matches!(i, Incoming::Start { .. }));
-        let (run, history, pending) = match loaded {
-            Some(loaded) => (loaded.run, loaded.history, loaded.outbox),
+        let exists = loaded.is_some();
+        let loaded = match loaded {
+            Some(loaded) => loaded,
             None => match start {
-                Some(Incoming::Start { workflow, input }) => {
-                    let run = RunRecord {
+                Some(Incoming::Start { workflow, input }) => LoadedRun {
+                    run: RunRecord {
                         run_id: run_id.clone(),
                         workflow: workflow.clone(),
                         status: RunStatus::Running,
@@ -366,43 +457,71 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                         parent,
                         last_error: None,
                         outbox_pending: false,
-                    };
-                    (run, Vec::new(), Vec::new())
-                }
+                    },
+                    history: Vec::new(),
+                    batches: Vec::new(),
+                    outbox: Vec::new(),
+                },
                 _ => return Err(RecordError::UnknownRun(run_id.to_string())),
             },
         };
-        let is_new = run.version == 0 && history.is_empty();
+        self.moot.learn(&loaded.run, &loaded.history);
+        // Redelivered records already recorded: their activation's commands may not have
+        // gone out (the record came back because sending did not finish). Send them again.
+        let resend = outbox::batches_to_resend(&loaded, incoming);
+        let run = &loaded.run;
         let request = ActivationRequest {
             run_id,
-            history: &history,
-            incoming: incoming.to_vec(),
+            history: &loaded.history,
+            incoming: incoming.iter().map(|(i, _)| i.clone()).collect(),
             now_ms: now,
         };
         let activation = activate(&self.workflows, request).await?;
+        self.resend(&loaded, &resend, deadline).await?;
         if activation.appended.is_empty() {
             count_ignored(&activation.ignored);
-            // Duplicate or no-op: nothing to write, but repair an outbox a crash left behind.
-            if !pending.is_empty() {
-                send_outbox(
-                    &self.transport,
-                    &self.store,
-                    &run,
-                    pending,
-                    self.options.timer_chunk_seconds,
-                )
-                .await?;
+            if exists && activation.status != run.status && activation.status.is_terminal() {
+                // The history ended the run but the run item missed it (a crash between the
+                // two writes): write the run item alone.
+                let mut repaired = run.clone();
+                repaired.status = activation.status;
+                restore_outcome(&mut repaired, &loaded.history);
+                tracing::info!(%run_id, status = %repaired.status, "run item repaired from its history");
+                let commit = Commit {
+                    run: repaired,
+                    expected_version: Some(run.version),
+                    events: Vec::new(),
+                    outbox: Vec::new(),
+                    lease: None,
+                };
+                self.store.commit(&commit).await?;
             }
             return Ok(());
         }
         let was_terminal = run.status.is_terminal();
         let mut next = run.clone();
         next.version = run.version + 1;
-        next.history_len = run.history_len + activation.appended.len() as u64;
         next.updated_at_ms = now;
         next.status = activation.status;
         next.last_error = None;
-        for event in &activation.appended {
+        next.outbox_pending = false;
+        let mut appended = activation.appended;
+        let mut commands = activation.commands;
+        release::drop_released_starts(&mut commands, &activation.released_timers);
+        let released =
+            release::started_before(run_id, &loaded.history, &activation.released_timers);
+        let limit = history_limit(run_id.as_str(), run.history_len, appended.len() as u64);
+        if let Some(error) = limit {
+            // Over the limit: the run fails with a clear reason instead of growing on.
+            appended = vec![cairn::workflow::HistoryEvent::new(
+                now,
+                EventKind::RunFailed { error },
+            )];
+            commands = Vec::new();
+            next.status = RunStatus::Failed;
+        }
+        next.history_len = run.history_len + appended.len() as u64;
+        for event in &appended {
             match &event.kind {
                 EventKind::RunCompleted { output } => next.output = Some(output.clone()),
                 EventKind::RunFailed { error } | EventKind::RunCancelled { error } => {
@@ -411,48 +530,166 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 _ => {}
             }
         }
-        let mut commands = activation.commands;
-        release::drop_released_starts(&mut commands, &activation.released_timers);
-        let released = release::started_before(run_id, &history, &activation.released_timers);
         if !was_terminal && next.status.is_terminal() {
             outbox::ensure_parent_report(&next, &mut commands);
         }
-        next.outbox_pending = !pending.is_empty() || !commands.is_empty();
+        let lease = (commands.len() >= WIDE_OUTBOX).then(|| OutboxLease {
+            owner: uuid::Uuid::new_v4().to_string(),
+            until_ms: now + LEASE_MS,
+        });
         let commit = Commit {
             run: next,
-            expected_version: if is_new { None } else { Some(run.version) },
-            events: activation.appended,
+            expected_version: exists.then_some(run.version),
+            events: appended,
             outbox: commands,
+            lease,
         };
         self.store.commit(&commit).await?;
         count_ignored(&activation.ignored);
         release::release(&self.transport, &released).await;
-        if !was_terminal && commit.run.status.is_terminal() {
-            // Best effort: a run that keeps its chunks past the TTL costs storage, not
-            // correctness, so a failure here must not fail the record.
-            if let Err(error) = self.store.retire(run_id).await {
-                tracing::warn!(%run_id, %error, "could not stamp the TTL on the run's history");
+        self.moot.committed(&commit);
+        match &commit.lease {
+            Some(lease) => {
+                let batch = cairn::store::OutboxBatch {
+                    key: commit.first_index(),
+                    commands: commit.outbox.clone(),
+                    parts: 0,
+                    sent: 0,
+                    lease: Some(lease.clone()),
+                };
+                send_wide(
+                    &self.transport,
+                    &self.store,
+                    &commit.run,
+                    batch,
+                    lease.clone(),
+                    self.options.timer_chunk_seconds,
+                    deadline,
+                )
+                .await?;
             }
+            None if !commit.outbox.is_empty() => {
+                send_commands(
+                    &self.transport,
+                    &commit.run,
+                    &commit.outbox,
+                    self.options.timer_chunk_seconds,
+                )
+                .await?;
+            }
+            None => {}
         }
-        let mut batches = pending;
-        if !commit.outbox.is_empty() {
-            batches.push(cairn::store::OutboxBatch::new(
-                commit.first_index(),
-                commit.outbox.clone(),
-            ));
+        Ok(())
+    }
+
+    /// Sends again what redelivered records' activations issued, and what older releases
+    /// left in legacy outbox items.
+    async fn resend(
+        &self,
+        loaded: &LoadedRun,
+        batches: &[u64],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), RecordError> {
+        let run = &loaded.run;
+        for key in batches {
+            let Some(batch) = loaded.batches.iter().find(|b| b.first == *key) else {
+                continue;
+            };
+            if batch.commands.len() >= WIDE_OUTBOX {
+                // A wide outbox: only its unsent rest, and only if its sender is gone.
+                if let Some(pending) = loaded.outbox.iter().find(|b| b.key == *key) {
+                    wide::resume(
+                        &self.transport,
+                        &self.store,
+                        run,
+                        pending.clone(),
+                        self.options.timer_chunk_seconds,
+                        deadline,
+                    )
+                    .await?;
+                }
+                continue;
+            }
+            tracing::info!(run_id = %run.run_id, batch = key, commands = batch.commands.len(), "redelivered record: sending its activation's commands again");
+            send_commands(
+                &self.transport,
+                run,
+                &batch.commands,
+                self.options.timer_chunk_seconds,
+            )
+            .await?;
         }
-        if !batches.is_empty() {
+        let legacy: Vec<_> = loaded
+            .outbox
+            .iter()
+            .filter(|b| b.lease.is_none())
+            .cloned()
+            .collect();
+        if !legacy.is_empty() {
             send_outbox(
                 &self.transport,
                 &self.store,
-                &commit.run,
-                batches,
+                run,
+                legacy,
                 self.options.timer_chunk_seconds,
             )
             .await?;
         }
         Ok(())
     }
+}
+
+/// A decoded results-queue record.
+struct Received {
+    message_id: String,
+    message: ResultsMessage,
+    /// SQS delivered it before (`ApproximateReceiveCount` > 1).
+    redelivered: bool,
+}
+
+fn redelivered(record: &SqsMessage) -> bool {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n > 1)
+}
+
+/// The run's outcome as its history recorded it (for a run item written from the history).
+fn restore_outcome(run: &mut RunRecord, history: &[cairn::workflow::HistoryEvent]) {
+    for event in history.iter().rev() {
+        match &event.kind {
+            EventKind::RunCompleted { output } => {
+                run.output = Some(output.clone());
+                return;
+            }
+            EventKind::RunFailed { error } => {
+                run.error = Some(error.clone());
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The error a run fails with when `appending` events to `len` would pass the history limit;
+/// a warning past the threshold.
+fn history_limit(run_id: &str, len: u64, appending: u64) -> Option<cairn::contract::StepError> {
+    let after = len + appending;
+    if after > MAX_HISTORY_EVENTS {
+        tracing::error!(%run_id, events = after, limit = MAX_HISTORY_EVENTS, "history limit reached: the run fails");
+        return Some(
+            cairn::contract::StepError::terminal(format!(
+                "history limit reached: {after} events would pass the limit of \
+                 {MAX_HISTORY_EVENTS}; split the work with continue_as_new"
+            ))
+            .with_code(HISTORY_LIMIT_CODE),
+        );
+    }
+    if after * 100 > MAX_HISTORY_EVENTS * HISTORY_WARN_PERCENT {
+        tracing::warn!(%run_id, events = after, limit = MAX_HISTORY_EVENTS, "history nears its limit; use continue_as_new");
+    }
+    None
 }
 
 /// Counts what the activation ignored (it logged each with its reason).

@@ -1,10 +1,11 @@
-//! Turning commands into messages, and the outbox discipline: send, then clear.
+//! Turning commands into messages, sending them, and finding what a redelivered record's
+//! activation issued.
 
 use cairn::contract::{
     ControlMessage, ParentRef, RemoteTask, RunId, StepId, StepResult, StepStatus,
 };
-use cairn::store::{CheckpointStore, OutboxBatch, RunRecord};
-use cairn::workflow::{Command, RunOutcome, RunStatus};
+use cairn::store::{CheckpointStore, LoadedRun, OutboxBatch, RunRecord};
+use cairn::workflow::{Command, EventKind, HistoryEvent, Incoming, RunOutcome, RunStatus};
 
 use super::{EngineTransport, RecordError};
 
@@ -161,23 +162,14 @@ fn messages_for(
     out
 }
 
-/// Sends the commands of `batches` and clears them from the outbox once all were sent.
-///
-/// If a send fails, the batches stay in the outbox: the record is redelivered (or the
-/// reconciler finds the run) and they are sent again. Receivers are idempotent (`stepId`
-/// dedupe, timer ids, start-by-run-id), so a repeat is harmless.
-pub async fn send_outbox<T: EngineTransport, S: CheckpointStore>(
+/// Sends `commands` of `run` (tasks, results, control messages: one batched send each).
+pub async fn send_commands<T: EngineTransport>(
     transport: &T,
-    store: &S,
     run: &RunRecord,
-    batches: Vec<OutboxBatch>,
+    commands: &[Command],
     timer_chunk_seconds: u32,
 ) -> Result<(), RecordError> {
-    let commands: Vec<Command> = batches
-        .iter()
-        .flat_map(|b| b.commands.iter().cloned())
-        .collect();
-    let messages = messages_for(run, &commands, super::now_ms(), timer_chunk_seconds);
+    let messages = messages_for(run, commands, super::now_ms(), timer_chunk_seconds);
     if !messages.tasks.is_empty() {
         transport.send_tasks(&messages.tasks).await?;
     }
@@ -187,8 +179,76 @@ pub async fn send_outbox<T: EngineTransport, S: CheckpointStore>(
     if !messages.control.is_empty() {
         transport.send_control(&messages.control).await?;
     }
+    Ok(())
+}
+
+/// Sends the commands of `batches` and clears them from the store once all were sent
+/// (legacy outbox items, finished wide outboxes).
+///
+/// If a send fails, the batches stay: the record is redelivered (or the reconciler finds the
+/// run) and they are sent again. Receivers are idempotent (`stepId` dedupe, timer ids,
+/// start-by-run-id), so a repeat is harmless.
+pub async fn send_outbox<T: EngineTransport, S: CheckpointStore>(
+    transport: &T,
+    store: &S,
+    run: &RunRecord,
+    batches: Vec<OutboxBatch>,
+    timer_chunk_seconds: u32,
+) -> Result<(), RecordError> {
+    let commands: Vec<Command> = batches
+        .iter()
+        .flat_map(|b| b.commands.iter().skip(b.sent).cloned())
+        .collect();
+    send_commands(transport, run, &commands, timer_chunk_seconds).await?;
     store.clear_outbox(&run.run_id, &batches).await?;
     Ok(())
+}
+
+/// The history index of the event that recorded `incoming`, if it is recorded.
+fn recorded_at(history: &[HistoryEvent], incoming: &Incoming) -> Option<u64> {
+    let found = history.iter().rposition(|e| match (incoming, &e.kind) {
+        (Incoming::Start { .. }, EventKind::RunStarted { .. }) => true,
+        (
+            Incoming::StepResult { seq, attempt, .. },
+            EventKind::StepCompleted {
+                seq: s, attempt: a, ..
+            }
+            | EventKind::StepFailed {
+                seq: s, attempt: a, ..
+            },
+        ) => seq == s && attempt.is_none_or(|attempt| attempt == *a),
+        (Incoming::TimerFired { timer_id }, EventKind::TimerFired { timer_id: t, .. }) => {
+            timer_id == t
+        }
+        (
+            Incoming::Signal {
+                signal_id: Some(id),
+                ..
+            },
+            EventKind::SignalReceived {
+                signal_id: Some(s), ..
+            },
+        ) => id == s,
+        (Incoming::Cancel { .. }, EventKind::CancelRequested { .. }) => true,
+        _ => false,
+    })?;
+    Some(found as u64)
+}
+
+/// The activations (batch keys) whose commands redelivered records ask to send again: for
+/// each redelivered item already in the history, the activation that recorded it.
+pub(crate) fn batches_to_resend(loaded: &LoadedRun, incoming: &[(Incoming, bool)]) -> Vec<u64> {
+    let mut keys: Vec<u64> = incoming
+        .iter()
+        .filter(|(_, redelivered)| *redelivered)
+        .filter_map(|(item, _)| recorded_at(&loaded.history, item))
+        .filter_map(|index| loaded.batch_of(index))
+        .filter(|batch| !batch.commands.is_empty())
+        .map(|batch| batch.first)
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 #[cfg(test)]
