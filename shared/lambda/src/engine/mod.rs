@@ -344,7 +344,9 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         if incoming.is_empty() {
             return Ok(());
         }
-        Incoming::results_first(&mut incoming);
+        // Step results first (as `Incoming::results_first` orders a batch), keeping each
+        // item's redelivery flag with it.
+        incoming.sort_by_key(|(item, _)| !matches!(item, Incoming::StepResult { .. }));
         let mut attempt = 0;
         loop {
             attempt += 1;
