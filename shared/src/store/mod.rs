@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::contract::{ParentRef, StepError};
 use crate::infra::InfraError;
-use crate::workflow::{Command, EventKind, HistoryEvent, RunStatus};
+use crate::workflow::{Command, HistoryEvent, RunStatus};
 
 pub use blob::{BlobStore, MemoryBlobStore, NoBlobStore};
 pub use memory::MemoryStore;
@@ -155,19 +155,11 @@ impl Commit {
             .saturating_sub(self.events.len() as u64)
     }
 
-    /// Whether the run item is written: on creation, when the status changes (an event that
-    /// ends the run), or as a repair (no events).
+    /// Whether the run item is written: on creation, when the run ends (a commit of an
+    /// ended run is the one that ended it: activations of ended runs append nothing), or as a
+    /// repair (no events).
     pub fn writes_run(&self) -> bool {
-        self.expected_version.is_none()
-            || self.events.is_empty()
-            || self.events.iter().any(|e| {
-                matches!(
-                    e.kind,
-                    EventKind::RunCompleted { .. }
-                        | EventKind::RunFailed { .. }
-                        | EventKind::ContinuedAsNew { .. }
-                )
-            })
+        self.expected_version.is_none() || self.events.is_empty() || self.run.status.is_terminal()
     }
 }
 

@@ -167,6 +167,7 @@ fn ended_status(history: &[HistoryEvent]) -> Option<RunStatus> {
             Some(RunStatus::Cancelled)
         }
         EventKind::RunFailed { .. } => Some(RunStatus::Failed),
+        EventKind::RunCancelled { .. } => Some(RunStatus::Cancelled),
         EventKind::ContinuedAsNew { .. } => Some(RunStatus::ContinuedAsNew),
         _ => None,
     })

@@ -665,7 +665,7 @@ fn restore_outcome(run: &mut RunRecord, history: &[cairn::workflow::HistoryEvent
                 run.output = Some(output.clone());
                 return;
             }
-            EventKind::RunFailed { error } => {
+            EventKind::RunFailed { error } | EventKind::RunCancelled { error } => {
                 run.error = Some(error.clone());
                 return;
             }

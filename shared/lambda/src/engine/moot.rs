@@ -34,6 +34,7 @@ impl Known {
                 }
                 EventKind::RunCompleted { .. }
                 | EventKind::RunFailed { .. }
+                | EventKind::RunCancelled { .. }
                 | EventKind::ContinuedAsNew { .. } => self.ended = true,
                 _ => {}
             }
