@@ -327,12 +327,20 @@ async fn the_reconciler_fires_an_overdue_long_wait_whose_schedule_is_missing() {
             },
         ),
     ];
+    // The engine commits the timer's command with its events (that is what puts the
+    // activation in the reconciler's due index).
+    let outbox = vec![cairn::workflow::Command::StartTimer {
+        seq: 1,
+        timer_id: TimerId::Sleep(1),
+        fire_at_ms: now - 300_000,
+    }];
     store
         .commit(&Commit {
             run,
             expected_version: None,
             events,
-            outbox: vec![],
+            outbox,
+            lease: None,
         })
         .await
         .unwrap();
@@ -343,6 +351,7 @@ async fn the_reconciler_fires_an_overdue_long_wait_whose_schedule_is_missing() {
         &store,
         &env.long_wait_transport(&long_waits),
         &env.config,
+        None,
     )
     .await
     .unwrap();
