@@ -104,7 +104,22 @@ async fn wait_for_schedules(long_waits: &LongWaits, n: usize) -> Vec<(String, u6
 
 #[tokio::test]
 async fn a_long_sleep_is_one_schedule_fired_once_and_ends_on_time() {
-    let env = TestEnv::new("long-sleep", false).await;
+    long_sleep(false).await;
+}
+
+#[tokio::test]
+async fn with_fifo_queues_the_schedule_sends_to_the_standard_timers_queue() {
+    long_sleep(true).await;
+}
+
+async fn long_sleep(fifo: bool) {
+    let env = TestEnv::new("long-sleep", fifo).await;
+    assert_eq!(
+        env.resources.timer_target_arn.ends_with("-timers"),
+        fifo,
+        "{}",
+        env.resources.timer_target_arn
+    );
     let long_waits = env.long_waits(3, 2).await;
     let mut runtime = env
         .run(env.long_wait_engine(workflows(), &long_waits), worker())
