@@ -265,10 +265,10 @@ pub const MAX_STORED_DEPTH: usize = 100;
 /// about 130 levels) stay readable, and nothing makes the reader recurse without bound.
 const MAX_READ_DEPTH: usize = 256;
 
-/// Serializes `values` as one stored item body, refusing (as [`StoreError::TooLarge`]) what
+/// Serializes `value` as one stored item body, refusing (as [`StoreError::TooLarge`]) what
 /// could not be read back.
-pub fn encode_stored<T: Serialize>(key: &str, values: &[T]) -> Result<Vec<u8>, StoreError> {
-    let data = serde_json::to_vec(values).map_err(|e| StoreError::Corrupt {
+pub fn encode_stored<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    let data = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
         key: key.to_owned(),
         reason: e.to_string(),
     })?;

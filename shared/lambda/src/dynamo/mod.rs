@@ -115,18 +115,16 @@ struct HistoryData {
 }
 
 fn decode_history_data(key: &str, data: &[u8]) -> Result<HistoryData, StoreError> {
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-        key: key.to_owned(),
-        reason: e.to_string(),
-    };
+    // Bounded-depth reading: items an older engine wrote deeper than today's write limit
+    // still read (see `cairn::store::decode_stored`).
     if data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        let events = serde_json::from_slice(data).map_err(corrupt)?;
+        let events = cairn::store::decode_stored(key, data)?;
         return Ok(HistoryData {
             events,
             commands: Vec::new(),
         });
     }
-    serde_json::from_slice(data).map_err(corrupt)
+    cairn::store::decode_stored(key, data)
 }
 
 fn build_err(operation: &'static str) -> impl Fn(BuildError) -> StoreError {
@@ -357,10 +355,7 @@ impl DynamoStore {
         let mut outbox: Vec<OutboxBatch> = Vec::new();
         for (key, data, parts) in join_chunks(&pk, partition.legacy_outbox)? {
             let commands: Vec<Command> =
-                serde_json::from_slice(&data).map_err(|e| StoreError::Corrupt {
-                    key: format!("{pk}/OUT/{key}"),
-                    reason: e.to_string(),
-                })?;
+                cairn::store::decode_stored(&format!("{pk}/OUT/{key}"), &data)?;
             outbox.push(OutboxBatch {
                 parts,
                 ..OutboxBatch::new(key, commands)
@@ -449,14 +444,14 @@ impl DynamoStore {
         let run = &commit.run;
         let pk = items::run_pk(&run.run_id);
         let first = commit.first_index();
-        let data = serde_json::to_vec(&HistoryData {
-            events: commit.events.clone(),
-            commands: commit.outbox.clone(),
-        })
-        .map_err(|e| StoreError::Corrupt {
-            key: pk.clone(),
-            reason: e.to_string(),
-        })?;
+        // Refuses (TooLarge) what could not be read back: nothing commits that bricks the run.
+        let data = cairn::store::encode_stored(
+            &pk,
+            &HistoryData {
+                events: commit.events.clone(),
+                commands: commit.outbox.clone(),
+            },
+        )?;
         if data.len() > MAX_TRANSACTION_BYTES {
             return Err(StoreError::TooLarge {
                 run_id: run.run_id.to_string(),
