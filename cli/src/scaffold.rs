@@ -175,6 +175,17 @@ fn add_to_template(template: &str, names: &Names, timeout: u32) -> anyhow::Resul
     if maps < 2 {
         bail!("template.yaml: expected the engine's and the reconciler's CAIRN_TASK_QUEUE_URLS maps, found {maps}");
     }
+    // The new worker is built without claim checks (no DynamoDB client): the engine must
+    // refuse oversize tasks for its group instead of sending references it cannot read.
+    let peer_groups = "${PeerGroups}\"";
+    let out = match out.find(peer_groups) {
+        Some(at)
+            if out[..at].ends_with(',') && out[..at].contains("CAIRN_PEER_GROUPS: !Sub \"") =>
+        {
+            format!("{}{},{}", &out[..at], names.group, &out[at..])
+        }
+        _ => bail!("template.yaml: expected CAIRN_PEER_GROUPS: !Sub \"<groups>,${{PeerGroups}}\""),
+    };
     let output = format!(
         "  {queue_id}Url:\n    Description: Tasks queue of the {} group.\n    Value: !Ref {queue_id}\n",
         names.group
@@ -352,6 +363,11 @@ lambda_runtime.workspace = true
 tokio.workspace = true
 serde_json.workspace = true
 
+[features]
+# Claim checks need the DynamoDB client (a bigger Lambda); without them the engine refuses
+# tasks over 240 KiB for this group (CAIRN_PEER_GROUPS in template.yaml).
+claim-checks = ["cairn-lambda/dynamodb"]
+
 [lints]
 workspace = true
 "#,
@@ -468,6 +484,10 @@ mod tests {
             "engine, reconciler and the TaskQueueUrls output"
         );
         assert!(out.contains("VisibilityTimeout: 380 # worker Timeout 60 s x 6 + 20"));
+        assert!(
+            out.contains(",images.resize,${PeerGroups}\""),
+            "the engine refuses oversize tasks for a worker without claim checks"
+        );
         assert!(out.contains("FunctionResponseTypes: [ReportBatchItemFailures]"));
         assert!(out.ends_with("    Value: !Ref ImagesResizeTasksQueue\n"));
         let again = add_to_template(&out, &n, 60).unwrap_err();
