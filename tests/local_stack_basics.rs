@@ -203,5 +203,9 @@ async fn nothing_is_written_that_cannot_be_read_back_and_old_deep_items_still_re
     assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
     assert!(err.to_string().contains("read back"), "{err}");
     let loaded = store.load("r-deep").await.unwrap().unwrap();
-    assert_eq!(loaded.history.len(), 2, "nothing of the refused write was stored");
+    assert_eq!(
+        loaded.history.len(),
+        2,
+        "nothing of the refused write was stored"
+    );
 }
