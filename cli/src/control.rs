@@ -64,15 +64,18 @@ pub async fn start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let run = client.wait(&run_id, Duration::from_secs(secs)).await.map_err(|e| match e {
-        // `missing`: the engine never created the run from the start message.
-        ClientError::Timeout { status, .. } if status == "missing" => Failure::new(
+        // The engine never created the run from the start message.
+        ClientError::Timeout { status: None, .. } => Failure::new(
             code::TIMEOUT,
             format!(
                 "run {run_id} was not created within {secs}s: is an engine consuming the results queue?"
             ),
         )
         .into(),
-        ClientError::Timeout { status, .. } => Failure::new(
+        ClientError::Timeout {
+            status: Some(status),
+            ..
+        } => Failure::new(
             code::TIMEOUT,
             format!("run {run_id} is still {status} after {secs}s"),
         )

@@ -100,16 +100,8 @@ pub fn classify(error: &anyhow::Error, target: &Target) -> (u8, String) {
     if let Some(ClientError::InvalidRunId { .. }) = error.downcast_ref::<ClientError>() {
         return (code::USAGE, format!("{error}"));
     }
-    if let Some(ClientError::Timeout {
-        run_id,
-        status,
-        waited,
-    }) = error.downcast_ref::<ClientError>()
-    {
-        return (
-            code::TIMEOUT,
-            format!("run {run_id} is still {status} after {}s", waited.as_secs()),
-        );
+    if let Some(timeout @ ClientError::Timeout { .. }) = error.downcast_ref::<ClientError>() {
+        return (code::TIMEOUT, timeout.to_string());
     }
     let text = format!("{error:#}");
     let Some(infra) = error

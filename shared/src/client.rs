@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::contract::{ControlMessage, InvalidId, RunId, WorkflowEvent};
 use crate::store::{CheckpointStore, LoadedRun, RunFilter, RunPage, RunRecord, StoreError};
 use crate::transport::{ControlSender, TransportError};
+use crate::workflow::RunStatus;
 
 /// A client failure.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +33,13 @@ pub enum ClientError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// The run did not finish in time.
-    #[error("run {run_id} still {status} after {waited:?}")]
+    #[error("run {run_id} still {} after {waited:?}", status.map_or("not created".to_owned(), |s| s.to_string()))]
     Timeout {
         /// The run.
         run_id: String,
-        /// Its status when the wait gave up.
-        status: String,
+        /// Its status when the wait gave up; `None`: the run was never created (no engine
+        /// consumed its start message).
+        status: Option<RunStatus>,
         /// How long the wait was.
         waited: Duration,
     },
@@ -128,13 +130,13 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
     /// Polls until the run is finished (completed, failed, cancelled, continued).
     pub async fn wait(&self, run_id: &str, timeout: Duration) -> Result<RunRecord, ClientError> {
         let started = std::time::Instant::now();
-        let mut last_status = "missing".to_owned();
+        let mut last_status = None;
         while started.elapsed() < timeout {
             if let Some(loaded) = self.store.load(run_id).await? {
                 if loaded.run.status.is_terminal() {
                     return Ok(loaded.run);
                 }
-                last_status = loaded.run.status.to_string();
+                last_status = Some(loaded.run.status);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
