@@ -1,6 +1,6 @@
 //! `cairn-local --bench`: the cost benchmark (`scripts/bench`).
 //!
-//! Four loads on the local stack, each metered by [`Meter`](crate::meter::Meter) on the engine's
+//! Four loads on the local stack, each metered by [`Meter`] on the engine's
 //! and the workers' clients (the client that starts runs and waits for them is not metered):
 //! a batch of concurrent checkouts, one lone checkout, a fan-out of many remote steps (with
 //! runs started beside it), and one long run of sequential remote steps (flatness: DynamoDB

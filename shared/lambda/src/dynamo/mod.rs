@@ -3,7 +3,7 @@
 //! A commit is one conditional `PutItem` of the activation's history item (plus the run item
 //! when the run is created or its status changes); only a history item too large for one item,
 //! or a wide outbox with its lease, takes a transaction. A warm store keeps each run's loaded
-//! history ([`cache`]) and then queries only the items after it.
+//! history (`dynamo/cache.rs`) and then queries only the items after it.
 
 use std::collections::BTreeMap;
 
