@@ -159,7 +159,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         };
         // Sending a wide outbox stops this long before the deadline (progress is recorded).
         let deadline =
-            left.map(|d| std::time::Instant::now() + d.saturating_sub(options.deadline_margin * 2));
+            left.map(|d| std::time::Instant::now() + d.saturating_sub(options.deadline_margin * 4));
         if options.fifo {
             // FIFO: the queue already orders each run's messages (group = run id); keep that
             // order record by record.

@@ -109,8 +109,14 @@ pub async fn resume<T: EngineTransport, S: CheckpointStore>(
     };
     let now = now_ms();
     if current.until_ms > now {
-        tracing::info!(run_id = %run.run_id, batch = pending.key, "wide outbox is being sent by another sender");
-        return Ok(());
+        // Held, perhaps by a sender that died with this very record: the record comes back
+        // and resumes once the lease expired (the reconciler does too).
+        tracing::info!(run_id = %run.run_id, batch = pending.key, "wide outbox is leased by another sender; retrying later");
+        return Err(RecordError::OutboxUnfinished {
+            run_id: run.run_id.to_string(),
+            sent: pending.sent,
+            total: pending.commands.len(),
+        });
     }
     let mine = OutboxLease {
         owner: uuid::Uuid::new_v4().to_string(),
