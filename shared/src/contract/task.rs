@@ -66,4 +66,18 @@ impl RemoteTask {
             priority: None,
         }
     }
+
+    /// With the context cairn's engine gives every task: the dispatching `workflow`, and the
+    /// step's `deadlineMs` (dispatch time plus its start-to-close timeout) when it has one.
+    pub fn with_engine_context(mut self, workflow: Option<&str>, deadline_ms: Option<u64>) -> Self {
+        let mut context = Map::new();
+        if let Some(workflow) = workflow {
+            context.insert("workflow".into(), workflow.into());
+        }
+        if let Some(deadline) = deadline_ms {
+            context.insert("deadlineMs".into(), deadline.into());
+        }
+        self.context = Some(context);
+        self
+    }
 }

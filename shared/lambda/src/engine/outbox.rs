@@ -88,14 +88,11 @@ fn messages_for(
                 attempt,
                 timeout_ms,
             } => {
-                let mut task =
-                    RemoteTask::new(&run.run_id, *seq, name, group, input.clone(), *attempt);
-                let mut context = serde_json::Map::new();
-                context.insert("workflow".into(), run.workflow.clone().into());
-                if let Some(timeout) = timeout_ms {
-                    context.insert("deadlineMs".into(), (now_ms + timeout).into());
-                }
-                task.context = Some(context);
+                let task = RemoteTask::new(&run.run_id, *seq, name, group, input.clone(), *attempt)
+                    .with_engine_context(
+                        Some(&run.workflow),
+                        timeout_ms.map(|timeout| now_ms + timeout),
+                    );
                 out.tasks.push(task);
             }
             Command::StartTimer {

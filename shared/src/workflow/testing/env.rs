@@ -628,15 +628,12 @@ impl TestEnv {
                 attempt,
                 timeout_ms,
             } => {
-                let mut task = RemoteTask::new(run_id, seq, name, group, input, attempt);
-                let mut context = serde_json::Map::new();
-                if let Some(workflow) = self.workflow_of(run_id) {
-                    context.insert("workflow".into(), workflow.into());
-                }
-                if let Some(timeout) = timeout_ms {
-                    context.insert("deadlineMs".into(), (self.now_ms + timeout).into());
-                }
-                task.context = Some(context);
+                let workflow = self.workflow_of(run_id);
+                let task = RemoteTask::new(run_id, seq, name, group, input, attempt)
+                    .with_engine_context(
+                        workflow.as_deref(),
+                        timeout_ms.map(|timeout| self.now_ms + timeout),
+                    );
                 self.tasks.push_back(task);
             }
             Command::StartTimer {
