@@ -16,6 +16,22 @@ use cairn::transport::{offload, ControlSender, ResultSender, TaskSender, Transpo
 
 use crate::sdk_error::{infra_error, kind_from_code};
 
+/// No queue for `what`, because no valid SQS name can be made for it (prefix or group).
+fn no_valid_name(
+    what: &str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> TransportError {
+    TransportError::NoQueue {
+        what: what.to_owned(),
+        cause: InfraError::with_source(
+            "GetQueueUrl",
+            InfraErrorKind::Rejected,
+            error.to_string(),
+            error,
+        ),
+    }
+}
+
 /// The messages of one send call that did not go out, and why the first of them failed.
 #[derive(Default)]
 struct Unsent {
@@ -142,17 +158,8 @@ impl<B: BlobStore> SqsTransport<B> {
         if let Some(url) = self.config.task_queue_urls.get(group) {
             return Ok(url.clone());
         }
-        let name = tasks_queue_name(&self.config.prefix, group, self.kind()).map_err(|e| {
-            TransportError::NoQueue {
-                what: group.to_owned(),
-                cause: InfraError::with_source(
-                    "GetQueueUrl",
-                    InfraErrorKind::Rejected,
-                    e.to_string(),
-                    e,
-                ),
-            }
-        })?;
+        let name = tasks_queue_name(&self.config.prefix, group, self.kind())
+            .map_err(|e| no_valid_name(group, e))?;
         self.resolve(&name).await
     }
 
@@ -161,34 +168,15 @@ impl<B: BlobStore> SqsTransport<B> {
         if let Some(url) = &self.config.results_queue_url {
             return Ok(url.clone());
         }
-        let name = results_queue_name(&self.config.prefix, self.kind()).map_err(|e| {
-            TransportError::NoQueue {
-                what: "results".into(),
-                cause: InfraError::with_source(
-                    "GetQueueUrl",
-                    InfraErrorKind::Rejected,
-                    e.to_string(),
-                    e,
-                ),
-            }
-        })?;
+        let name = results_queue_name(&self.config.prefix, self.kind())
+            .map_err(|e| no_valid_name("results", e))?;
         self.resolve(&name).await
     }
 
     /// The URL of the standard queue peers answer on in a FIFO deployment.
     pub async fn peer_results_queue_url(&self) -> Result<String, TransportError> {
-        let name =
-            cairn::queue_name::peer_results_queue_name(&self.config.prefix).map_err(|e| {
-                TransportError::NoQueue {
-                    what: "peer results".into(),
-                    cause: InfraError::with_source(
-                        "GetQueueUrl",
-                        InfraErrorKind::Rejected,
-                        e.to_string(),
-                        e,
-                    ),
-                }
-            })?;
+        let name = cairn::queue_name::peer_results_queue_name(&self.config.prefix)
+            .map_err(|e| no_valid_name("peer results", e))?;
         self.resolve(&name).await
     }
 
