@@ -15,7 +15,8 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use cairn::contract::{
-    decode_results_message, encode, ControlMessage, ResultsMessage, StepError, StepStatus,
+    decode_results_message, encode, ControlMessage, ResultsMessage, StepError, StepResult,
+    StepStatus,
 };
 use cairn::store::{BlobStore, CheckpointStore};
 use cairn::workflow::{RemoteStep, RunStatus, WorkflowContext, WorkflowError, Workflows};
@@ -426,10 +427,23 @@ async fn every_bad_input_kind_ends_as_its_corpus_file_says() {
     .await;
     assert_eq!(seen.len(), expected);
     // The results the worker sent, by run.
-    let mut results = BTreeMap::new();
+    let mut results: BTreeMap<String, StepResult> = BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let wanted = tasks.iter().filter(|t| t.expect != "dlq").count() + good_tasks.len();
-    while results.len() < wanted && std::time::Instant::now() < deadline {
+    // Every run that should answer, by id: waiting for a count instead could stop early when
+    // a result it did not expect arrives first.
+    let wanted: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.expect != "dlq")
+        .filter_map(|t| t.run.clone())
+        .chain(good_tasks.iter().cloned())
+        .collect();
+    let answered = |results: &BTreeMap<String, StepResult>, run: &str| {
+        results
+            .keys()
+            .any(|id| id == run || id.starts_with(&format!("{run}~")))
+    };
+    while !wanted.iter().all(|run| answered(&results, run)) && std::time::Instant::now() < deadline
+    {
         for body in env.receive_bodies(&env.resources.results_queue_url).await {
             if let Ok(ResultsMessage::Step(result)) = decode_results_message(&body) {
                 results.insert(result.run_id.to_string(), result);
