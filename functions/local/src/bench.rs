@@ -60,6 +60,16 @@ struct LambdaStats {
 }
 
 impl LambdaStats {
+    /// Runs one invocation's handler, counting it and its time.
+    async fn invoke<T>(&self, handler: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = handler.await;
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        self.handler_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        out
+    }
+
     fn snapshot(&self) -> (u64, u64) {
         (
             self.invocations.load(Ordering::Relaxed),
@@ -351,15 +361,7 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
         let (engine, stats) = (engine.clone(), lambda.clone());
         let handler = Arc::new(move |event| {
             let (engine, stats) = (engine.clone(), stats.clone());
-            async move {
-                let started = Instant::now();
-                let out = engine.handle(event).await;
-                stats.invocations.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .handler_ms
-                    .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                out
-            }
+            async move { stats.invoke(engine.handle(event)).await }
         });
         runtime
             .map(&metered.sqs, url, mapping.clone(), handler)
@@ -380,13 +382,9 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
                 stats.clone(),
             );
             async move {
-                let started = Instant::now();
-                let out = worker.run(results.as_ref(), blobs.as_ref(), event).await;
-                stats.invocations.fetch_add(1, Ordering::Relaxed);
                 stats
-                    .handler_ms
-                    .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                out
+                    .invoke(worker.run(results.as_ref(), blobs.as_ref(), event))
+                    .await
             }
         });
         runtime
