@@ -19,6 +19,7 @@ use cairn_devstack::schedules::{provision_schedule_group, ScheduleFiring};
 use cairn_eventbridge::aws_sdk_scheduler;
 use cairn_eventbridge::{EventBridgeScheduler, ScheduleTarget};
 use cairn_lambda::aws::{sdk_config, AwsClients, RequestCounter};
+use cairn_lambda::backoff::{Backoff, BackoffPolicy};
 use cairn_lambda::config::Config;
 use cairn_lambda::dynamo::{DynamoBlobStore, DynamoStore};
 use cairn_lambda::engine::{Engine, EngineOptions, EngineTransport};
@@ -153,6 +154,32 @@ impl TestEnv {
             self.clients.blobs(&self.config),
             options,
         )
+        .with_backoff(self.backoff())
+    }
+
+    /// An engine whose own requests go to `endpoint` (a fault proxy in front of the local
+    /// stack), with the SDK's retries off so every receive meets the fault; failed records
+    /// are backed off through the direct clients.
+    pub async fn engine_via(&self, endpoint: &str, workflows: Workflows) -> AwsEngine {
+        let sdk = sdk_config(Some(endpoint))
+            .await
+            .into_builder()
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .build();
+        let clients = AwsClients::new(&sdk);
+        let options = EngineOptions {
+            fifo: self.config.fifo,
+            timer_chunk_seconds: self.config.timer_chunk_seconds,
+            ..Default::default()
+        };
+        Engine::new(
+            Arc::new(workflows),
+            clients.store(&self.config).with_history_cache(),
+            clients.transport(&self.config),
+            clients.blobs(&self.config),
+            options,
+        )
+        .with_backoff(self.backoff())
     }
 
     /// Creates the template's schedule group; timers due past `threshold_seconds` will be
@@ -200,6 +227,7 @@ impl TestEnv {
             self.clients.blobs(&self.config),
             options,
         )
+        .with_backoff(self.backoff())
     }
 
     /// The firing loop of the local scheduler for `long_waits` (its own uncounted clients:
@@ -210,6 +238,17 @@ impl TestEnv {
             aws_sdk_scheduler::Client::new(&sdk),
             aws_sdk_sqs::Client::new(&sdk),
             long_waits.target.group.clone(),
+        )
+    }
+
+    /// Transient failures backed off from 1 s (the tests' pace), doubling.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.clients.sqs.clone(),
+            BackoffPolicy {
+                base_seconds: 1,
+                ..BackoffPolicy::default()
+            },
         )
     }
 

@@ -7,7 +7,7 @@
 //! `maxReceiveCount`, moves it to the DLQ. On FIFO queues a failed record also fails every
 //! later record of its message group, which are then not processed at all (order is kept).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
@@ -53,6 +53,51 @@ fn message_group(record: &SqsMessage) -> Option<&str> {
     record.attributes.get("MessageGroupId").map(String::as_str)
 }
 
+/// Why a record was not confirmed: the reason (logged), and whether it is a transient
+/// infrastructure failure (throttled, unreachable, timed out) that deserves a backoff
+/// instead of burning a receive at the queue's pace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFailure {
+    /// What went wrong.
+    pub reason: String,
+    /// The same record may succeed later without any change.
+    pub transient: bool,
+}
+
+impl RecordFailure {
+    /// A transient failure.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            transient: true,
+        }
+    }
+}
+
+impl From<String> for RecordFailure {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            transient: false,
+        }
+    }
+}
+
+impl From<&str> for RecordFailure {
+    fn from(reason: &str) -> Self {
+        reason.to_owned().into()
+    }
+}
+
+/// What processing a batch's records came to.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// Ids of the records confirmed (to delete).
+    pub confirmed: HashSet<String>,
+    /// Why each record that failed did (records unfinished at the deadline are absent).
+    pub failures: HashMap<String, RecordFailure>,
+}
+
 /// The batch response for `records`, given the ids that were confirmed.
 pub fn batch_response(
     records: &[SqsMessage],
@@ -81,29 +126,31 @@ pub fn batch_response(
 ///
 /// `handle` returns `Err(reason)` for a record that must be retried; the reason is logged
 /// with the message id.
-pub async fn process_batch<F, Fut>(
+pub async fn process_batch<F, Fut, E>(
     event: SqsEvent,
     options: BatchOptions,
     handle: F,
 ) -> SqsBatchResponse
 where
     F: Fn(SqsMessage) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<RecordFailure>,
 {
-    let confirmed = process_records(&event.records, options, handle).await;
-    batch_response(&event.records, &confirmed, options.fifo)
+    let processed = process_records(&event.records, options, handle).await;
+    batch_response(&event.records, &processed.confirmed, options.fifo)
 }
 
 /// Runs `handle` for every record (see [`process_batch`]) and returns the ids of the records
-/// it confirmed, for callers that have more to do before answering.
-pub async fn process_records<F, Fut>(
+/// it confirmed and why the others failed, for callers that have more to do before answering.
+pub async fn process_records<F, Fut, E>(
     records: &[SqsMessage],
     options: BatchOptions,
     handle: F,
-) -> HashSet<String>
+) -> Processed
 where
     F: Fn(SqsMessage) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<RecordFailure>,
 {
     if !options.fifo {
         let units = records
@@ -118,7 +165,7 @@ where
     // FIFO: groups in parallel, records of one group in order, stopping at its first
     // failure. Records without a group (a standard timers queue read by the same function)
     // are independent: each is its own group.
-    let confirmed = Mutex::new(HashSet::new());
+    let processed = Mutex::new(Processed::default());
     let mut groups: BTreeMap<(String, usize), Vec<SqsMessage>> = BTreeMap::new();
     for (index, record) in records.iter().cloned().enumerate() {
         let key = match message_group(&record) {
@@ -132,40 +179,47 @@ where
         |group| async {
             for record in group {
                 let ids = vec![message_id(&record).to_owned()];
-                if !confirm_if_ok(ids, async { handle(record).await }, &confirmed).await {
+                if !confirm_if_ok(ids, async { handle(record).await }, &processed).await {
                     break;
                 }
             }
         },
     );
     with_deadline(options.time_left, options.deadline_margin, all).await;
-    confirmed.into_inner().unwrap_or_default()
+    processed.into_inner().unwrap_or_default()
 }
 
 /// Awaits `work` with panics caught; on `Ok` confirms `ids`, otherwise logs why they will
 /// be redelivered. Returns whether they were confirmed.
-async fn confirm_if_ok(
+async fn confirm_if_ok<E: Into<RecordFailure>>(
     ids: Vec<String>,
-    work: impl Future<Output = Result<(), String>>,
-    confirmed: &Mutex<HashSet<String>>,
+    work: impl Future<Output = Result<(), E>>,
+    processed: &Mutex<Processed>,
 ) -> bool {
-    match AssertUnwindSafe(work).catch_unwind().await {
+    let failure = match AssertUnwindSafe(work).catch_unwind().await {
         Ok(Ok(())) => {
-            if let Ok(mut set) = confirmed.lock() {
-                set.extend(ids);
+            if let Ok(mut processed) = processed.lock() {
+                processed.confirmed.extend(ids);
             }
-            true
+            return true;
         }
-        Ok(Err(reason)) => {
-            tracing::warn!(message_ids = ?ids, %reason, "failed; reported for redelivery");
-            false
+        Ok(Err(failure)) => {
+            let failure: RecordFailure = failure.into();
+            tracing::warn!(message_ids = ?ids, reason = %failure.reason, transient = failure.transient, "failed; reported for redelivery");
+            failure
         }
         Err(panic) => {
             let reason = cairn::panic::panic_message(panic.as_ref());
             tracing::error!(message_ids = ?ids, %reason, "handler panicked; reported for redelivery");
-            false
+            RecordFailure::from(format!("panic: {reason}"))
+        }
+    };
+    if let Ok(mut processed) = processed.lock() {
+        for id in ids {
+            processed.failures.insert(id, failure.clone());
         }
     }
+    false
 }
 
 /// A unit of work covering one or more records: confirming it confirms them all.
@@ -180,28 +234,29 @@ pub struct Unit<T> {
 /// Runs `handle` for every unit concurrently (standard queues), with the same rules as
 /// [`process_records`]: a unit that errs, panics or is unfinished at the deadline confirms
 /// none of its records.
-pub async fn process_units<T, F, Fut>(
+pub async fn process_units<T, F, Fut, E>(
     units: Vec<Unit<T>>,
     options: BatchOptions,
     handle: F,
-) -> HashSet<String>
+) -> Processed
 where
     F: Fn(T) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<RecordFailure>,
 {
-    let confirmed = Mutex::new(HashSet::new());
+    let processed = Mutex::new(Processed::default());
     let all =
         futures::stream::iter(units).for_each_concurrent(options.concurrency.max(1), |unit| {
             // The handler is called inside the caught future, so even a panic before its first
             // await fails only this unit.
             let work = async { handle(unit.item).await };
-            let confirmed = &confirmed;
+            let processed = &processed;
             async move {
-                confirm_if_ok(unit.ids, work, confirmed).await;
+                confirm_if_ok(unit.ids, work, processed).await;
             }
         });
     with_deadline(options.time_left, options.deadline_margin, all).await;
-    confirmed.into_inner().unwrap_or_default()
+    processed.into_inner().unwrap_or_default()
 }
 
 /// Runs `work`, giving up a margin before the deadline (what is unfinished stays unconfirmed).
@@ -296,7 +351,7 @@ mod tests {
             seen.lock().unwrap().push(m.message_id.clone().unwrap());
             async move {
                 if m.body.as_deref() == Some("err") {
-                    Err("bad".into())
+                    Err::<(), String>("bad".into())
                 } else {
                     Ok(())
                 }
@@ -320,7 +375,7 @@ mod tests {
         let response = process_batch(event(records), options, |m| async move {
             let secs: u64 = m.body.unwrap().parse().unwrap();
             tokio::time::sleep(Duration::from_secs(secs)).await;
-            Ok(())
+            Ok::<(), String>(())
         })
         .await;
         assert_eq!(failed_ids(&response), vec!["slow"]);

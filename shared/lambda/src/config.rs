@@ -55,6 +55,10 @@ pub struct Config {
     pub endpoint_url: Option<String>,
     /// Long waits through EventBridge Scheduler, when `CAIRN_SCHEDULE_GROUP` is set.
     pub long_waits: Option<LongWaitConfig>,
+    /// A record that failed transiently stays invisible this long after its first receive,
+    /// doubling at every later one up to 12 h (`CAIRN_BACKOFF_BASE_SECONDS`, default 20; see
+    /// [`crate::backoff`]).
+    pub backoff_base_seconds: u32,
 }
 
 /// Where and when long waits become one-time schedules instead of chained SQS delays.
@@ -86,11 +90,20 @@ impl Default for Config {
             timer_chunk_seconds: 900,
             endpoint_url: None,
             long_waits: None,
+            backoff_base_seconds: 20,
         }
     }
 }
 
 impl Config {
+    /// The backoff of transiently failed records.
+    pub fn backoff_policy(&self) -> crate::backoff::BackoffPolicy {
+        crate::backoff::BackoffPolicy {
+            base_seconds: self.backoff_base_seconds.max(1),
+            ..Default::default()
+        }
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -165,6 +178,11 @@ impl Config {
             timer_chunk_seconds,
             endpoint_url: get("CAIRN_ENDPOINT_URL"),
             long_waits,
+            backoff_base_seconds: parse(
+                &get,
+                "CAIRN_BACKOFF_BASE_SECONDS",
+                defaults.backoff_base_seconds,
+            )?,
         })
     }
 }

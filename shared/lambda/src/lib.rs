@@ -15,6 +15,7 @@
 //! | [`sqs`] | the task/result/control transport on SQS (with claim checks) |
 //! | [`sdk_error`] | SDK errors classified into typed `cairn::infra::InfraError`s |
 //! | [`queues`] | the deployment's queue map, for pointing peer workers at it |
+//! | [`backoff`] | failed records after a batch: transient ones backed off (`ChangeMessageVisibility`), the last receive before the DLQ logged |
 //! | [`batch`] | one SQS batch: per-record handling, batch item failures, FIFO rule |
 //! | [`event_source`] | a local SQS event source mapping (what Lambda's trigger does), for dev mode and tests |
 //! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
@@ -24,6 +25,7 @@
 //! | [`telemetry`] | logging set-up for the binaries |
 
 pub mod aws;
+pub mod backoff;
 pub mod batch;
 pub mod config;
 #[cfg(feature = "dynamodb")]

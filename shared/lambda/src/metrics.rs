@@ -6,6 +6,8 @@
 //!   stale or future attempt, unknown seq or timer, anything for a finished run, ...).
 //! - `RejectedMessages`: a message that cannot be decoded; it is reported for redelivery and
 //!   ends in the DLQ.
+//! - `DeadLetteredMessages`: a record that failed its last receive (SQS moves it to the DLQ);
+//!   reason `transient` or `failed`.
 //!
 //! Each count is also a log line with the reason, at INFO (ignored) or WARN (rejected).
 
@@ -15,6 +17,8 @@ use std::io::Write;
 pub const IGNORED: &str = "IgnoredMessages";
 /// A message that cannot be decoded (bound for the DLQ).
 pub const REJECTED: &str = "RejectedMessages";
+/// A record that failed its last receive before the DLQ.
+pub const DEAD_LETTERED: &str = "DeadLetteredMessages";
 
 /// The EMF line counting one `metric` for `reason` at `timestamp_ms`.
 pub fn emf_line(metric: &str, reason: &str, timestamp_ms: u64) -> String {

@@ -90,7 +90,11 @@ where
         transport(&sdk, &config, clients.transport(&config)),
         clients.blobs(&config),
         options,
-    );
+    )
+    .with_backoff(crate::backoff::Backoff::new(
+        clients.sqs.clone(),
+        config.backoff_policy(),
+    ));
     let engine = &engine;
     if dev_mode(&config) {
         let transport = clients.transport(&config);

@@ -53,7 +53,7 @@ impl SqsWorker for Worker {
         };
         let records = event.payload.records;
         let produced: Mutex<Vec<(String, StepResult)>> = Mutex::new(Vec::new());
-        let mut confirmed = process_records(&records, options, |record: SqsMessage| {
+        let processed = process_records(&records, options, |record: SqsMessage| {
             let produced = &produced;
             async move {
                 let body = record.body.as_deref().ok_or("record has no body")?;
@@ -69,10 +69,11 @@ impl SqsWorker for Worker {
                 if let Ok(mut produced) = produced.lock() {
                     produced.push((message_id(&record).to_owned(), result));
                 }
-                Ok(())
+                Ok::<(), String>(())
             }
         })
         .await;
+        let mut confirmed = processed.confirmed;
         // Results go out together, in record order (FIFO: per-group order is kept).
         let mut produced = produced.into_inner().unwrap_or_default();
         let order: HashMap<&str, usize> = records

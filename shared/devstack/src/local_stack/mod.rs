@@ -65,7 +65,7 @@ impl Default for TemplateParams {
         Self {
             prefix: cairn::queue_name::DEFAULT_PREFIX.to_owned(),
             fifo: false,
-            max_receive_count: 5,
+            max_receive_count: 10,
             retention_days: 30,
             overrides: BTreeMap::new(),
         }

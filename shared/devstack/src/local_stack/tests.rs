@@ -47,7 +47,7 @@ fn standard_queues_match_queue_name_and_have_dlqs() {
             assert_eq!(dlq.name, dlq_name(&queue.name));
             assert_eq!(dlq.role, QueueRole::DeadLetter);
             assert!(!queue.fifo && !queue.attributes.contains_key("FifoQueue"));
-            assert_eq!(queue.redrive.as_ref().unwrap().max_receive_count, 5);
+            assert_eq!(queue.redrive.as_ref().unwrap().max_receive_count, 10);
         }
         assert_eq!(found.queues.len(), 8);
         assert!(
@@ -285,7 +285,7 @@ fn short_and_long_intrinsic_forms_resolve() {
         results.redrive,
         Some(Redrive {
             dead_letter_logical_id: "Dlq".into(),
-            max_receive_count: 5
+            max_receive_count: 10
         })
     );
     assert_eq!(found.table.ttl_attribute, None);

@@ -24,7 +24,10 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 
-use crate::batch::{batch_response, process_batch, process_units, time_left, BatchOptions, Unit};
+use crate::backoff::Backoff;
+use crate::batch::{
+    batch_response, process_records, process_units, time_left, BatchOptions, RecordFailure, Unit,
+};
 use cairn::contract::{
     decode_results_message, ControlMessage, DecodeError, ResultsMessage, RunId, StepStatus,
 };
@@ -84,6 +87,29 @@ pub enum RecordError {
     },
 }
 
+impl RecordError {
+    /// Whether the record may succeed later as it is: the store or the transport failed
+    /// transiently, races were lost too often, or a wide outbox ran out of time. Such a
+    /// record is backed off instead of burning its receives at the queue's pace.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(StoreError::Conflict { .. }) | Self::OutboxUnfinished { .. } => true,
+            Self::Store(e) => e.is_transient(),
+            Self::Transport(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+impl From<RecordError> for RecordFailure {
+    fn from(error: RecordError) -> Self {
+        Self {
+            transient: error.is_transient(),
+            reason: error.to_string(),
+        }
+    }
+}
+
 /// Anything that can send what the engine sends.
 pub trait EngineTransport: TaskSender + ResultSender + ControlSender {}
 impl<T: TaskSender + ResultSender + ControlSender> EngineTransport for T {}
@@ -96,6 +122,7 @@ pub struct Engine<S, T, B> {
     blobs: B,
     options: EngineOptions,
     moot: moot::MootTimers,
+    backoff: Option<Backoff>,
 }
 
 /// Engine settings.
@@ -137,7 +164,15 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             blobs,
             options,
             moot: moot::MootTimers::default(),
+            backoff: None,
         }
+    }
+
+    /// Failed records are backed off (transient failures) and warned of (last receive)
+    /// through `backoff` after each batch.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
     }
 
     /// The store (for tests and tools).
@@ -160,17 +195,26 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         // Sending a wide outbox stops this long before the deadline (progress is recorded).
         let deadline =
             left.map(|d| std::time::Instant::now() + d.saturating_sub(options.deadline_margin * 4));
+        let records = event.payload.records;
         if options.fifo {
             // FIFO: the queue already orders each run's messages (group = run id); keep that
             // order record by record.
-            return Ok(process_batch(event.payload, options, |record| async move {
+            let run_of = std::sync::Mutex::new(HashMap::new());
+            let run_of_ref = &run_of;
+            let processed = process_records(&records, options, |record| async move {
                 let message = match self.decode_record(&record).await {
                     Ok(message) => message,
                     Err(error) => {
                         reject(record.message_id.as_deref().unwrap_or_default(), &error);
-                        return Err(error.to_string());
+                        return Err(RecordFailure::from(error));
                     }
                 };
+                if let Ok(mut run_of) = run_of_ref.lock() {
+                    run_of.insert(
+                        record.message_id.clone().unwrap_or_default(),
+                        message.run_id().to_string(),
+                    );
+                }
                 let received = Received {
                     message_id: record.message_id.clone().unwrap_or_default(),
                     message,
@@ -178,13 +222,15 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 };
                 self.apply_all(vec![received], deadline)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(RecordFailure::from)
             })
-            .await);
+            .await;
+            let run_of = run_of.into_inner().unwrap_or_default();
+            self.settle(&records, &processed, &run_of).await;
+            return Ok(batch_response(&records, &processed.confirmed, true));
         }
         // Standard queue: all messages of one run in the batch go into one activation, so
         // a fan-in of many results costs one commit and never races itself.
-        let records = event.payload.records;
         let decoded = futures::future::join_all(records.iter().map(|record| async move {
             let id = record.message_id.clone().unwrap_or_default();
             (id, redelivered(record), self.decode_record(record).await)
@@ -192,10 +238,16 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         .await;
         let mut units: Vec<Unit<Vec<Received>>> = Vec::new();
         let mut by_run: HashMap<RunId, usize> = HashMap::new();
+        let mut run_of = HashMap::new();
+        let mut rejected = Vec::new();
         for (id, redelivered, message) in decoded {
             match message {
-                Err(error) => reject(&id, &error),
+                Err(error) => {
+                    reject(&id, &error);
+                    rejected.push((id, RecordFailure::from(error)));
+                }
                 Ok(message) => {
+                    run_of.insert(id.clone(), message.run_id().to_string());
                     let index = *by_run
                         .entry(message.run_id().to_owned())
                         .or_insert_with(|| {
@@ -214,13 +266,27 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 }
             }
         }
-        let confirmed = process_units(units, options, |messages| async move {
+        let mut processed = process_units(units, options, |messages| async move {
             self.apply_all(messages, deadline)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(RecordFailure::from)
         })
         .await;
-        Ok(batch_response(&records, &confirmed, false))
+        processed.failures.extend(rejected);
+        self.settle(&records, &processed, &run_of).await;
+        Ok(batch_response(&records, &processed.confirmed, false))
+    }
+
+    /// Backs off what failed transiently and warns of what is bound for the DLQ.
+    async fn settle(
+        &self,
+        records: &[SqsMessage],
+        processed: &crate::batch::Processed,
+        run_of: &HashMap<String, String>,
+    ) {
+        if let Some(backoff) = &self.backoff {
+            backoff.settle(records, processed, run_of).await;
+        }
     }
 
     async fn decode_record(&self, record: &SqsMessage) -> Result<ResultsMessage, RecordError> {

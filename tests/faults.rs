@@ -1,0 +1,85 @@
+//! Infrastructure faults through the fault proxy (`cairn_devstack::fault_proxy`) in front of
+//! the local stack: throttling, hangs and cuts must delay runs, never strand or dead-letter
+//! them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use cairn::contract::{encode, ControlMessage};
+use cairn::workflow::{RunStatus, WorkflowContext, WorkflowError, Workflows};
+use cairn_devstack::fault_proxy::{Fault, FaultProxy};
+use cairn_lambda::worker::Worker;
+use cairn_tests::{endpoint, TestEnv};
+use serde_json::{json, Value};
+
+async fn echo(_ctx: WorkflowContext, input: Value) -> Result<Value, WorkflowError> {
+    Ok(input)
+}
+
+fn echo_workflows() -> Workflows {
+    let mut workflows = Workflows::new();
+    workflows.register("echo", echo);
+    workflows
+}
+
+/// Sends `startRun` for `ids` straight to the results queue (no store involved).
+async fn start_runs(env: &TestEnv, ids: &[String]) {
+    let entries: Vec<SendMessageBatchRequestEntry> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let body = encode(&ControlMessage::StartRun {
+                run_id: id.parse().unwrap(),
+                workflow: "echo".into(),
+                input: json!(id),
+                parent: None,
+            });
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    env.clients
+        .sqs
+        .send_message_batch()
+        .queue_url(&env.resources.results_queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn dlq_bodies(env: &TestEnv) -> Vec<String> {
+    env.receive_bodies(&env.resources.results_dlq_url).await
+}
+
+/// Issue 11, point 1: with 5 receives and the tests' 2 s visibility, a 12 s throttle used to
+/// dead-letter every record (receives at 0, 2, 4, 6, 8 s). Backed off from 1 s, doubling,
+/// the fifth receive comes at about 15 s, after the throttle: every run completes and the DLQ
+/// stays empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_throttle_longer_than_the_receives_allow_is_backed_off_not_dead_lettered() {
+    let env = TestEnv::with_receive_count("throttle-backoff", false, 5).await;
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    proxy.set_dynamodb(Fault::Throttle);
+    let engine = env.engine_via(&proxy.endpoint(), echo_workflows()).await;
+    let ids: Vec<String> = (0..3).map(|i| format!("throttled-{i}")).collect();
+    start_runs(&env, &ids).await;
+    let _runtime = env.run(engine, Worker::new()).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    proxy.set_dynamodb(Fault::Ok);
+    let throttled = proxy.counts().get("dynamodb throttle").copied().unwrap_or(0);
+    assert!(throttled >= 3, "the engine met the throttle: {:?}", proxy.counts());
+
+    let client = env.client();
+    for id in &ids {
+        let run = client.wait(id, Duration::from_secs(40)).await.unwrap();
+        assert_eq!(run.status, RunStatus::Completed, "{id}");
+    }
+    let dead = dlq_bodies(&env).await;
+    assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+}
