@@ -72,8 +72,16 @@ async fn a_dynamodb_throttle_longer_than_the_receives_allow_is_backed_off_not_de
     let _runtime = env.run(engine, Worker::new()).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     proxy.set_dynamodb(Fault::Ok);
-    let throttled = proxy.counts().get("dynamodb throttle").copied().unwrap_or(0);
-    assert!(throttled >= 3, "the engine met the throttle: {:?}", proxy.counts());
+    let throttled = proxy
+        .counts()
+        .get("dynamodb throttle")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        throttled >= 3,
+        "the engine met the throttle: {:?}",
+        proxy.counts()
+    );
 
     let client = env.client();
     for id in &ids {

@@ -130,7 +130,10 @@ impl Backoff {
                         %reason,
                         "record failed its last receive: SQS moves it to the dead-letter queue (the reconciler reports it; cairn dlq redrive brings it back)"
                     );
-                    crate::metrics::count(crate::metrics::DEAD_LETTERED, if transient { "transient" } else { "failed" });
+                    crate::metrics::count(
+                        crate::metrics::DEAD_LETTERED,
+                        if transient { "transient" } else { "failed" },
+                    );
                     continue;
                 }
             }
