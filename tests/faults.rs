@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use cairn::contract::{encode, ControlMessage};
@@ -90,4 +90,86 @@ async fn a_dynamodb_throttle_longer_than_the_receives_allow_is_backed_off_not_de
     }
     let dead = dlq_bodies(&env).await;
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+}
+
+/// Issue 11, point 1: a run waiting on a step without a timeout, whose result was
+/// dead-lettered, used to wait forever (a manual `cairn dlq redrive` freed it). The
+/// reconciler's look at the results DLQ sends back what a running run awaits and leaves the
+/// rest (junk, results for runs that do not exist) with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_sends_back_a_dead_lettered_result_that_a_running_run_awaits() {
+    use std::sync::Arc;
+
+    use cairn_devstack::local_runtime::LocalRuntime;
+    use cairn_lambda::dead_letters::redrive_awaited;
+
+    let env = TestEnv::new("dlq-awaited", false).await;
+    let engine = Arc::new(env.engine(cairn_demo::workflows()));
+    // The engine alone: the test plays the worker.
+    let mut runtime = LocalRuntime::new();
+    let handler = {
+        let engine = engine.clone();
+        Arc::new(move |event| {
+            let engine = engine.clone();
+            async move { engine.handle(event).await }
+        })
+    };
+    runtime
+        .map(
+            &env.clients.sqs,
+            &env.resources.results_queue_url,
+            env.mapping(),
+            handler,
+        )
+        .await
+        .unwrap();
+    let client = env.client();
+    client
+        .start("fan-out", json!(1), Some("awaits-1".into()))
+        .await
+        .unwrap();
+    let tasks = &env.resources.task_queue_urls["notifications.send-email"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let task = loop {
+        if let Some(body) = env.receive_bodies(tasks).await.pop() {
+            break cairn::contract::decode_task(&body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the task was dispatched");
+    };
+    let result = cairn_demo::worker().run_task(&task).await;
+    // The result, dead-lettered; beside it junk and a result for a run that does not exist.
+    let mut stray = result.clone();
+    stray.run_id = "no-such-run".parse().unwrap();
+    stray.step_id = cairn::contract::StepId::new(&stray.run_id, 1);
+    for body in [encode(&result), "{ junk".to_owned(), encode(&stray)] {
+        env.clients
+            .sqs
+            .send_message()
+            .queue_url(&env.resources.results_dlq_url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let store = env.clients.store(&env.config);
+    let report = redrive_awaited(
+        &store,
+        &env.clients.sqs,
+        &env.resources.results_dlq_url,
+        &env.resources.results_queue_url,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.examined, 3, "{report:?}");
+    assert_eq!(report.redriven, vec!["awaits-1".to_owned()], "{report:?}");
+    let mut left: Vec<&str> = report.left.iter().map(|(_, run, _)| run.as_str()).collect();
+    left.sort();
+    assert_eq!(left, ["", "no-such-run"], "{report:?}");
+
+    let run = client
+        .wait("awaits-1", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
 }

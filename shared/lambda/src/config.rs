@@ -32,6 +32,9 @@ pub struct Config {
     pub prefix: String,
     /// The results queue URL (`CAIRN_RESULTS_QUEUE_URL`); resolved by name when absent.
     pub results_queue_url: Option<String>,
+    /// The results queue's dead-letter queue (`CAIRN_RESULTS_DLQ_URL`), which the reconciler
+    /// peeks at; resolved by name when absent.
+    pub results_dlq_url: Option<String>,
     /// A standard queue for durable timers (`CAIRN_TIMER_QUEUE_URL`); needed when the results
     /// queue is FIFO, optional otherwise (timers then ride the results queue).
     pub timer_queue_url: Option<String>,
@@ -81,6 +84,7 @@ impl Default for Config {
             table_name: format!("{DEFAULT_PREFIX}-runs"),
             prefix: DEFAULT_PREFIX.to_owned(),
             results_queue_url: None,
+            results_dlq_url: None,
             timer_queue_url: None,
             task_queue_urls: BTreeMap::new(),
             peer_groups: BTreeSet::new(),
@@ -161,6 +165,7 @@ impl Config {
             table_name,
             prefix,
             results_queue_url: get("CAIRN_RESULTS_QUEUE_URL"),
+            results_dlq_url: get("CAIRN_RESULTS_DLQ_URL"),
             timer_queue_url: get("CAIRN_TIMER_QUEUE_URL"),
             task_queue_urls,
             peer_groups: get("CAIRN_PEER_GROUPS")

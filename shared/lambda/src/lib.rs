@@ -21,6 +21,7 @@
 //! | [`engine`] | the engine Lambda's logic: results queue → replay → checkpoint → send |
 //! | [`worker`] | the worker Lambda: a core `Worker`'s step handlers behind a tasks queue |
 //! | [`metrics`] | counters of ignored and rejected messages (CloudWatch EMF lines) |
+//! | [`dead_letters`] | the reconciler's look at the results DLQ: what running runs await goes back |
 //! | [`reconciler`] | re-drives runs stuck with unsent commands or lost timers |
 //! | [`telemetry`] | logging set-up for the binaries |
 
@@ -28,6 +29,7 @@ pub mod aws;
 pub mod backoff;
 pub mod batch;
 pub mod config;
+pub mod dead_letters;
 #[cfg(feature = "dynamodb")]
 pub mod dynamo;
 pub mod engine;

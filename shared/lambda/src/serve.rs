@@ -156,7 +156,7 @@ pub async fn serve_reconciler() -> Result<(), Error> {
     let config = Config::from_env()?;
     let clients = AwsClients::new(&sdk_config(config.endpoint_url.as_deref()).await);
     let (store, transport) = (clients.store(&config), clients.transport(&config));
-    let (store, transport, config) = (&store, &transport, &config);
+    let (store, transport, config, sqs) = (&store, &transport, &config, &clients.sqs);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         // Stop a few seconds before the deadline; the next pass goes on from the mark.
         let deadline = crate::batch::time_left(&event.context).map(|left| {
@@ -164,9 +164,39 @@ pub async fn serve_reconciler() -> Result<(), Error> {
         });
         let report =
             crate::reconciler::reconcile_stalled(store, transport, config, deadline).await?;
-        Ok::<_, Error>(serde_json::json!(report))
+        // Then the results DLQ: what running runs await goes back (a failure here is logged;
+        // the pass's own report stands).
+        let dlq = match results_dlq(transport, config).await {
+            Ok((dlq, results)) => {
+                crate::dead_letters::redrive_awaited(store, sqs, &dlq, &results, deadline)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &dlq {
+            tracing::warn!(error = %e, "results DLQ not examined");
+        }
+        Ok::<_, Error>(serde_json::json!({ "pass": report, "resultsDlq": dlq.ok() }))
     }))
     .await
+}
+
+#[cfg(feature = "dynamodb")]
+/// The results DLQ's URL and the results queue's (`CAIRN_RESULTS_DLQ_URL`, else by name).
+async fn results_dlq<B: cairn::store::BlobStore>(
+    transport: &SqsTransport<B>,
+    config: &Config,
+) -> Result<(String, String), cairn::transport::TransportError> {
+    let results = transport.results_queue_url().await?;
+    if let Some(dlq) = &config.results_dlq_url {
+        return Ok((dlq.clone(), results));
+    }
+    let name = results.rsplit('/').next().unwrap_or_default();
+    let dlq = transport
+        .queue_url(&cairn::queue_name::dlq_name(name))
+        .await?;
+    Ok((dlq, results))
 }
 
 /// Outside Lambda, against the local stack.

@@ -180,6 +180,11 @@ impl<B: BlobStore> SqsTransport<B> {
         self.resolve(&name).await
     }
 
+    /// The URL of the queue named `name` (looked up once).
+    pub async fn queue_url(&self, name: &str) -> Result<String, TransportError> {
+        self.resolve(name).await
+    }
+
     async fn resolve(&self, name: &str) -> Result<String, TransportError> {
         if let Some(url) = self.resolved.lock().ok().and_then(|m| m.get(name).cloned()) {
             return Ok(url);
