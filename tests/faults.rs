@@ -173,3 +173,74 @@ async fn the_reconciler_sends_back_a_dead_lettered_result_that_a_running_run_awa
         .unwrap();
     assert_eq!(run.status, RunStatus::Completed);
 }
+
+/// Log lines of this test binary, captured (one global subscriber per process).
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let writer = logs.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter("info,aws_smithy_runtime=warn,aws_config=warn")
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        logs
+    })
+    .clone()
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = self.0.lock() {
+            logs.extend_from_slice(buf);
+        }
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Issue 11, point 4: with no SDK timeouts, a DynamoDB hang left the engine silent for
+/// 28.5 s, then one WARN naming nothing. Now the request times out after the attempt
+/// timeout (5 s) and the log says what hung: the operation, the run and the message; once
+/// the hang ends the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_hang_times_out_and_the_log_names_operation_run_and_message() {
+    let logs = captured_logs();
+    let env = TestEnv::new("dynamodb-hang", false).await;
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    proxy.set_dynamodb(Fault::Hang);
+    let engine = env.engine_via(&proxy.endpoint(), echo_workflows()).await;
+    start_runs(&env, &["hung-1".to_owned()]).await;
+    let _runtime = env.run(engine, Worker::new()).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("AWS request timed out") && l.contains("hung-1"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line says what hung within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("operation="), "{line}");
+    assert!(line.contains("message_ids=[\""), "{line}");
+    proxy.set_dynamodb(Fault::Ok);
+    let run = env
+        .client()
+        .wait("hung-1", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+}

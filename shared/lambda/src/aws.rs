@@ -1,9 +1,13 @@
-//! AWS SDK wiring: one `SdkConfig` for every client, pointed at the local stack only when
-//! `CAIRN_ENDPOINT_URL` is set, and an interceptor that counts requests per operation.
+//! AWS SDK wiring: one `SdkConfig` for every client, with operation and attempt timeouts,
+//! pointed at the local stack only when `CAIRN_ENDPOINT_URL` is set, and an interceptor that
+//! counts requests per operation.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::Credentials;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -21,6 +25,35 @@ pub async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
     sdk_config_with(endpoint_url, &SdkChoice::default()).await
 }
 
+/// Longest wait for one attempt of an AWS request, by default; `CAIRN_SDK_ATTEMPT_TIMEOUT_MS`
+/// overrides it. DynamoDB and SQS answer in milliseconds: an attempt this slow is a hang.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a whole AWS request, retries included, by default;
+/// `CAIRN_SDK_OPERATION_TIMEOUT_MS` overrides it. Shorter than the engine's 30 s Lambda
+/// timeout, so a hung request fails its record (with the operation named) before the deadline.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait to connect, by default.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// The timeouts every client gets: without them the SDK waits for a hung request forever.
+/// A request that runs past one fails with `InfraErrorKind::TimedOut` (transient: the
+/// record is backed off) and the engine logs the operation, run id and message ids.
+pub fn sdk_timeouts() -> TimeoutConfig {
+    let ms = |name: &str, default: Duration| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .unwrap_or(default)
+    };
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ms("CAIRN_SDK_ATTEMPT_TIMEOUT_MS", ATTEMPT_TIMEOUT))
+        .operation_timeout(ms("CAIRN_SDK_OPERATION_TIMEOUT_MS", OPERATION_TIMEOUT))
+        .build()
+}
+
 /// A region and profile chosen by the caller (the CLI's `--region` / `--profile`), taken over
 /// what the environment says.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +66,7 @@ pub struct SdkChoice {
 
 /// [`sdk_config`] with the caller's region and profile given to the config loader.
 pub async fn sdk_config_with(endpoint_url: Option<&str>, choice: &SdkChoice) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(sdk_timeouts());
     if let Some(profile) = &choice.profile {
         loader = loader.profile_name(profile);
     }

@@ -186,7 +186,19 @@ where
         },
     );
     with_deadline(options.time_left, options.deadline_margin, all).await;
-    processed.into_inner().unwrap_or_default()
+    let processed = processed.into_inner().unwrap_or_default();
+    log_unfinished(records.iter().map(message_id), &processed);
+    processed
+}
+
+/// Names the records still unfinished when the deadline cut the batch.
+fn log_unfinished<'a>(ids: impl Iterator<Item = &'a str>, processed: &Processed) {
+    let unfinished: Vec<&str> = ids
+        .filter(|id| !processed.confirmed.contains(*id) && !processed.failures.contains_key(*id))
+        .collect();
+    if !unfinished.is_empty() {
+        tracing::warn!(message_ids = ?unfinished, "unfinished at the deadline: reported for redelivery");
+    }
 }
 
 /// Awaits `work` with panics caught; on `Ok` confirms `ids`, otherwise logs why they will
@@ -245,6 +257,7 @@ where
     E: Into<RecordFailure>,
 {
     let processed = Mutex::new(Processed::default());
+    let all_ids: Vec<String> = units.iter().flat_map(|u| u.ids.clone()).collect();
     let all =
         futures::stream::iter(units).for_each_concurrent(options.concurrency.max(1), |unit| {
             // The handler is called inside the caught future, so even a panic before its first
@@ -256,7 +269,9 @@ where
             }
         });
     with_deadline(options.time_left, options.deadline_margin, all).await;
-    processed.into_inner().unwrap_or_default()
+    let processed = processed.into_inner().unwrap_or_default();
+    log_unfinished(all_ids.iter().map(String::as_str), &processed);
+    processed
 }
 
 /// Runs `work`, giving up a margin before the deadline (what is unfinished stays unconfirmed).

@@ -117,6 +117,8 @@ impl EventSourceMapping {
             queue_url: self.queue_url.clone(),
             message,
         };
+        let long_poll = Duration::from_secs(self.options.wait_seconds.clamp(0, 20) as u64)
+            + crate::aws::ATTEMPT_TIMEOUT;
         let received = self
             .client
             .receive_message()
@@ -126,6 +128,16 @@ impl EventSourceMapping {
             .set_visibility_timeout(self.options.visibility_timeout)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(
+                    // A long poll waits on purpose: its attempt may take the wait and then some.
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(long_poll)
+                        .operation_timeout(long_poll * 3)
+                        .build(),
+                ),
+            )
             .send()
             .await
             .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;

@@ -220,9 +220,13 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     message,
                     redelivered: redelivered(&record),
                 };
+                let (run_id, ids) = (
+                    received.message.run_id().to_string(),
+                    [received.message_id.clone()],
+                );
                 self.apply_all(vec![received], deadline)
                     .await
-                    .map_err(RecordFailure::from)
+                    .map_err(|e| failure(&run_id, &ids, e))
             })
             .await;
             let run_of = run_of.into_inner().unwrap_or_default();
@@ -267,9 +271,14 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             }
         }
         let mut processed = process_units(units, options, |messages| async move {
+            let run_id = messages
+                .first()
+                .map(|m| m.message.run_id().to_string())
+                .unwrap_or_default();
+            let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
             self.apply_all(messages, deadline)
                 .await
-                .map_err(RecordFailure::from)
+                .map_err(|e| failure(&run_id, &ids, e))
         })
         .await;
         processed.failures.extend(rejected);
@@ -765,6 +774,23 @@ fn count_ignored(reasons: &[&'static str]) {
     for reason in reasons {
         crate::metrics::count(crate::metrics::IGNORED, reason);
     }
+}
+
+/// The failure of a run's records; a request that timed out (a hang below us) is logged with
+/// what hung: the operation, the run and the message ids.
+fn failure(run_id: &str, message_ids: &[String], error: RecordError) -> RecordFailure {
+    if let Some(infra) = cairn::infra::InfraError::find(&error) {
+        if infra.kind == cairn::infra::InfraErrorKind::TimedOut {
+            tracing::warn!(
+                run_id,
+                message_ids = ?message_ids,
+                operation = infra.operation,
+                error = %infra,
+                "AWS request timed out (the service hangs); the record is backed off"
+            );
+        }
+    }
+    RecordFailure::from(error)
 }
 
 /// Logs and counts a record that cannot be decoded; it is reported for redelivery, so SQS
