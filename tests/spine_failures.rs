@@ -120,6 +120,79 @@ async fn two_results_of_one_run_processed_concurrently_both_land() {
     assert_eq!(loaded.run.output, Some(json!(2)));
 }
 
+/// Two remote steps, one after the other.
+async fn two_emails(ctx: WorkflowContext, _: Value) -> Result<u64, WorkflowError> {
+    for i in 0..2 {
+        let email = cairn_demo::Email {
+            to: format!("u{i}@example.com"),
+            subject: "turns".into(),
+        };
+        ctx.remote(&cairn_demo::SEND_EMAIL, email).await?;
+    }
+    Ok(2)
+}
+
+/// Warm engines activate on their cached copy of a run without reading it; another Lambda
+/// instance may have advanced the run meanwhile. Nothing is lost or doubled: a stale copy's
+/// commit loses the history index and is redone on the run as stored, and a message that
+/// looks moot on a stale copy (a result for a step the copy has not seen) is judged again
+/// on the run as stored instead of being dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_with_their_own_cached_copies_take_turns_on_one_run() {
+    let env = TestEnv::new("turns", false).await;
+    let workflows = || {
+        let mut w = cairn_demo::workflows();
+        w.register("two-emails", two_emails);
+        w
+    };
+    let (a, b) = (env.engine(workflows()), env.engine(workflows()));
+    let url = &env.resources.task_queue_urls["notifications.send-email"];
+
+    // Sequential steps: B applies the first result, so A's copy has not seen the second
+    // step scheduled when its result reaches A.
+    a.apply(start("r-seq", "two-emails", json!(null)), "s0")
+        .await
+        .unwrap();
+    let first = run_tasks(&env, url, 1).await;
+    b.apply(ResultsMessage::Step(first[0].clone()), "s1")
+        .await
+        .unwrap();
+    let second = run_tasks(&env, url, 1).await;
+    a.apply(ResultsMessage::Step(second[0].clone()), "s2")
+        .await
+        .unwrap();
+    // A duplicate of the first result, now on A's refreshed copy: applied once.
+    a.apply(ResultsMessage::Step(first[0].clone()), "s3")
+        .await
+        .unwrap();
+
+    // Parallel steps: both copies know both steps; A's commit of the second result takes an
+    // index B already used, so it is redone on the run as stored.
+    a.apply(start("r-par", "fan-out", json!(2)), "p0")
+        .await
+        .unwrap();
+    let results = run_tasks(&env, url, 2).await;
+    b.apply(ResultsMessage::Step(results[0].clone()), "p1")
+        .await
+        .unwrap();
+    a.apply(ResultsMessage::Step(results[1].clone()), "p2")
+        .await
+        .unwrap();
+
+    let fresh = env.client();
+    for (run_id, output) in [("r-seq", json!(2)), ("r-par", json!(2))] {
+        let loaded = fresh.get(run_id).await.unwrap();
+        let completed = loaded
+            .history
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::StepCompleted { .. }))
+            .count();
+        assert_eq!(completed, 2, "{run_id}: each result applied once");
+        assert_eq!(loaded.run.status, RunStatus::Completed, "{run_id}");
+        assert_eq!(loaded.run.output, Some(output), "{run_id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_crashes_before_deleting_gets_the_task_again() {
     let env = TestEnv::new("crash", false).await;

@@ -331,6 +331,14 @@ pub trait CheckpointStore: Send + Sync {
         run_id: &str,
     ) -> impl Future<Output = Result<Option<LoadedRun>, StoreError>> + Send;
 
+    /// The run as this process last saw it, without a request, when the store keeps a cache
+    /// of loaded runs (a warm engine); `None` otherwise. It may lag behind the store: a
+    /// commit built on a stale copy fails with [`StoreError::Conflict`] (the history index it
+    /// appends at is taken), so it is safe to act on only through a commit.
+    fn cached(&self, _run_id: &str) -> Option<LoadedRun> {
+        None
+    }
+
     /// Applies an activation atomically; [`StoreError::Conflict`] if the version moved.
     fn commit(&self, commit: &Commit) -> impl Future<Output = Result<(), StoreError>> + Send;
 

@@ -593,6 +593,10 @@ impl CheckpointStore for DynamoStore {
         loaded
     }
 
+    fn cached(&self, run_id: &str) -> Option<LoadedRun> {
+        self.cache.as_ref()?.get(run_id)
+    }
+
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let run_id = &commit.run.run_id;
         let result = async {

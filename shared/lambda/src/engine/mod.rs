@@ -13,7 +13,9 @@
 //! lease with its progress recorded, bounded by the Lambda deadline, and resumed where it
 //! stopped. The reconciler covers records that were dead-lettered.
 
+mod deferred;
 mod moot;
+mod optimism;
 mod outbox;
 mod release;
 mod wide;
@@ -123,6 +125,7 @@ pub struct Engine<S, T, B> {
     options: EngineOptions,
     moot: moot::MootTimers,
     backoff: Option<Backoff>,
+    optimism: optimism::Optimism,
 }
 
 /// Engine settings.
@@ -165,6 +168,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             options,
             moot: moot::MootTimers::default(),
             backoff: None,
+            optimism: optimism::Optimism::default(),
         }
     }
 
@@ -224,7 +228,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     received.message.run_id().to_string(),
                     [received.message_id.clone()],
                 );
-                self.apply_all(vec![received], deadline)
+                self.apply_all(vec![received], deadline, None)
                     .await
                     .map_err(|e| failure(&run_id, &ids, e))
             })
@@ -270,17 +274,33 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 }
             }
         }
+        let ids_by_run: Vec<(RunId, Vec<String>)> = by_run
+            .into_iter()
+            .map(|(run_id, index)| (run_id, units[index].ids.clone()))
+            .collect();
+        // The activations leave their commands here; they are sent together below.
+        let deferred = deferred::Deferred::default();
+        let deferred = &deferred;
         let mut processed = process_units(units, options, |messages| async move {
             let run_id = messages
                 .first()
                 .map(|m| m.message.run_id().to_string())
                 .unwrap_or_default();
             let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
-            self.apply_all(messages, deadline)
+            self.apply_all(messages, deadline, Some(deferred))
                 .await
                 .map_err(|e| failure(&run_id, &ids, e))
         })
         .await;
+        let unsent = deferred.flush(&self.transport).await;
+        for (run_id, ids) in ids_by_run {
+            if let Some(failure) = unsent.get(&run_id) {
+                for id in ids {
+                    processed.confirmed.remove(&id);
+                    processed.failures.insert(id, failure.clone());
+                }
+            }
+        }
         processed.failures.extend(rejected);
         self.settle(&records, &processed, &run_of).await;
         Ok(batch_response(&records, &processed.confirmed, false))
@@ -320,7 +340,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             message,
             redelivered: redelivered(record),
         };
-        self.apply_all(vec![received], deadline).await
+        self.apply_all(vec![received], deadline, None).await
     }
 
     /// Applies one decoded message to its run.
@@ -334,14 +354,16 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             message,
             redelivered: false,
         };
-        self.apply_all(vec![received], None).await
+        self.apply_all(vec![received], None, None).await
     }
 
-    /// Applies decoded messages of one run in one activation.
+    /// Applies decoded messages of one run in one activation; with `deferred`, the commands
+    /// of a small outbox are left there for the batch to send.
     async fn apply_all(
         &self,
         messages: Vec<Received>,
         deadline: Option<std::time::Instant>,
+        deferred: Option<&deferred::Deferred>,
     ) -> Result<(), RecordError> {
         let Some(run_id) = messages.first().map(|r| r.message.run_id().to_owned()) else {
             return Ok(());
@@ -422,11 +444,22 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         // Step results first (as `Incoming::results_first` orders a batch), keeping each
         // item's redelivery flag with it.
         incoming.sort_by_key(|(item, _)| !matches!(item, Incoming::StepResult { .. }));
+        // A redelivered record may have to re-send what its activation issued: that needs
+        // the run as stored, not as this process last saw it.
+        let redelivery = incoming.iter().any(|(_, redelivered)| *redelivered);
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let fresh = redelivery || attempt > 1;
             let result = self
-                .activate_once(&run_id, &incoming, parent.clone(), deadline)
+                .activate_once(
+                    &run_id,
+                    &incoming,
+                    parent.clone(),
+                    deadline,
+                    deferred,
+                    fresh,
+                )
                 .await;
             match result {
                 Err(RecordError::Store(StoreError::Conflict { .. }))
@@ -485,31 +518,107 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         if !messages.iter().any(|r| fires_timer(&r.message)) {
             return Ok(HashMap::new());
         }
+        let fire_times = |loaded: &LoadedRun| -> HashMap<String, u64> {
+            loaded
+                .history
+                .iter()
+                .filter_map(|event| match &event.kind {
+                    EventKind::TimerStarted {
+                        timer_id,
+                        fire_at_ms,
+                        ..
+                    } => Some((timer_id.to_string(), *fire_at_ms)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // A timer's due time never changes once recorded, so a cached copy of the run answers
+        // for the timers it knows; one it does not know needs the run as stored.
+        if let Some(cached) = self.store.cached(run_id) {
+            let known = fire_times(&cached);
+            let all_known = messages.iter().all(|r| match &r.message {
+                ResultsMessage::Control(ControlMessage::TimerFired { timer_id, .. }) => {
+                    known.contains_key(timer_id)
+                }
+                _ => true,
+            });
+            if all_known {
+                return Ok(known);
+            }
+        }
         let Some(loaded) = self.store.load(run_id).await? else {
             return Ok(HashMap::new());
         };
-        Ok(loaded
-            .history
-            .iter()
-            .filter_map(|event| match &event.kind {
-                EventKind::TimerStarted {
-                    timer_id,
-                    fire_at_ms,
-                    ..
-                } => Some((timer_id.to_string(), *fire_at_ms)),
-                _ => None,
-            })
-            .collect())
+        Ok(fire_times(&loaded))
     }
 
+    /// One activation. Unless `fresh`, it is first tried without reading the store: on the
+    /// run as this process last saw it (`CheckpointStore::cached`), or, for a start of a run
+    /// it does not know, on nothing. The conditional write is the check: if the copy was
+    /// stale, the history index (or the run item) is taken and the commit fails. Anything
+    /// but a successful commit (a conflict, nothing to append, an error) is then redone on
+    /// the run as stored, so nothing is dropped or failed on a stale copy.
     async fn activate_once(
         &self,
         run_id: &RunId,
         incoming: &[(Incoming, bool)],
         parent: Option<cairn::contract::ParentRef>,
         deadline: Option<std::time::Instant>,
+        deferred: Option<&deferred::Deferred>,
+        fresh: bool,
     ) -> Result<(), RecordError> {
+        if !fresh && self.optimism.try_it() {
+            let starts = incoming
+                .iter()
+                .any(|(i, _)| matches!(i, Incoming::Start { .. }));
+            let guess = match self.store.cached(run_id) {
+                Some(cached) => Some(Some(cached)),
+                None if starts => Some(None),
+                None => None,
+            };
+            if let Some(guess) = guess {
+                let outcome = self
+                    .activate_on(
+                        run_id,
+                        incoming,
+                        parent.clone(),
+                        deadline,
+                        deferred,
+                        guess,
+                        false,
+                    )
+                    .await?;
+                match outcome {
+                    Outcome::Committed => {
+                        self.optimism.record(false);
+                        return Ok(());
+                    }
+                    Outcome::Stale => {
+                        tracing::debug!(%run_id, "the cached run was stale; re-running on the run as stored");
+                        self.optimism.record(true);
+                    }
+                    Outcome::Unverified => {}
+                }
+            }
+        }
         let loaded = self.store.load(run_id).await?;
+        self.activate_on(run_id, incoming, parent, deadline, deferred, loaded, true)
+            .await?;
+        Ok(())
+    }
+
+    /// An activation on `loaded` (`verified`: read from the store for it).
+    #[allow(clippy::too_many_arguments)]
+    async fn activate_on(
+        &self,
+        run_id: &RunId,
+        incoming: &[(Incoming, bool)],
+        parent: Option<cairn::contract::ParentRef>,
+        deadline: Option<std::time::Instant>,
+        deferred: Option<&deferred::Deferred>,
+        loaded: Option<LoadedRun>,
+        verified: bool,
+    ) -> Result<Outcome, RecordError> {
         let now = now_ms();
         let start = incoming
             .iter()
@@ -553,7 +662,17 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             incoming: incoming.iter().map(|(i, _)| i.clone()).collect(),
             now_ms: now,
         };
-        let activation = activate(&self.workflows, request).await?;
+        let activation = match activate(&self.workflows, request).await {
+            Ok(activation) => activation,
+            // Judged on a copy that may be stale: judge again on the run as stored.
+            Err(_) if !verified => return Ok(Outcome::Unverified),
+            Err(error) => return Err(error.into()),
+        };
+        if activation.appended.is_empty() && !verified {
+            // Nothing to append may only mean the copy is stale (e.g. a result for an attempt
+            // scheduled elsewhere): never drop a message on a copy.
+            return Ok(Outcome::Unverified);
+        }
         self.resend(&loaded, &resend, deadline).await?;
         if activation.appended.is_empty() {
             count_ignored(&activation.ignored);
@@ -573,7 +692,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 };
                 self.store.commit(&commit).await?;
             }
-            return Ok(());
+            return Ok(Outcome::Committed);
         }
         let was_terminal = run.status.is_terminal();
         let mut next = run.clone();
@@ -621,7 +740,10 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             outbox: commands,
             lease,
         };
-        self.store.commit(&commit).await?;
+        match self.store.commit(&commit).await {
+            Err(StoreError::Conflict { .. }) if !verified => return Ok(Outcome::Stale),
+            committed => committed?,
+        }
         count_ignored(&activation.ignored);
         release::release(&self.transport, &released).await;
         self.moot.committed(&commit);
@@ -645,18 +767,25 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 )
                 .await?;
             }
-            None if !commit.outbox.is_empty() => {
-                send_commands(
-                    &self.transport,
+            None if !commit.outbox.is_empty() => match deferred {
+                Some(deferred) => deferred.push(
                     &commit.run,
                     &commit.outbox,
                     self.options.timer_chunk_seconds,
-                )
-                .await?;
-            }
+                ),
+                None => {
+                    send_commands(
+                        &self.transport,
+                        &commit.run,
+                        &commit.outbox,
+                        self.options.timer_chunk_seconds,
+                    )
+                    .await?
+                }
+            },
             None => {}
         }
-        Ok(())
+        Ok(Outcome::Committed)
     }
 
     /// Sends again what redelivered records' activations issued, and what older releases
@@ -714,6 +843,17 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         }
         Ok(())
     }
+}
+
+/// How an activation ended.
+enum Outcome {
+    /// Committed (or, verified, nothing to commit).
+    Committed,
+    /// Built on a stale copy: the commit lost the history index.
+    Stale,
+    /// Built on a copy and not committed (nothing to append, or an error): to be redone on
+    /// the run as stored.
+    Unverified,
 }
 
 /// A decoded results-queue record.

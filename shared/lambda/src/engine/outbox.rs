@@ -64,14 +64,15 @@ pub(crate) fn parent_result(
     }
 }
 
+/// The messages a list of commands turns into, by kind (one batched send each).
 #[derive(Default)]
-struct Messages {
-    tasks: Vec<RemoteTask>,
-    results: Vec<StepResult>,
-    control: Vec<(ControlMessage, u32)>,
+pub(crate) struct Messages {
+    pub(crate) tasks: Vec<RemoteTask>,
+    pub(crate) results: Vec<StepResult>,
+    pub(crate) control: Vec<(ControlMessage, u32)>,
 }
 
-fn messages_for(
+pub(crate) fn messages_for(
     run: &RunRecord,
     commands: &[Command],
     now_ms: u64,
