@@ -17,10 +17,12 @@ use cairn_tests::{AwsEngine, TestEnv};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 
-/// A step with a timeout that is due at once, and one retry after a minute: its timeout
-/// message is due as soon as it is sent, the retry is not.
+/// A step whose timeout timer is due at once (no queue wait allowed, 1 ms of run time), and
+/// one retry after a minute: its timeout message is due as soon as it is sent, the retry is
+/// not. (The results here are the test's own, not a worker's, so nothing refuses them.)
 const SEND: RemoteStep<Value, Value> = RemoteStep::new("notifications.send-email")
     .with_retry(RetryPolicy::fixed(2, Duration::from_secs(60)))
+    .with_schedule_to_start(Duration::ZERO)
     .with_timeout(Duration::from_millis(1));
 
 fn workflows() -> Workflows {

@@ -55,6 +55,7 @@ fn email(seq: u64) -> (HistoryEvent, Command) {
                 group: "notifications.send-email".into(),
                 input: input.clone(),
                 attempt: 1,
+                timeouts: None,
             },
         ),
         Command::DispatchTask {
@@ -64,6 +65,8 @@ fn email(seq: u64) -> (HistoryEvent, Command) {
             input,
             attempt: 1,
             timeout_ms: None,
+            schedule_to_start_ms: None,
+            scheduled_at_ms: None,
         },
     )
 }

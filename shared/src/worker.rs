@@ -43,7 +43,8 @@ pub struct TaskContext {
     pub attempt: u32,
     /// The workflow that dispatched the step, if the engine said.
     pub workflow: Option<String>,
-    /// When the attempt times out (start-to-close), epoch ms, if it has a timeout.
+    /// When the attempt times out, epoch ms: the worker's start + the step's start-to-close
+    /// timeout (when the task carries one; else the engine's `context.deadlineMs`, if any).
     pub deadline_ms: Option<u64>,
     /// A span carrying the step's identity, for the handler's logs.
     pub span: tracing::Span,
@@ -181,8 +182,28 @@ impl Worker {
     }
 
     /// Runs one task to a result. Never fails: errors and panics become failed results.
+    ///
+    /// The task's timeouts are enforced from this call's start (needs a tokio runtime with
+    /// time for start-to-close): an attempt that waited in the queue past its
+    /// schedule-to-start timeout is refused without running the handler (failed, not
+    /// retryable, code `timeout`), and a handler still running at start-to-close is stopped
+    /// (failed, retryable, code `timeout`). Either failure's `details.timeout` says which.
     pub async fn run_task(&self, task: &RemoteTask) -> StepResult {
-        let started_at = now_ms();
+        self.run_task_at(task, now_ms(), true).await
+    }
+
+    /// [`Worker::run_task`] started at `started_at` (epoch ms, the caller's clock), stopping
+    /// the handler at start-to-close only if `stop_at_start_to_close` (a virtual clock cannot
+    /// time a handler: [`TestEnv`](crate::testing::TestEnv) runs handlers to their end).
+    pub(crate) async fn run_task_at(
+        &self,
+        task: &RemoteTask,
+        started_at: u64,
+        stop_at_start_to_close: bool,
+    ) -> StepResult {
+        if let Some(refused) = refuse_late_start(task, started_at) {
+            return with_start(refused, started_at);
+        }
         let Some(handler) = self.handlers.get(&task.name) else {
             let error = StepError::terminal(format!(
                 "no handler for step {:?} on this worker",
@@ -200,20 +221,43 @@ impl Worker {
                 .and_then(|c| c.get("workflow"))
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            deadline_ms: context
-                .and_then(|c| c.get("deadlineMs"))
-                .and_then(Value::as_u64),
+            // Start-to-close counts from this start; else the engine's deadline, if it said.
+            deadline_ms: task
+                .start_to_close_ms
+                .map(|run| started_at.saturating_add(run))
+                .or_else(|| {
+                    context
+                        .and_then(|c| c.get("deadlineMs"))
+                        .and_then(Value::as_u64)
+                }),
             span: tracing::info_span!("step", step_id = %task.step_id, name = %task.name, attempt = task.attempt),
             events: Arc::default(),
         };
         let events = ctx.events.clone();
-        let result = match AssertUnwindSafe(handler(task.input.clone(), ctx))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(output)) => StepResult::completed(task, output),
-            Ok(Err(error)) => StepResult::failed(task, error),
-            Err(panic) => {
+        let run = AssertUnwindSafe(handler(task.input.clone(), ctx)).catch_unwind();
+        let outcome = match task.start_to_close_ms.filter(|_| stop_at_start_to_close) {
+            Some(limit) => tokio::time::timeout(std::time::Duration::from_millis(limit), run)
+                .await
+                .map_err(|_| limit),
+            None => Ok(run.await),
+        };
+        let result = match outcome {
+            Err(limit) => StepResult::failed(
+                task,
+                StepError::retryable(format!(
+                    "attempt {} timed out: still running {limit} ms after it started \
+                     (start-to-close); the handler was stopped",
+                    task.attempt
+                ))
+                .with_code(ErrorCode::Timeout)
+                .with_details(serde_json::json!({
+                    "timeout": "startToClose",
+                    "startToCloseMs": limit,
+                })),
+            ),
+            Ok(Ok(Ok(output))) => StepResult::completed(task, output),
+            Ok(Ok(Err(error))) => StepResult::failed(task, error),
+            Ok(Err(panic)) => {
                 let message = format!(
                     "step handler panicked: {}",
                     crate::panic::panic_message(panic.as_ref())
@@ -239,9 +283,104 @@ impl Worker {
     }
 }
 
+/// The refusal of an attempt that starts after its schedule-to-start timeout: not run, and
+/// not retried (a new attempt would wait in the same queue).
+fn refuse_late_start(task: &RemoteTask, started_at: u64) -> Option<StepResult> {
+    let limit = task.schedule_to_start_ms?;
+    let waited = started_at.saturating_sub(task.scheduled_at?);
+    if waited <= limit {
+        return None;
+    }
+    tracing::warn!(step_id = %task.step_id, attempt = task.attempt, waited_ms = waited, schedule_to_start_ms = limit, "attempt refused: it waited in the queue past its schedule-to-start timeout");
+    let error = StepError::terminal(format!(
+        "attempt {} waited {waited} ms in the queue, past its schedule-to-start timeout of \
+         {limit} ms; not run",
+        task.attempt
+    ))
+    .with_code(ErrorCode::Timeout)
+    .with_details(serde_json::json!({
+        "timeout": "scheduleToStart",
+        "waitedMs": waited,
+        "scheduleToStartMs": limit,
+    }));
+    Some(StepResult::failed(task, error))
+}
+
 fn with_start(mut result: StepResult, started_at: u64) -> StepResult {
     result.started_at = Some(started_at);
     result
 }
 
 use crate::clock::now_ms;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::contract::{RunId, StepStatus};
+
+    fn task(scheduled_ago_ms: u64, s2s: Option<u64>, s2c: Option<u64>) -> RemoteTask {
+        let run = RunId::parse("r").unwrap();
+        RemoteTask::new(&run, 1, "slow", "slow", Value::Null, 1).with_timeouts(
+            now_ms() - scheduled_ago_ms,
+            s2s,
+            s2c,
+        )
+    }
+
+    fn sleeper(runs: &Arc<AtomicUsize>, sleep: Duration) -> Worker {
+        let runs = runs.clone();
+        Worker::new().handle_json("slow", move |_, ctx| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(sleep).await;
+                Ok(serde_json::json!(ctx.deadline_ms))
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_still_running_at_start_to_close_is_stopped_and_the_attempt_fails_retryable(
+    ) {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let worker = sleeper(&runs, Duration::from_secs(10));
+        let result = worker.run_task(&task(0, None, Some(1_000))).await;
+        assert_eq!(result.status, StepStatus::Failed, "{result:?}");
+        let error = result.error.unwrap();
+        assert_eq!(error.code.as_deref(), Some("timeout"));
+        assert!(error.is_retryable());
+        assert_eq!(error.details.unwrap()["timeout"], "startToClose");
+    }
+
+    #[tokio::test]
+    async fn queue_wait_does_not_count_toward_start_to_close() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let worker = sleeper(&runs, Duration::ZERO);
+        // Waited a minute in the queue; may run 1 s from its start.
+        let result = worker.run_task(&task(60_000, None, Some(1_000))).await;
+        assert_eq!(result.status, StepStatus::Completed, "{result:?}");
+        let started = result.started_at.unwrap();
+        assert_eq!(result.output, Some(serde_json::json!(started + 1_000)));
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_waited_past_schedule_to_start_is_refused_without_running() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let worker = sleeper(&runs, Duration::ZERO);
+        let result = worker
+            .run_task(&task(10_000, Some(1_000), Some(1_000)))
+            .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        let error = result.error.unwrap();
+        assert_eq!(error.code.as_deref(), Some("timeout"));
+        assert!(!error.is_retryable(), "{error:?}");
+        assert_eq!(error.details.unwrap()["timeout"], "scheduleToStart");
+        // Within it, the handler runs.
+        let result = worker.run_task(&task(500, Some(1_000), None)).await;
+        assert_eq!(result.status, StepStatus::Completed);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+}

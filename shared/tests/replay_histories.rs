@@ -579,6 +579,38 @@ fn non_deterministic_change_is_a_typed_error() {
     );
 }
 
+/// Histories recorded before steps recorded their timeouts (`tests/histories/before-timeouts/`:
+/// no `TaskScheduled.timeouts`, the timeout timer due at dispatch + start-to-close) replay
+/// unchanged: the recorded timers and failures count, not the code's timeouts.
+#[test]
+fn histories_from_before_step_timeouts_still_replay() {
+    let w = workflows();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/histories/before-timeouts");
+    let mut replayed_any = 0;
+    for scenario in scenarios() {
+        let Ok(text) = std::fs::read_to_string(dir.join(format!("{}.json", scenario.name))) else {
+            continue;
+        };
+        let history = load_history(&text).unwrap();
+        assert!(history.iter().all(|e| !matches!(
+            &e.kind,
+            EventKind::TaskScheduled {
+                timeouts: Some(_),
+                ..
+            }
+        )));
+        let replayed = replay(&w, scenario.name, &history, vec![]).unwrap();
+        assert!(
+            replayed.appended.is_empty() && replayed.commands.is_empty(),
+            "{}: {replayed:?}",
+            scenario.name
+        );
+        assert_eq!(replayed.status, scenario.status, "{}", scenario.name);
+        replayed_any += 1;
+    }
+    assert_eq!(replayed_any, 2);
+}
+
 /// Format 1 histories (`tests/histories/v1/`, recorded before format 2) replay unchanged.
 #[test]
 fn format_1_histories_still_replay() {

@@ -195,6 +195,8 @@ fn commands_of(events: &[HistoryEvent]) -> Vec<Command> {
                 input: input.clone(),
                 attempt: *attempt,
                 timeout_ms: None,
+                schedule_to_start_ms: None,
+                scheduled_at_ms: Some(e.at_ms),
             }),
             EventKind::TimerStarted {
                 seq,

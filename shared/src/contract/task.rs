@@ -40,6 +40,20 @@ pub struct RemoteTask {
     /// Optional priority hint; higher runs first where the transport supports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+    /// When the engine scheduled this attempt, epoch ms (engine clock): the start of its
+    /// queue wait (cairn extension; peers ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<u64>,
+    /// Schedule-to-start timeout, ms: a worker that starts the attempt later than
+    /// `scheduledAt` + this refuses it without running the handler (a failed, non-retryable
+    /// result with code `timeout`). Sent only when the step sets one (cairn extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_to_start_ms: Option<u64>,
+    /// Start-to-close timeout, ms: how long the attempt may run from the worker's own start;
+    /// a cairn worker stops the handler then and answers a failed, retryable result with code
+    /// `timeout` (cairn extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_to_close_ms: Option<u64>,
 }
 
 impl RemoteTask {
@@ -64,11 +78,32 @@ impl RemoteTask {
             context: None,
             transport: Some("sqs".to_owned()),
             priority: None,
+            scheduled_at: None,
+            schedule_to_start_ms: None,
+            start_to_close_ms: None,
         }
     }
 
+    /// With the step's timeouts: when the engine scheduled the attempt and, when the step
+    /// sets them, its schedule-to-start and start-to-close timeouts (see
+    /// [`StepTimeouts`](crate::workflow::StepTimeouts)).
+    pub fn with_timeouts(
+        mut self,
+        scheduled_at: u64,
+        schedule_to_start_ms: Option<u64>,
+        start_to_close_ms: Option<u64>,
+    ) -> Self {
+        self.scheduled_at = Some(scheduled_at);
+        self.schedule_to_start_ms = schedule_to_start_ms;
+        self.start_to_close_ms = start_to_close_ms;
+        self
+    }
+
     /// With the context cairn's engine gives every task: the dispatching `workflow`, and the
-    /// step's `deadlineMs` (dispatch time plus its start-to-close timeout) when it has one.
+    /// step's `deadlineMs` when it has a start-to-close timeout: when the engine stops waiting
+    /// for the attempt (its durable timeout timer, see
+    /// [`StepTimeouts::backstop_ms`](crate::workflow::StepTimeouts::backstop_ms)). A cairn
+    /// worker gives its handler the tighter deadline of its own start plus start-to-close.
     pub fn with_engine_context(mut self, workflow: Option<&str>, deadline_ms: Option<u64>) -> Self {
         let mut context = Map::new();
         if let Some(workflow) = workflow {

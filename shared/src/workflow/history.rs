@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{RetryPolicy, TimerId};
+use super::{RetryPolicy, StepTimeouts, TimerId};
 use crate::contract::{StepError, StepEvent};
 
 /// The history format this engine writes (see the module docs for what each version means).
@@ -80,6 +80,12 @@ pub enum EventKind {
         /// attempts even if the code's policy changes meanwhile.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry: Option<RetryPolicy>,
+        /// The attempt's timeouts, when the step sets any: the backstop timer
+        /// (`<seq>:timeout:<attempt>`) is due at this event's time + the queue wait allowed +
+        /// start-to-close (see [`StepTimeouts`]). Absent in older histories, whose timeout timer
+        /// counted start-to-close from this event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeouts: Option<StepTimeouts>,
     },
     /// An inline step (`ctx.step`) attempt started inside the engine.
     InlineStepStarted {

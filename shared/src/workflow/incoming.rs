@@ -255,18 +255,15 @@ impl State {
                 if slot.timers[index].fired {
                     return Err(Dropped::TimerAlreadyFired);
                 }
-                // A start-to-close timeout of the current attempt fails that attempt.
+                // The timeout timer of the current attempt (the engine's backstop) fails it.
                 let attempt = slot.attempts;
                 let times_out = matches!(slot.kind, Some(Operation::Remote(_)))
                     && timer_id == TimerId::Timeout { seq, attempt }
                     && slot.result(attempt).is_none()
                     && slot.kept.is_none();
+                let error = times_out.then(|| timeout_error(slot, attempt, self.now_ms));
                 self.append(EventKind::TimerFired { seq, timer_id });
-                if times_out {
-                    let error = StepError::retryable(format!(
-                        "attempt {attempt} timed out (start-to-close)"
-                    ))
-                    .with_code(crate::contract::ErrorCode::Timeout);
+                if let Some(error) = error {
                     self.append(EventKind::StepFailed {
                         seq,
                         attempt,
@@ -306,6 +303,37 @@ impl State {
     }
 }
 
+/// The failure of an attempt whose timeout timer fired with no result: the engine's backstop
+/// (the worker enforces the timeouts themselves). Histories that recorded no timeouts had a
+/// start-to-close timer counted from dispatch.
+fn timeout_error(slot: &super::state::OpSlot, attempt: u32, now_ms: u64) -> StepError {
+    let code = crate::contract::ErrorCode::Timeout;
+    let Some(timeouts) = slot.timeouts.filter(|t| t.start_to_close_ms.is_some()) else {
+        return StepError::retryable(format!("attempt {attempt} timed out (start-to-close)"))
+            .with_code(code);
+    };
+    let waited = slot
+        .scheduled_at(attempt)
+        .map_or(0, |at| now_ms.saturating_sub(at));
+    let wait = timeouts.queue_wait_ms();
+    let run = timeouts.start_to_close_ms.unwrap_or_default();
+    let allowed = match timeouts.schedule_to_start_ms {
+        Some(_) => "schedule-to-start",
+        None => "default queue wait",
+    };
+    StepError::retryable(format!(
+        "attempt {attempt} has no result {waited} ms after it was scheduled ({allowed} \
+         {wait} ms + start-to-close {run} ms): the task was lost, its worker died, or its \
+         result is late"
+    ))
+    .with_code(code)
+    .with_details(serde_json::json!({
+        "timeout": "noResult",
+        "queueWaitMs": wait,
+        "startToCloseMs": run,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +347,7 @@ mod tests {
             group: "s".into(),
             input: Value::Null,
             attempt: 2,
+            timeouts: None,
         });
         state
     }

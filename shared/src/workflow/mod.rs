@@ -111,6 +111,7 @@ mod state;
 mod status;
 pub mod testing;
 mod timer_id;
+mod timeouts;
 
 pub use activation::{activate, Activation, ActivationRequest, Phase};
 pub use command::{Command, RunOutcome};
@@ -126,4 +127,5 @@ pub use ops::timer::Sleep;
 pub use registry::Workflows;
 pub use retry::{Backoff, RetryPolicy};
 pub use status::{ParseRunStatusError, RunStatus};
+pub use timeouts::{StepTimeouts, QUEUE_WAIT_ALLOWANCE_MS};
 pub use timer_id::{ParseTimerIdError, TimerId};

@@ -17,7 +17,8 @@ use serde_json::Value;
 
 pub(crate) use super::Operation;
 use super::{
-    Command, EngineError, EventKind, HistoryEvent, RetryPolicy, TimerId, ValueKind, HISTORY_FORMAT,
+    Command, EngineError, EventKind, HistoryEvent, RetryPolicy, StepTimeouts, TimerId, ValueKind,
+    HISTORY_FORMAT,
 };
 use crate::contract::StepError;
 
@@ -67,8 +68,11 @@ pub(crate) struct OpSlot {
     pub retries_scheduled_at_ms: Vec<u64>,
     /// The retry policy the history recorded for the step (format 2).
     pub policy: Option<RetryPolicy>,
-    /// Attempts the engine failed on their start-to-close timeout.
+    /// Attempts the engine failed on their timeout timer.
     pub timed_out: Vec<u32>,
+    /// The timeouts the latest attempt was scheduled with (format 2 histories from this
+    /// release on record them).
+    pub timeouts: Option<StepTimeouts>,
     pub results: Vec<AttemptResult>,
     /// The late success (index in `results`) the step completed with.
     pub kept: Option<usize>,
@@ -296,10 +300,13 @@ impl State {
                 name,
                 attempt,
                 retry,
+                timeouts,
                 ..
             } => {
                 self.issue_record(*seq, Operation::Remote(name.clone()), recorded);
-                self.slot_mut(*seq).attempt_started(*attempt, *retry, at_ms);
+                let slot = self.slot_mut(*seq);
+                slot.attempt_started(*attempt, *retry, at_ms);
+                slot.timeouts = *timeouts;
             }
             EventKind::InlineStepStarted {
                 seq,

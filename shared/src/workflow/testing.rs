@@ -168,6 +168,7 @@ impl HistoryBuilder {
             input,
             attempt,
             retry: None,
+            timeouts: None,
         })
     }
 

@@ -52,11 +52,15 @@ prop_compose! {
         context in proptest::option::of(object()),
         transport in proptest::option::of(Just("sqs".to_owned())),
         priority in proptest::option::of(any::<i64>()),
+        scheduled_at in proptest::option::of(any::<u64>()),
+        schedule_to_start_ms in proptest::option::of(any::<u64>()),
+        start_to_close_ms in proptest::option::of(any::<u64>()),
     ) -> RemoteTask {
         let group = cairn::queue_name::group(&name, partition.as_deref());
         RemoteTask {
             step_id: StepId::new(&run_id, seq),
             run_id, seq, name, group, input, attempt, traceparent, context, transport, priority,
+            scheduled_at, schedule_to_start_ms, start_to_close_ms,
         }
     }
 }
@@ -182,6 +186,9 @@ const TASK_FIELDS: &[&str] = &[
     "context",
     "transport",
     "priority",
+    "scheduledAt",
+    "scheduleToStartMs",
+    "startToCloseMs",
     "extra",
 ];
 

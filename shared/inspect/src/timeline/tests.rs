@@ -77,6 +77,7 @@ pub(crate) fn retried_run() -> LoadedRun {
                     group: "payments.charge-card".into(),
                     input: json!({}),
                     attempt: 1,
+                    timeouts: None,
                 },
             ),
             (
@@ -100,6 +101,7 @@ pub(crate) fn retried_run() -> LoadedRun {
                     group: "payments.charge-card".into(),
                     input: json!({}),
                     attempt: 2,
+                    timeouts: None,
                 },
             ),
             (
@@ -234,6 +236,7 @@ fn open_attempts_and_waits_run_to_the_end_as_pending() {
                     group: "email".into(),
                     input: json!({}),
                     attempt: 1,
+                    timeouts: None,
                 },
             ),
             (
@@ -364,6 +367,7 @@ fn a_late_result_is_drawn_from_the_workers_start_to_its_arrival() {
                     input: json!({}),
                     attempt: 1,
                     retry: None,
+                    timeouts: None,
                 },
             ),
             (

@@ -81,20 +81,9 @@ pub(crate) fn messages_for(
     let mut out = Messages::default();
     for command in commands {
         match command {
-            Command::DispatchTask {
-                seq,
-                name,
-                group,
-                input,
-                attempt,
-                timeout_ms,
-            } => {
-                let task = RemoteTask::new(&run.run_id, *seq, name, group, input.clone(), *attempt)
-                    .with_engine_context(
-                        Some(&run.workflow),
-                        timeout_ms.map(|timeout| now_ms + timeout),
-                    );
-                out.tasks.push(task);
+            Command::DispatchTask { .. } => {
+                out.tasks
+                    .extend(command.remote_task(&run.run_id, Some(&run.workflow), now_ms));
             }
             Command::StartTimer {
                 timer_id,

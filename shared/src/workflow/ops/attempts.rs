@@ -103,6 +103,7 @@ mod tests {
             group: "s".into(),
             input: Value::Null,
             attempt: 1,
+            timeouts: None,
         });
         assert_eq!(
             state.slot(1).and_then(|s| s.kind.clone()),

@@ -14,7 +14,9 @@ use serde_json::Value;
 use super::attempts::{walk, AttemptState};
 use crate::workflow::context::{decode, encode, OpGuard};
 use crate::workflow::state::Operation;
-use crate::workflow::{Command, EventKind, RetryPolicy, TimerId, WorkflowContext, WorkflowError};
+use crate::workflow::{
+    Command, EventKind, RetryPolicy, StepTimeouts, TimerId, WorkflowContext, WorkflowError,
+};
 
 /// A remote step, declared once (typically as a `const`) and shared by the workflow that calls
 /// it and the worker that serves it.
@@ -32,7 +34,7 @@ pub struct RemoteStep<I, O> {
     name: &'static str,
     partition: Option<&'static str>,
     retry: RetryPolicy,
-    timeout_ms: Option<u64>,
+    timeouts: StepTimeouts,
     types: PhantomData<fn(I) -> O>,
 }
 
@@ -50,7 +52,7 @@ impl<I, O> std::fmt::Debug for RemoteStep<I, O> {
             .field("name", &self.name)
             .field("partition", &self.partition)
             .field("retry", &self.retry)
-            .field("timeout_ms", &self.timeout_ms)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -62,7 +64,7 @@ impl<I, O> RemoteStep<I, O> {
             name,
             partition: None,
             retry: RetryPolicy::DEFAULT,
-            timeout_ms: None,
+            timeouts: StepTimeouts::NONE,
             types: PhantomData,
         }
     }
@@ -79,10 +81,23 @@ impl<I, O> RemoteStep<I, O> {
         self
     }
 
-    /// Sets a start-to-close timeout per attempt: an attempt without a result by then fails
-    /// (retryable, code `timeout`), and a late result for it is dropped.
+    /// Sets the start-to-close timeout of each attempt: how long it may run, counted from
+    /// the worker's start (queue wait does not count). A cairn worker stops the handler then
+    /// and the attempt fails (retryable, code `timeout`). The engine's durable timer is the
+    /// backstop, at scheduling + the queue wait allowed (the schedule-to-start timeout, else
+    /// [`QUEUE_WAIT_ALLOWANCE_MS`](crate::workflow::QUEUE_WAIT_ALLOWANCE_MS)) + this; a result
+    /// that arrives after it is recorded as late (see [`WorkflowContext::late_result`]).
     pub const fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout_ms = Some(timeout.as_millis() as u64);
+        self.timeouts.start_to_close_ms = Some(timeout.as_millis() as u64);
+        self
+    }
+
+    /// Sets the schedule-to-start timeout of each attempt: how long its task may wait in the
+    /// tasks queue. A cairn worker refuses an attempt that waited longer without running the
+    /// handler: the step fails for good (code `timeout`, not retryable, as in Temporal: a new
+    /// attempt would wait in the same queue). Unset, queue wait is not limited by the worker.
+    pub const fn with_schedule_to_start(mut self, timeout: Duration) -> Self {
+        self.timeouts.schedule_to_start_ms = Some(timeout.as_millis() as u64);
         self
     }
 
@@ -111,7 +126,17 @@ impl<I, O> RemoteStep<I, O> {
 
     /// The start-to-close timeout per attempt.
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout_ms.map(Duration::from_millis)
+        self.timeouts.start_to_close_ms.map(Duration::from_millis)
+    }
+
+    /// The schedule-to-start timeout per attempt.
+    pub fn schedule_to_start(&self) -> Option<Duration> {
+        self.timeouts.schedule_to_start_ms.map(Duration::from_millis)
+    }
+
+    /// Both timeouts.
+    pub const fn timeouts(&self) -> StepTimeouts {
+        self.timeouts
     }
 }
 
@@ -132,7 +157,7 @@ impl WorkflowContext {
             name: step.name,
             group: step.group(),
             retry: step.retry,
-            timeout_ms: step.timeout_ms,
+            timeouts: step.timeouts,
             input: Value::Null,
             early: None,
             output: PhantomData,
@@ -189,7 +214,7 @@ pub struct RemoteCall<O> {
     name: &'static str,
     group: String,
     retry: RetryPolicy,
-    timeout_ms: Option<u64>,
+    timeouts: StepTimeouts,
     input: Value,
     early: Option<WorkflowError>,
     output: PhantomData<fn() -> O>,
@@ -225,6 +250,7 @@ impl<O: DeserializeOwned> Future for RemoteCall<O> {
                     if state.fatal.is_some() {
                         return Poll::Pending;
                     }
+                    let now_ms = state.now_ms;
                     state.produce(
                         EventKind::TaskScheduled {
                             seq,
@@ -234,6 +260,7 @@ impl<O: DeserializeOwned> Future for RemoteCall<O> {
                             attempt,
                             // Later attempts follow the policy recorded here.
                             retry: (attempt == 1).then_some(this.retry),
+                            timeouts: (!this.timeouts.is_none()).then_some(this.timeouts),
                         },
                         Some(Command::DispatchTask {
                             seq,
@@ -241,11 +268,14 @@ impl<O: DeserializeOwned> Future for RemoteCall<O> {
                             group: this.group.clone(),
                             input: this.input.clone(),
                             attempt,
-                            timeout_ms: this.timeout_ms,
+                            timeout_ms: this.timeouts.start_to_close_ms,
+                            schedule_to_start_ms: this.timeouts.schedule_to_start_ms,
+                            scheduled_at_ms: Some(now_ms),
                         }),
                     );
-                    if let Some(timeout) = this.timeout_ms {
-                        let fire_at_ms = state.now_ms.saturating_add(timeout);
+                    // The backstop: the worker enforces both timeouts from the task; this
+                    // timer fails an attempt that never answers (see `StepTimeouts`).
+                    if let Some(fire_at_ms) = this.timeouts.backstop_ms(now_ms) {
                         state.start_timer(TimerId::Timeout { seq, attempt }, fire_at_ms);
                     }
                 }

@@ -128,6 +128,8 @@ struct Due {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum DueKind {
     Timer(TimerId),
+    /// A task reaching its worker after its queue wait (key in `TestEnv::queued`).
+    Task(u64),
     Signal(String, String),
     Cancel(Option<String>),
 }
@@ -180,6 +182,9 @@ pub struct TestEnv {
     runs: BTreeMap<RunId, EnvRun>,
     due: BTreeSet<Due>,
     tasks: VecDeque<RemoteTask>,
+    /// Tasks still waiting in their queue ([`TestEnv::task_queue_wait`]), by due key.
+    queued: BTreeMap<u64, RemoteTask>,
+    queue_wait_ms: u64,
     calls: Vec<StepCall>,
     start_ms: u64,
     now_ms: u64,
@@ -198,6 +203,8 @@ impl TestEnv {
             runs: BTreeMap::new(),
             due: BTreeSet::new(),
             tasks: VecDeque::new(),
+            queued: BTreeMap::new(),
+            queue_wait_ms: 0,
             calls: Vec::new(),
             start_ms: DEFAULT_START_MS,
             now_ms: DEFAULT_START_MS,
@@ -240,6 +247,15 @@ impl TestEnv {
     /// change this way).
     pub fn deploy(&mut self, workflows: Workflows) {
         self.workflows = workflows;
+    }
+
+    /// Every task waits `wait` (virtual time) in its queue before a handler starts it, as
+    /// under a tasks-queue backlog: a step's schedule-to-start timeout refuses attempts that
+    /// waited longer, and its start-to-close timeout does not count the wait. (Handlers run
+    /// to their end: a virtual clock cannot time them.)
+    pub fn task_queue_wait(mut self, wait: Duration) -> Self {
+        self.queue_wait_ms = duration_ms(wait);
+        self
     }
 
     /// Starts the clock at `start_ms` (epoch ms). Call before starting runs.
@@ -524,10 +540,15 @@ impl TestEnv {
     /// Jumps the clock to `due` (never backwards) and delivers it.
     fn fire(&mut self, due: Due) {
         self.now_ms = self.now_ms.max(due.at_ms);
+        if let DueKind::Task(key) = due.what {
+            self.tasks.extend(self.queued.remove(&key));
+            return;
+        }
         let Some(run) = self.runs.get_mut(due.run_id.as_str()) else {
             return;
         };
         run.inbox.push(match due.what {
+            DueKind::Task(_) => return,
             DueKind::Timer(timer_id) => Incoming::TimerFired { timer_id },
             DueKind::Signal(name, payload) => Incoming::Signal {
                 name,
@@ -620,21 +641,11 @@ impl TestEnv {
     /// What the engine's outbox would send, delivered in process.
     fn carry_out(&mut self, run_id: &RunId, parent: Option<(RunId, u64)>, command: Command) {
         match command {
-            Command::DispatchTask {
-                seq,
-                name,
-                group,
-                input,
-                attempt,
-                timeout_ms,
-            } => {
+            Command::DispatchTask { .. } => {
                 let workflow = self.workflow_of(run_id);
-                let task = RemoteTask::new(run_id, seq, name, group, input, attempt)
-                    .with_engine_context(
-                        workflow.as_deref(),
-                        timeout_ms.map(|timeout| self.now_ms + timeout),
-                    );
-                self.tasks.push_back(task);
+                if let Some(task) = command.remote_task(run_id, workflow.as_deref(), self.now_ms) {
+                    self.deliver_task(task);
+                }
             }
             Command::StartTimer {
                 timer_id,
@@ -699,9 +710,24 @@ impl TestEnv {
         }
     }
 
-    /// Runs the task's handler and queues its result for the run.
+    /// Puts a dispatched task in its queue: at once, or after the queue wait.
+    fn deliver_task(&mut self, task: RemoteTask) {
+        if self.queue_wait_ms == 0 {
+            self.tasks.push_back(task);
+            return;
+        }
+        self.order += 1;
+        let key = self.order;
+        let run_id = task.run_id.clone();
+        self.queued.insert(key, task);
+        let at_ms = self.now_ms.saturating_add(self.queue_wait_ms);
+        self.schedule(at_ms, &run_id, DueKind::Task(key));
+    }
+
+    /// Runs the task's handler (started now, by the virtual clock) and queues its result for
+    /// the run.
     async fn answer(&mut self, task: RemoteTask) {
-        let mut result = self.worker.run_task(&task).await;
+        let mut result = self.worker.run_task_at(&task, self.now_ms, false).await;
         let events = result.events.take().unwrap_or_default();
         let outcome = match result.status {
             StepStatus::Completed => Ok(result.output.unwrap_or_default()),
