@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::contract::StepError;
-use cairn::workflow::{
-    EventKind, RemoteStep, RetryPolicy, RunStatus, WorkflowContext, Workflows,
-};
+use cairn::workflow::{EventKind, RemoteStep, RetryPolicy, RunStatus, WorkflowContext, Workflows};
 use cairn_devstack::local_runtime::{LocalRuntime, Queues};
 use cairn_lambda::worker::{SqsWorker, Worker};
 use cairn_tests::TestEnv;
@@ -98,9 +96,10 @@ async fn a_tasks_queue_backlog_longer_than_start_to_close_does_not_time_out_a_qu
     assert_eq!(status, RunStatus::Completed, "{history:#?}");
     assert_eq!(runs, 1);
     assert!(
-        !history
-            .iter()
-            .any(|e| matches!(e, EventKind::StepFailed { .. } | EventKind::TimerFired { .. })),
+        !history.iter().any(|e| matches!(
+            e,
+            EventKind::StepFailed { .. } | EventKind::TimerFired { .. }
+        )),
         "{history:#?}"
     );
 }

@@ -343,8 +343,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_handler_still_running_at_start_to_close_is_stopped_and_the_attempt_fails_retryable(
-    ) {
+    async fn a_handler_still_running_at_start_to_close_is_stopped_and_the_attempt_fails_retryable()
+    {
         let runs = Arc::new(AtomicUsize::new(0));
         let worker = sleeper(&runs, Duration::from_secs(10));
         let result = worker.run_task(&task(0, None, Some(1_000))).await;

@@ -29,9 +29,10 @@ fn workflows() -> Workflows {
     w.register("send", |ctx: WorkflowContext, input: Value| async move {
         ctx.remote(&SEND, input).await
     });
-    w.register("send-soon", |ctx: WorkflowContext, input: Value| async move {
-        ctx.remote(&SEND_SOON, input).await
-    });
+    w.register(
+        "send-soon",
+        |ctx: WorkflowContext, input: Value| async move { ctx.remote(&SEND_SOON, input).await },
+    );
     w
 }
 
@@ -94,7 +95,11 @@ async fn a_tasks_queue_backlog_longer_than_start_to_close_does_not_time_out_a_qu
     // The worker got the timeouts and the time the attempt was scheduled.
     let task = &env.calls()[0].task;
     assert_eq!(
-        (task.scheduled_at, task.start_to_close_ms, task.schedule_to_start_ms),
+        (
+            task.scheduled_at,
+            task.start_to_close_ms,
+            task.schedule_to_start_ms
+        ),
         (Some(scheduled.0), Some(30_000), None)
     );
 }
@@ -146,5 +151,8 @@ async fn an_attempt_that_never_answers_fails_at_the_backstop() {
     // The worker (no schedule-to-start set) still runs it when it gets it; the run has ended.
     env.advance(Duration::from_secs(600)).await.unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!(env.status(&run_id), Some(cairn::workflow::RunStatus::Failed));
+    assert_eq!(
+        env.status(&run_id),
+        Some(cairn::workflow::RunStatus::Failed)
+    );
 }

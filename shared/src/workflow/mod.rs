@@ -110,8 +110,8 @@ mod retry;
 mod state;
 mod status;
 pub mod testing;
-mod timer_id;
 mod timeouts;
+mod timer_id;
 
 pub use activation::{activate, Activation, ActivationRequest, Phase};
 pub use command::{Command, RunOutcome};

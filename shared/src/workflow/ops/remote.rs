@@ -131,7 +131,9 @@ impl<I, O> RemoteStep<I, O> {
 
     /// The schedule-to-start timeout per attempt.
     pub fn schedule_to_start(&self) -> Option<Duration> {
-        self.timeouts.schedule_to_start_ms.map(Duration::from_millis)
+        self.timeouts
+            .schedule_to_start_ms
+            .map(Duration::from_millis)
     }
 
     /// Both timeouts.
