@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::Credentials;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -66,7 +67,9 @@ pub struct SdkChoice {
 
 /// [`sdk_config`] with the caller's region and profile given to the config loader.
 pub async fn sdk_config_with(endpoint_url: Option<&str>, choice: &SdkChoice) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(sdk_timeouts());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .timeout_config(sdk_timeouts());
     if let Some(profile) = &choice.profile {
         loader = loader.profile_name(profile);
     }
@@ -89,6 +92,16 @@ pub async fn sdk_config_with(endpoint_url: Option<&str>, choice: &SdkChoice) -> 
         loader = loader.region(Region::new(region));
     }
     loader.load().await
+}
+
+/// The HTTP client of every SDK client (and of the credential providers): hyper with rustls
+/// over ring. The SDK's default client (its `default-https-client` feature, rustls over aws-lc)
+/// is not compiled in: ring makes smaller Lambdas and builds without aws-lc's C build. Plain
+/// `http://` endpoints (the local stack) work as well.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// The SDK clients cairn uses, built once and shared (they are cheap to clone).

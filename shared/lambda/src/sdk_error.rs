@@ -189,6 +189,7 @@ mod tests {
         let base = || {
             aws_sdk_sqs::config::Builder::new()
                 .behavior_version(BehaviorVersion::latest())
+                .http_client(crate::aws::https_client())
                 .region(Region::new("us-east-1"))
                 .endpoint_url("http://127.0.0.1:9")
         };
@@ -230,6 +231,7 @@ mod tests {
         let no_region = aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::new()
                 .behavior_version(BehaviorVersion::latest())
+                .http_client(crate::aws::https_client())
                 .credentials_provider(Credentials::new("a", "b", None, None, "test"))
                 .build(),
         );
