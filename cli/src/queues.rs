@@ -26,8 +26,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         .max("GROUP".len());
     outln!("{:width$}  {:12}  TASKS QUEUE URL", "GROUP", "CLAIM CHECKS")?;
     for (group, url) in &map.task_queue_urls {
-        let claim_checks = if map.peer_groups.contains(group) {
-            "no (peer)"
+        let claim_checks = if map.groups_without_claim_checks.contains(group) {
+            "no"
         } else {
             "yes"
         };

@@ -178,13 +178,14 @@ fn add_to_template(template: &str, names: &Names, timeout: u32) -> anyhow::Resul
     // The new worker is built without claim checks (no DynamoDB client): the engine must
     // refuse oversize tasks for its group instead of sending references it cannot read.
     let peer_groups = "${PeerGroups}\"";
+    let var = "CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS: !Sub \"";
     let out = match out.find(peer_groups) {
-        Some(at)
-            if out[..at].ends_with(',') && out[..at].contains("CAIRN_PEER_GROUPS: !Sub \"") =>
-        {
+        Some(at) if out[..at].ends_with(',') && out[..at].contains(var) => {
             format!("{}{},{}", &out[..at], names.group, &out[at..])
         }
-        _ => bail!("template.yaml: expected CAIRN_PEER_GROUPS: !Sub \"<groups>,${{PeerGroups}}\""),
+        _ => bail!(
+            "template.yaml: expected CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS: !Sub \"<groups>,${{PeerGroups}}\""
+        ),
     };
     let output = format!(
         "  {queue_id}Url:\n    Description: Tasks queue of the {} group.\n    Value: !Ref {queue_id}\n",
@@ -365,7 +366,7 @@ serde_json.workspace = true
 
 [features]
 # Claim checks need the DynamoDB client (a bigger Lambda); without them the engine refuses
-# tasks over 240 KiB for this group (CAIRN_PEER_GROUPS in template.yaml).
+# tasks over 240 KiB for this group (CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS in template.yaml).
 claim-checks = ["cairn-lambda/dynamodb"]
 
 [lints]

@@ -41,10 +41,12 @@ pub struct Config {
     /// Tasks queue URLs by group (`CAIRN_TASK_QUEUE_URLS`, a JSON object); other groups are
     /// resolved by name.
     pub task_queue_urls: BTreeMap<String, String>,
-    /// Step groups served by nestjs-durable peer workers (`CAIRN_PEER_GROUPS`, comma
-    /// separated). They cannot read claim checks: a task for one of them over the SQS size
-    /// limit fails its step at once instead.
-    pub peer_groups: BTreeSet<String>,
+    /// Step groups whose workers cannot read claim checks (`CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS`,
+    /// comma separated): nestjs-durable peers, and cairn workers built without the DynamoDB
+    /// client. A task for one of them over the SQS size limit fails its step at once instead.
+    /// In dev mode (`scripts/dev`) cairn's worker leaves them to the peers. The old name,
+    /// `CAIRN_PEER_GROUPS`, is still read (with a deprecation warning).
+    pub groups_without_claim_checks: BTreeSet<String>,
     /// FIFO queues (`CAIRN_FIFO`).
     pub fifo: bool,
     /// How long finished runs are kept before TTL retires them (`CAIRN_RETENTION_DAYS`).
@@ -87,7 +89,7 @@ impl Default for Config {
             results_dlq_url: None,
             timer_queue_url: None,
             task_queue_urls: BTreeMap::new(),
-            peer_groups: BTreeSet::new(),
+            groups_without_claim_checks: BTreeSet::new(),
             fifo: false,
             retention_days: 30,
             stall_seconds: 300,
@@ -168,15 +170,7 @@ impl Config {
             results_dlq_url: get("CAIRN_RESULTS_DLQ_URL"),
             timer_queue_url: get("CAIRN_TIMER_QUEUE_URL"),
             task_queue_urls,
-            peer_groups: get("CAIRN_PEER_GROUPS")
-                .map(|raw| {
-                    raw.split(',')
-                        .map(str::trim)
-                        .filter(|g| !g.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            groups_without_claim_checks: groups_without_claim_checks(&get),
             fifo: parse(&get, "CAIRN_FIFO", defaults.fifo)?,
             retention_days: parse(&get, "CAIRN_RETENTION_DAYS", defaults.retention_days)?,
             stall_seconds: parse(&get, "CAIRN_STALL_SECONDS", defaults.stall_seconds)?,
@@ -190,6 +184,30 @@ impl Config {
             )?,
         })
     }
+}
+
+/// `CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS`, with the groups of its deprecated name
+/// `CAIRN_PEER_GROUPS` added (it meant the same: peers were the only such workers).
+fn groups_without_claim_checks(get: &impl Fn(&str) -> Option<String>) -> BTreeSet<String> {
+    let list = |raw: String| -> Vec<String> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let deprecated = get("CAIRN_PEER_GROUPS").map(list).unwrap_or_default();
+    if !deprecated.is_empty() {
+        tracing::warn!(
+            "CAIRN_PEER_GROUPS is deprecated: name these groups in CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS"
+        );
+    }
+    get("CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS")
+        .map(list)
+        .unwrap_or_default()
+        .into_iter()
+        .chain(deprecated)
+        .collect()
 }
 
 fn parse<T: std::str::FromStr>(
@@ -247,20 +265,39 @@ mod tests {
     }
 
     #[test]
-    fn peer_groups_are_a_comma_separated_list() {
+    fn groups_without_claim_checks_are_a_comma_separated_list() {
         let config = Config::from_lookup(lookup(&[(
-            "CAIRN_PEER_GROUPS",
+            "CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS",
             " payments.charge-card, reports.generate@eu ,",
         )]))
         .unwrap();
         assert_eq!(
-            config.peer_groups.iter().collect::<Vec<_>>(),
+            config
+                .groups_without_claim_checks
+                .iter()
+                .collect::<Vec<_>>(),
             ["payments.charge-card", "reports.generate@eu"]
         );
         assert!(Config::from_lookup(lookup(&[]))
             .unwrap()
-            .peer_groups
+            .groups_without_claim_checks
             .is_empty());
+    }
+
+    #[test]
+    fn the_deprecated_peer_groups_name_still_counts() {
+        let config = Config::from_lookup(lookup(&[
+            ("CAIRN_PEER_GROUPS", "peer.only"),
+            ("CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS", "lean.worker"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config
+                .groups_without_claim_checks
+                .iter()
+                .collect::<Vec<_>>(),
+            ["lean.worker", "peer.only"]
+        );
     }
 
     #[test]

@@ -35,8 +35,8 @@ pub struct QueueMap {
     pub peer_results_queue_url: String,
     /// Tasks queue URL by step group: the shape of `CAIRN_TASK_QUEUE_URLS`.
     pub task_queue_urls: BTreeMap<String, String>,
-    /// Groups configured as served by peers (`CAIRN_PEER_GROUPS`): no claim checks toward them.
-    pub peer_groups: BTreeSet<String>,
+    /// Groups whose workers cannot read claim checks (`CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS`).
+    pub groups_without_claim_checks: BTreeSet<String>,
 }
 
 /// The queue map could not be read.
@@ -152,6 +152,6 @@ pub async fn queue_map(sqs: &Client, config: &Config) -> Result<QueueMap, QueueM
         results_queue_url,
         peer_results_queue_url,
         task_queue_urls,
-        peer_groups: config.peer_groups.clone(),
+        groups_without_claim_checks: config.groups_without_claim_checks.clone(),
     })
 }

@@ -131,10 +131,11 @@ pub async fn serve_worker_configured(config: Config, worker: Worker) -> Result<(
         let mut queues = Vec::new();
         let mut steps: Vec<&str> = worker.steps().collect();
         steps.sort_unstable();
-        // Groups served by peer workers (CAIRN_PEER_GROUPS) are left to them.
+        // Groups without claim checks (CAIRN_GROUPS_WITHOUT_CLAIM_CHECKS) are left to the peer
+        // workers that serve them.
         for step in steps
             .into_iter()
-            .filter(|s| !config.peer_groups.contains(*s))
+            .filter(|s| !config.groups_without_claim_checks.contains(*s))
         {
             queues.push(results.tasks_queue_url(step).await?);
         }

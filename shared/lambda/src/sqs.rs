@@ -86,9 +86,10 @@ pub struct SqsTransportConfig {
     pub timer_queue_url: Option<String>,
     /// Create by-name queues that do not exist (development convenience).
     pub auto_create: bool,
-    /// Groups served by workers that cannot read claim checks (nestjs-durable peers): a task
-    /// for one of them over the size limit is answered with a failed result instead.
-    pub peer_groups: std::collections::BTreeSet<String>,
+    /// Groups served by workers that cannot read claim checks (nestjs-durable peers, lean cairn
+    /// workers): a task for one of them over the size limit is answered with a failed result
+    /// instead.
+    pub groups_without_claim_checks: std::collections::BTreeSet<String>,
 }
 
 impl SqsTransportConfig {
@@ -101,7 +102,7 @@ impl SqsTransportConfig {
             timer_queue_url: config.timer_queue_url.clone(),
             task_queue_urls: config.task_queue_urls.clone(),
             auto_create: false,
-            peer_groups: config.peer_groups.clone(),
+            groups_without_claim_checks: config.groups_without_claim_checks.clone(),
         }
     }
 }
@@ -349,15 +350,19 @@ impl<B: BlobStore> SqsTransport<B> {
 impl<B: BlobStore> TaskSender for SqsTransport<B> {
     async fn send_tasks(&self, tasks: &[RemoteTask]) -> Result<(), TransportError> {
         let mut groups: BTreeMap<&str, Vec<(usize, Outgoing)>> = BTreeMap::new();
-        // Tasks too large for a peer group's workers, answered in their place.
+        // Tasks too large for workers without claim checks, answered in their place.
         let mut refused: Vec<(usize, StepResult)> = Vec::new();
         for (index, task) in tasks.iter().enumerate() {
-            if self.config.peer_groups.contains(&task.group) {
+            if self
+                .config
+                .groups_without_claim_checks
+                .contains(&task.group)
+            {
                 if let Some(result) = cairn::transport::refuse_oversize_task(task) {
                     tracing::warn!(
                         step_id = %task.step_id,
                         group = %task.group,
-                        "task too large for a peer group (its workers cannot read claim checks): the step fails instead"
+                        "task too large for its group, whose workers cannot read claim checks: the step fails instead"
                     );
                     refused.push((index, result));
                     continue;
