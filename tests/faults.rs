@@ -174,6 +174,157 @@ async fn the_reconciler_sends_back_a_dead_lettered_result_that_a_running_run_awa
     assert_eq!(run.status, RunStatus::Completed);
 }
 
+/// The engine alone on the results queue (the test plays the worker when it needs one).
+async fn engine_only(
+    env: &TestEnv,
+    workflows: Workflows,
+) -> cairn_devstack::local_runtime::LocalRuntime {
+    use std::sync::Arc;
+    let engine = Arc::new(env.engine(workflows));
+    let mut runtime = cairn_devstack::local_runtime::LocalRuntime::new();
+    let handler = Arc::new(move |event| {
+        let engine = engine.clone();
+        async move { engine.handle(event).await }
+    });
+    runtime
+        .map(
+            &env.clients.sqs,
+            &env.resources.results_queue_url,
+            env.mapping(),
+            handler,
+        )
+        .await
+        .unwrap();
+    runtime
+}
+
+/// Deletes a run's run item, as TTL does when a finished run retires (its history items
+/// outlive it by design) or an operator might by hand.
+async fn delete_run_item(env: &TestEnv, run_id: &str) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    env.clients
+        .dynamodb
+        .delete_item()
+        .table_name(&env.resources.table_name)
+        .key("pk", AttributeValue::S(format!("RUN#{run_id}")))
+        .key("sk", AttributeValue::S("RUN".into()))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Issue 11, point 3: a run id whose run item is gone while its history remains. A retired
+/// run (ended, run item expired) is shown for what it is and its id starts afresh (before,
+/// the new start silently became the old run again, or conflicted until the DLQ); a run item
+/// lost mid-run is restored from the history; `purge` deletes leftovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_a_run_id_are_shown_reused_restored_and_purged() {
+    use cairn::client::ClientError;
+    use cairn::store::{CheckpointStore, StoreError};
+
+    let env = TestEnv::new("leftovers", false).await;
+    let workflows = || {
+        let mut workflows = cairn_demo::workflows();
+        workflows.register("echo", echo);
+        workflows
+    };
+    let mut runtime = engine_only(&env, workflows()).await;
+    let client = env.client();
+    let wait = Duration::from_secs(30);
+
+    // A retired run: ended, run item gone.
+    client
+        .start("echo", json!(1), Some("reused".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.wait("reused", wait).await.unwrap().output,
+        Some(json!(1))
+    );
+    delete_run_item(&env, "reused").await;
+    // A cold engine (a warm one's cache would still hold the run: retirement comes weeks
+    // after the end).
+    runtime.stop();
+    runtime = engine_only(&env, workflows()).await;
+    match client.get("reused").await {
+        Err(ClientError::Store(StoreError::Leftovers(leftovers))) => {
+            assert!(leftovers.retired(), "{leftovers}");
+            assert_eq!(leftovers.workflow.as_deref(), Some("echo"));
+            let text = leftovers.to_string();
+            assert!(text.contains("retired run's leftovers"), "{text}");
+            assert!(text.contains("cairn runs purge reused"), "{text}");
+        }
+        other => panic!("expected leftovers, got {other:?}"),
+    }
+    // The id is used again: a new run, with the new input.
+    client
+        .start("echo", json!(2), Some("reused".into()))
+        .await
+        .unwrap();
+    let run = client.wait("reused", wait).await.unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(
+        run.output,
+        Some(json!(2)),
+        "the new run, not the old one again"
+    );
+    let loaded = client.get("reused").await.unwrap();
+    let starts = loaded
+        .history
+        .iter()
+        .filter(|e| matches!(e.kind, cairn::workflow::EventKind::RunStarted { .. }))
+        .count();
+    assert_eq!(starts, 1, "the old history is gone");
+
+    // A run item lost mid-run: restored from the history when the awaited result comes.
+    client
+        .start("fan-out", json!(1), Some("lost".into()))
+        .await
+        .unwrap();
+    let tasks = &env.resources.task_queue_urls["notifications.send-email"];
+    let deadline = Instant::now() + wait;
+    let task = loop {
+        if let Some(body) = env.receive_bodies(tasks).await.pop() {
+            break cairn::contract::decode_task(&body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the task was dispatched");
+    };
+    delete_run_item(&env, "lost").await;
+    runtime.stop();
+    let _runtime = engine_only(&env, workflows()).await;
+    match client.get("lost").await {
+        Err(ClientError::Store(StoreError::Leftovers(leftovers))) => {
+            assert!(!leftovers.retired(), "{leftovers}");
+        }
+        other => panic!("expected leftovers, got {other:?}"),
+    }
+    let result = cairn_demo::worker().run_task(&task).await;
+    env.clients
+        .sqs
+        .send_message()
+        .queue_url(&env.resources.results_queue_url)
+        .message_body(encode(&result))
+        .send()
+        .await
+        .unwrap();
+    let run = client.wait("lost", wait).await.unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.output, Some(json!(1)));
+
+    // Purge: refused for a run, deletes a retired run's leftovers.
+    let store = env.clients.store(&env.config);
+    assert!(matches!(
+        store.purge_leftovers("lost").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    delete_run_item(&env, "lost").await;
+    assert!(store.purge_leftovers("lost").await.unwrap() > 0);
+    assert!(matches!(
+        client.get("lost").await,
+        Err(ClientError::NotFound(_))
+    ));
+}
+
 /// Log lines of this test binary, captured (one global subscriber per process).
 fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
     use std::sync::{Arc, Mutex, OnceLock};

@@ -123,6 +123,9 @@ pub enum RunsCommand {
     Show(ShowArgs),
     /// Write a run's timeline as a self-contained HTML page.
     Timeline(TimelineArgs),
+    /// Delete what a retired run left (history items whose run item expired), so its id
+    /// starts afresh; refused while the run item exists.
+    Purge(ShowArgs),
 }
 
 /// `cairn runs list`.

@@ -24,6 +24,12 @@ pub async fn start(ctx: &Ctx, args: StartArgs) -> anyhow::Result<()> {
         Some(id) => match client.get(id).await {
             Ok(loaded) => Some(loaded.run),
             Err(ClientError::NotFound(_)) => None,
+            // An earlier run of this id left items behind: the engine deletes a retired
+            // run's leftovers when it takes this start (or restores a lost run item).
+            Err(ClientError::Store(cairn::store::StoreError::Leftovers(leftovers))) => {
+                eprintln!("note: {leftovers}");
+                None
+            }
             Err(e) => return Err(e.into()),
         },
         None => None,

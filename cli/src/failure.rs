@@ -97,6 +97,12 @@ pub fn classify(error: &anyhow::Error, target: &Target) -> (u8, String) {
             ),
         );
     }
+    if let Some(ClientError::Store(cairn::store::StoreError::Leftovers(leftovers))) =
+        error.downcast_ref::<ClientError>()
+    {
+        // No run, but what an earlier run of this id left: say what it is and how to clear it.
+        return (code::NOT_FOUND, leftovers.to_string());
+    }
     if let Some(ClientError::InvalidRunId { .. }) = error.downcast_ref::<ClientError>() {
         return (code::USAGE, format!("{error}"));
     }

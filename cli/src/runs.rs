@@ -1,4 +1,4 @@
-//! `cairn runs list | show | timeline`.
+//! `cairn runs list | show | timeline | purge`.
 
 use anyhow::Context as _;
 use cairn::clock::now_ms;
@@ -18,6 +18,34 @@ pub async fn run(ctx: &Ctx, command: RunsCommand) -> anyhow::Result<()> {
         RunsCommand::List(args) => list(ctx, args).await,
         RunsCommand::Show(args) => show_run(ctx, args).await,
         RunsCommand::Timeline(args) => timeline(ctx, args).await,
+        RunsCommand::Purge(args) => purge(ctx, args).await,
+    }
+}
+
+/// `cairn runs purge`: a retired run's leftovers deleted.
+async fn purge(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
+    use cairn::store::{CheckpointStore, StoreError};
+    let store = ctx.clients.store(&ctx.config);
+    match store.purge_leftovers(&args.run_id).await {
+        Ok(items) => {
+            if ctx.json {
+                outln!("{}", json!({ "runId": args.run_id, "deleted": items }))?;
+            } else if items == 0 {
+                outln!("run {}: nothing left to delete", args.run_id)?;
+            } else {
+                outln!("run {}: {items} leftover item(s) deleted", args.run_id)?;
+            }
+            Ok(())
+        }
+        Err(StoreError::Conflict { .. }) => Err(Failure::new(
+            code::FAILURE,
+            format!(
+                "run {} exists (its run item is there): nothing is purged; it is not a leftover",
+                args.run_id
+            ),
+        )
+        .into()),
+        Err(e) => Err(e.into()),
     }
 }
 

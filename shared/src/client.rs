@@ -131,14 +131,25 @@ impl<S: CheckpointStore, T: ControlSender> Client<S, T> {
     pub async fn wait(&self, run_id: &str, timeout: Duration) -> Result<RunRecord, ClientError> {
         let started = std::time::Instant::now();
         let mut last_status = None;
+        let mut leftovers = None;
         while started.elapsed() < timeout {
-            if let Some(loaded) = self.store.load(run_id).await? {
-                if loaded.run.status.is_terminal() {
-                    return Ok(loaded.run);
+            match self.store.load(run_id).await {
+                Ok(Some(loaded)) => {
+                    if loaded.run.status.is_terminal() {
+                        return Ok(loaded.run);
+                    }
+                    last_status = Some(loaded.run.status);
                 }
-                last_status = Some(loaded.run.status);
+                Ok(None) => {}
+                // An earlier run's leftovers, until the engine takes the start and clears them.
+                Err(StoreError::Leftovers(found)) => leftovers = Some(found),
+                Err(e) => return Err(e.into()),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if let (None, Some(found)) = (last_status, leftovers) {
+            // The real reason the run never appeared.
+            return Err(StoreError::Leftovers(found).into());
         }
         Err(ClientError::Timeout {
             run_id: run_id.to_owned(),

@@ -246,6 +246,10 @@ pub enum StoreError {
         /// Why it does not decode.
         reason: String,
     },
+    /// The run item is gone (TTL retired the run, or it was deleted) but items of its history
+    /// remain: see [`Leftovers`].
+    #[error("{0}")]
+    Leftovers(Box<Leftovers>),
     /// An activation writes more than one transaction can hold.
     #[error("activation of run {run_id} is too large to commit: {reason}")]
     TooLarge {
@@ -254,6 +258,74 @@ pub enum StoreError {
         /// Which limit.
         reason: String,
     },
+}
+
+/// What remains of a run whose run item is gone while items of its history remain.
+///
+/// History items outlive their run item on purpose (each expires `max_run_days` + retention
+/// after it was written, the run item retention after the run ended), so every finished run
+/// becomes this once its run item expired: a **retired** run, whose id may be used again (the
+/// engine deletes the leftovers when it takes a start for the id). A run item lost while the
+/// history shows the run still going (deleted by hand) is restored from the history instead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leftovers {
+    /// The run id.
+    pub run_id: String,
+    /// Items left under the run id.
+    pub items: usize,
+    /// The workflow, if the history's first item remains.
+    pub workflow: Option<String>,
+    /// How the run ended, if its history says.
+    pub ended: Option<RunStatus>,
+    /// The history is whole from its first item.
+    pub complete: bool,
+    /// When the newest remaining event was recorded (epoch ms).
+    pub last_event_ms: Option<u64>,
+    /// The remaining events, in order.
+    pub history: Vec<crate::workflow::HistoryEvent>,
+}
+
+impl Leftovers {
+    /// The run ended (or its first items expired already, which only happens long after it
+    /// ended): its id may be used again.
+    pub fn retired(&self) -> bool {
+        self.ended.is_some() || !self.complete
+    }
+}
+
+impl std::fmt::Display for Leftovers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "run {}: its run item is gone but {} item(s) of its history remain",
+            self.run_id, self.items
+        )?;
+        if let Some(workflow) = &self.workflow {
+            write!(f, " (workflow {workflow}")?;
+        } else {
+            write!(f, " (workflow unknown")?;
+        }
+        match self.ended {
+            Some(status) => write!(f, ", ended {status}")?,
+            None if !self.complete => write!(f, ", first items already expired")?,
+            None => write!(f, ", not ended")?,
+        }
+        if let Some(ms) = self.last_event_ms {
+            write!(f, ", last event at {ms} ms")?;
+        }
+        if self.retired() {
+            write!(
+                f,
+                "): a retired run's leftovers. A new start with this id deletes them and                  starts afresh; `cairn runs purge {}` deletes them now",
+                self.run_id
+            )
+        } else {
+            write!(
+                f,
+                "): the run item was lost while the run was going; the engine restores it                  from the history at the run's next message"
+            )
+        }
+    }
 }
 
 /// Deepest nesting of arrays/objects a stored item may have. serde_json reads 128 levels by
@@ -392,6 +464,16 @@ pub trait CheckpointStore: Send + Sync {
         run_id: &str,
         problem: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes what remains of a retired run (every item under its id; see [`Leftovers`]),
+    /// refusing ([`StoreError::Conflict`]) while its run item exists. Returns the items deleted.
+    fn purge_leftovers(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        let _ = run_id;
+        async { Ok(0) }
+    }
 
     /// Lists runs, newest first.
     fn list_runs(

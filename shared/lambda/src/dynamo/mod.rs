@@ -26,8 +26,8 @@ mod listing;
 pub use blob::DynamoBlobStore;
 
 use cairn::store::{
-    due_ms, CheckpointStore, Commit, DuePage, HistoryBatch, LoadedRun, OutboxBatch, OutboxLease,
-    RunFilter, RunPage, RunRecord, StoreError, WIDE_OUTBOX,
+    due_ms, CheckpointStore, Commit, DuePage, HistoryBatch, Leftovers, LoadedRun, OutboxBatch,
+    OutboxLease, RunFilter, RunPage, RunRecord, StoreError, WIDE_OUTBOX,
 };
 use cairn::workflow::{Command, EventKind, HistoryEvent, RunStatus, CANCELLED_CODE};
 use items::{Item, Ttl};
@@ -374,15 +374,57 @@ impl Partition {
     }
 }
 
+/// What remains under `pk` without a run item, read leniently (expired items leave gaps).
+fn leftovers(pk: &str, run_id: &str, partition: Partition, items: usize) -> Leftovers {
+    let mut history = Vec::new();
+    let mut complete = true;
+    let mut next = 0;
+    match join_chunks(pk, partition.events) {
+        Ok(chunks) => {
+            for (index, data, _) in chunks {
+                complete &= index == next;
+                match decode_history_data(&format!("{pk}/{index}"), &data) {
+                    Ok(decoded) => {
+                        next = index + decoded.events.len() as u64;
+                        history.extend(decoded.events);
+                    }
+                    Err(_) => complete = false,
+                }
+            }
+        }
+        Err(_) => complete = false,
+    }
+    let workflow = history.iter().find_map(|e| match &e.kind {
+        EventKind::RunStarted { workflow, .. } => Some(workflow.clone()),
+        _ => None,
+    });
+    Leftovers {
+        run_id: run_id.to_owned(),
+        items,
+        workflow,
+        ended: ended_status(&history),
+        complete: complete && !history.is_empty(),
+        last_event_ms: history.iter().map(|e| e.at_ms).max(),
+        history,
+    }
+}
+
 impl DynamoStore {
     async fn load_cold(&self, run_id: &str) -> Result<Option<LoadedRun>, StoreError> {
         let pk = items::run_pk(run_id);
         let mut partition = Partition::default();
+        let mut items = 0;
         for item in query_partition(&self.client, &self.table, &pk, None).await? {
+            items += 1;
             partition.add(&pk, item)?;
         }
         let Some(mut run) = partition.run.take() else {
-            return Ok(None);
+            if items == 0 {
+                return Ok(None);
+            }
+            return Err(StoreError::Leftovers(Box::new(leftovers(
+                &pk, run_id, partition, items,
+            ))));
         };
         let mut history = Vec::new();
         let mut batches = Vec::new();
@@ -645,7 +687,23 @@ impl CheckpointStore for DynamoStore {
                 self.put_run(&commit.run, true).await?;
             }
             if !commit.events.is_empty() {
-                self.put_history(commit).await?;
+                match self.put_history(commit).await {
+                    Err(StoreError::Conflict { .. }) if commit.expected_version.is_none() => {
+                        // The run item was free, yet history sits under the id: nobody else
+                        // creates history without the run item first, so it is an earlier
+                        // run's leftovers. Undo the run item and report them.
+                        let pk = items::run_pk(run_id);
+                        self.delete(&pk, items::RUN_SK).await?;
+                        return match self.load_cold(run_id).await {
+                            Err(leftovers @ StoreError::Leftovers(_)) => Err(leftovers),
+                            _ => Err(StoreError::Conflict {
+                                run_id: run_id.to_string(),
+                                expected: None,
+                            }),
+                        };
+                    }
+                    other => other?,
+                }
             }
             if commit.writes_run() && commit.expected_version.is_some() {
                 self.put_run(&commit.run, false).await?;
@@ -775,6 +833,28 @@ impl CheckpointStore for DynamoStore {
                 Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
                 _ => Err(backend("UpdateItem", err)),
             })
+    }
+
+    async fn purge_leftovers(&self, run_id: &str) -> Result<usize, StoreError> {
+        let pk = items::run_pk(run_id);
+        let keys = query_partition(&self.client, &self.table, &pk, Some("sk")).await?;
+        let sks: Vec<String> = keys
+            .iter()
+            .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        if sks.iter().any(|sk| sk == items::RUN_SK) {
+            return Err(StoreError::Conflict {
+                run_id: run_id.to_owned(),
+                expected: None,
+            });
+        }
+        for sk in &sks {
+            self.delete(&pk, sk).await?;
+        }
+        if let Some(cache) = &self.cache {
+            cache.forget(run_id);
+        }
+        Ok(sks.len())
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {

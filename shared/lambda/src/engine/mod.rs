@@ -546,7 +546,12 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 return Ok(known);
             }
         }
-        let Some(loaded) = self.store.load(run_id).await? else {
+        let loaded = match self.load_repairing(run_id).await {
+            // A retired run: its timers are dropped (as unknown) below.
+            Err(RecordError::Store(StoreError::Leftovers(_))) => None,
+            other => other?,
+        };
+        let Some(loaded) = loaded else {
             return Ok(HashMap::new());
         };
         Ok(fire_times(&loaded))
@@ -577,7 +582,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 None => None,
             };
             if let Some(guess) = guess {
-                let outcome = self
+                let outcome = match self
                     .activate_on(
                         run_id,
                         incoming,
@@ -587,7 +592,12 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                         guess,
                         false,
                     )
-                    .await?;
+                    .await
+                {
+                    // An earlier run's leftovers under the id: dealt with on the run as stored.
+                    Err(RecordError::Store(StoreError::Leftovers(_))) => Outcome::Unverified,
+                    other => other?,
+                };
                 match outcome {
                     Outcome::Committed => {
                         self.optimism.record(false);
@@ -601,7 +611,24 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 }
             }
         }
-        let loaded = self.store.load(run_id).await?;
+        let loaded = match self.load_repairing(run_id).await {
+            Err(RecordError::Store(StoreError::Leftovers(leftovers))) => {
+                let starts = incoming
+                    .iter()
+                    .any(|(i, _)| matches!(i, Incoming::Start { .. }));
+                if !starts {
+                    tracing::info!(%run_id, reason = "retired_run", %leftovers, "message for a retired run dropped");
+                    crate::metrics::count(crate::metrics::IGNORED, "retired_run");
+                    return Ok(());
+                }
+                // The id is used again after its earlier run retired: what remains of that
+                // run goes, and the new run starts afresh.
+                let purged = self.store.purge_leftovers(run_id).await?;
+                tracing::info!(%run_id, purged, %leftovers, "run id used again: the retired run's leftovers deleted");
+                None
+            }
+            other => other?,
+        };
         self.activate_on(run_id, incoming, parent, deadline, deferred, loaded, true)
             .await?;
         Ok(())
@@ -788,6 +815,31 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         Ok(Outcome::Committed)
     }
 
+    /// Loads a run; a run item lost while its history shows the run going is restored from
+    /// the history first (a retired run's leftovers come back as the
+    /// [`StoreError::Leftovers`] error).
+    async fn load_repairing(&self, run_id: &RunId) -> Result<Option<LoadedRun>, RecordError> {
+        match self.store.load(run_id).await {
+            Err(StoreError::Leftovers(leftovers)) if !leftovers.retired() => {
+                let run = restored_run(run_id, &leftovers);
+                tracing::warn!(%run_id, %leftovers, "run item missing: restored from the history (a parent link it had is lost)");
+                let commit = Commit {
+                    run,
+                    expected_version: None,
+                    events: Vec::new(),
+                    outbox: Vec::new(),
+                    lease: None,
+                };
+                match self.store.commit(&commit).await {
+                    Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(self.store.load(run_id).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Sends again what redelivered records' activations issued, and what older releases
     /// left in legacy outbox items.
     async fn resend(
@@ -870,6 +922,36 @@ fn redelivered(record: &SqsMessage) -> bool {
         .get("ApproximateReceiveCount")
         .and_then(|n| n.parse::<u32>().ok())
         .is_some_and(|n| n > 1)
+}
+
+/// A run item rebuilt from what its history holds (the parent link is not in the history).
+fn restored_run(run_id: &RunId, leftovers: &cairn::store::Leftovers) -> RunRecord {
+    let (workflow, input) = leftovers
+        .history
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::RunStarted {
+                workflow, input, ..
+            } => Some((workflow.clone(), input.clone())),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let created = leftovers.history.first().map(|e| e.at_ms).unwrap_or(0);
+    RunRecord {
+        run_id: run_id.clone(),
+        workflow,
+        status: RunStatus::Running,
+        input,
+        output: None,
+        error: None,
+        version: 0,
+        history_len: 0,
+        created_at_ms: created,
+        updated_at_ms: now_ms(),
+        parent: None,
+        last_error: None,
+        outbox_pending: false,
+    }
 }
 
 /// The run's outcome as its history recorded it (for a run item written from the history).
