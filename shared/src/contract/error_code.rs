@@ -29,11 +29,14 @@ pub enum ErrorCode {
     Panic,
     /// A payload is over the size a peer's queue takes (no claim checks there).
     PayloadTooLarge,
+    /// What a workflow recorded (its output, a step's input, a value...) cannot be stored:
+    /// nested past the store's depth limit, or over what one commit holds. The run fails.
+    Unstorable,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         Self::Cancelled,
         Self::Timeout,
         Self::Serialization,
@@ -45,6 +48,7 @@ impl ErrorCode {
         Self::UnknownStep,
         Self::Panic,
         Self::PayloadTooLarge,
+        Self::Unstorable,
     ];
 
     /// The text form (`cancelled`, `timeout`, ...).
@@ -61,6 +65,7 @@ impl ErrorCode {
             Self::UnknownStep => "unknown_step",
             Self::Panic => "panic",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::Unstorable => "unstorable",
         }
     }
 

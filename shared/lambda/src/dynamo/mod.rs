@@ -521,15 +521,12 @@ impl DynamoStore {
         }
     }
 
-    /// The history item(s) of `commit`, and its lease item: one conditional put, or a
-    /// transaction when there are several.
-    async fn put_history(&self, commit: &Commit) -> Result<(), StoreError> {
+    /// The body of `commit`'s history item(s), refused (TooLarge) if it could not be read
+    /// back or is more than one transaction holds: nothing commits that bricks the run.
+    fn history_data(commit: &Commit) -> Result<Vec<u8>, StoreError> {
         let run = &commit.run;
-        let pk = items::run_pk(&run.run_id);
-        let first = commit.first_index();
-        // Refuses (TooLarge) what could not be read back: nothing commits that bricks the run.
         let data = pack(cairn::store::encode_stored(
-            &pk,
+            &items::run_pk(&run.run_id),
             &HistoryData {
                 events: commit.events.clone(),
                 commands: commit.outbox.clone(),
@@ -544,6 +541,15 @@ impl DynamoStore {
                 ),
             });
         }
+        Ok(data)
+    }
+
+    /// The history item(s) of `commit` (body from [`Self::history_data`]), and its lease
+    /// item: one conditional put, or a transaction when there are several.
+    async fn put_history(&self, commit: &Commit, data: Vec<u8>) -> Result<(), StoreError> {
+        let run = &commit.run;
+        let pk = items::run_pk(&run.run_id);
+        let first = commit.first_index();
         let expires = AttributeValue::N(self.ttl.written(run.updated_at_ms).to_string());
         let shard = items::shard(&run.run_id);
         let mut puts: Vec<Item> = items::chunks(&data)
@@ -683,11 +689,17 @@ impl CheckpointStore for DynamoStore {
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let run_id = &commit.run.run_id;
         let result = async {
+            // Refused before anything is written: a new run's item is not created for a
+            // history that cannot be stored.
+            let data = match commit.events.is_empty() {
+                true => None,
+                false => Some(Self::history_data(commit)?),
+            };
             if commit.expected_version.is_none() {
                 self.put_run(&commit.run, true).await?;
             }
-            if !commit.events.is_empty() {
-                match self.put_history(commit).await {
+            if let Some(data) = data {
+                match self.put_history(commit, data).await {
                     Err(StoreError::Conflict { .. }) if commit.expected_version.is_none() => {
                         // The run item was free, yet history sits under the id: nobody else
                         // creates history without the run item first, so it is an earlier

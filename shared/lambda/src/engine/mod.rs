@@ -18,6 +18,7 @@ mod moot;
 mod optimism;
 mod outbox;
 mod release;
+mod unstorable;
 mod wide;
 
 use std::collections::HashMap;
@@ -767,10 +768,20 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             outbox: commands,
             lease,
         };
-        match self.store.commit(&commit).await {
+        let commit = match self.store.commit(&commit).await {
             Err(StoreError::Conflict { .. }) if !verified => return Ok(Outcome::Stale),
-            committed => committed?,
-        }
+            // Too deep or too large to store: the run fails with the reason (committed
+            // instead), rather than its record retrying into the DLQ.
+            Err(StoreError::TooLarge { reason, .. }) if !was_terminal => {
+                match self.fail_unstorable(commit, &reason, now).await {
+                    Err(RecordError::Store(StoreError::Conflict { .. })) if !verified => {
+                        return Ok(Outcome::Stale)
+                    }
+                    failed => failed?,
+                }
+            }
+            committed => committed.map(|()| commit)?,
+        };
         count_ignored(&activation.ignored);
         release::release(&self.transport, &released).await;
         self.moot.committed(&commit);
@@ -837,6 +848,29 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 Ok(self.store.load(run_id).await?)
             }
             other => Ok(other?),
+        }
+    }
+
+    /// The store refused `refused` (too deep or too large to store): the run fails with the
+    /// reason instead (the events that can be stored kept; else none), and that is committed.
+    async fn fail_unstorable(
+        &self,
+        refused: Commit,
+        reason: &str,
+        now: u64,
+    ) -> Result<Commit, RecordError> {
+        let run_id = refused.run.run_id.clone();
+        tracing::error!(%run_id, %reason, "activation cannot be stored: the run fails");
+        crate::metrics::count(crate::metrics::REJECTED, "unstorable");
+        let error = unstorable::error(reason);
+        let kept = unstorable::failed_commit(&refused, &error, true, now);
+        match self.store.commit(&kept).await {
+            Err(StoreError::TooLarge { .. }) => {
+                let bare = unstorable::failed_commit(&refused, &error, false, now);
+                self.store.commit(&bare).await?;
+                Ok(bare)
+            }
+            other => other.map(|()| kept).map_err(RecordError::from),
         }
     }
 
