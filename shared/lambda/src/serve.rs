@@ -215,8 +215,14 @@ where
     H: Fn(LambdaEvent<SqsEvent>) -> Fut + Copy + 'h,
     Fut: Future<Output = Result<SqsBatchResponse, Error>> + 'h,
 {
+    // `CAIRN_DEV_VISIBILITY_SECONDS` (default 30): how soon a failed or abandoned record
+    // comes back (`scripts/chaos` shortens it).
+    let visibility = std::env::var("CAIRN_DEV_VISIBILITY_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(30);
     let options = MappingOptions {
-        visibility_timeout: Some(30),
+        visibility_timeout: Some(visibility),
         ..MappingOptions::default()
     };
     let mut mappings = Vec::new();
