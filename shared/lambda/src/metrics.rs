@@ -11,7 +11,9 @@
 //!
 //! Each count is also a log line with the reason, at INFO (ignored) or WARN (rejected).
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Mutex;
 
 /// A message that changed nothing.
 pub const IGNORED: &str = "IgnoredMessages";
@@ -37,8 +39,27 @@ pub fn emf_line(metric: &str, reason: &str, timestamp_ms: u64) -> String {
     .to_string()
 }
 
+/// What this process counted, by metric and reason (see [`counted`]).
+static COUNTS: Mutex<BTreeMap<(String, String), u64>> = Mutex::new(BTreeMap::new());
+
+/// How many `metric`s for `reason` this process has counted: what its EMF lines add up to
+/// (for tests and the dev loop; counts are rare, one per ignored or rejected message).
+pub fn counted(metric: &str, reason: &str) -> u64 {
+    COUNTS.lock().map_or(0, |counts| {
+        counts
+            .get(&(metric.to_owned(), reason.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    })
+}
+
 /// Counts one `metric` for `reason` (writes its EMF line to stdout).
 pub fn count(metric: &str, reason: &str) {
+    if let Ok(mut counts) = COUNTS.lock() {
+        *counts
+            .entry((metric.to_owned(), reason.to_owned()))
+            .or_default() += 1;
+    }
     let line = emf_line(metric, reason, cairn::clock::now_ms());
     // A metric that cannot be written must not fail the record: the log line stays.
     let _ = writeln!(std::io::stdout().lock(), "{line}");

@@ -416,3 +416,27 @@ async fn a_worker_without_claim_checks_fails_an_oversize_result_with_its_size() 
     assert_eq!(error.retryable, Some(false));
     assert_eq!(results[1].output, Some(json!("xxx")));
 }
+
+/// Issue 10, defect 10: what the engine ignores or cannot decode is counted by reason (the
+/// EMF lines of `cairn_lambda::metrics`), not only logged.
+#[tokio::test]
+async fn ignored_and_undecodable_messages_are_counted_by_reason() {
+    use cairn_lambda::metrics::{counted, IGNORED, REJECTED};
+    let engine = engine();
+    engine.handle(event(&[start("counted", 1)])).await.unwrap();
+    let (duplicates, malformed) = (
+        counted(IGNORED, "duplicate_start"),
+        counted(REJECTED, "malformed"),
+    );
+    let response = engine
+        .handle(event(&[start("counted", 1), "{not json".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed_ids(&response).len(),
+        1,
+        "the undecodable record goes back"
+    );
+    assert!(counted(IGNORED, "duplicate_start") > duplicates);
+    assert!(counted(REJECTED, "malformed") > malformed);
+}
