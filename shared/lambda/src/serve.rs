@@ -228,7 +228,18 @@ where
     let mut mappings = Vec::new();
     for url in queues {
         tracing::info!(queue = %url, "dev mode: polling the local stack (no Lambda runtime API)");
-        mappings.push(EventSourceMapping::new(sqs.clone(), url, options.clone()).await?);
+        // SQS may be unreachable right now (a restart during an outage): wait for it rather
+        // than exit.
+        let mapping = loop {
+            match EventSourceMapping::new(sqs.clone(), url.clone(), options.clone()).await {
+                Ok(mapping) => break mapping,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the queue yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        mappings.push(mapping);
     }
     let loops = mappings.iter().map(|mapping| async move {
         loop {

@@ -418,6 +418,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if let Some(slot) = slot {
                     lock(&processes).restart(slot);
                 }
+                // A process that died on its own (it should not) is started again too.
+                lock(&processes).restart_dead();
             }
         })
     };
@@ -426,7 +428,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut pending: Vec<String> = ids.clone();
     let mut last_report = Instant::now();
     while !pending.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         pending = still_running(&client, pending).await;
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
@@ -571,15 +573,15 @@ fn lock(processes: &Mutex<Processes>) -> std::sync::MutexGuard<'_, Processes> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The ids among `pending` whose run is not finished (a slice checked per call, so polling
-/// stays light on the local stack).
+/// The ids among `pending` whose run is not finished (a slice of 25 checked per call, so
+/// polling stays light on the local stack, which is the bottleneck).
 async fn still_running<S: CheckpointStore, T: cairn::transport::ControlSender>(
     client: &Client<S, T>,
     pending: Vec<String>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for (i, id) in pending.into_iter().enumerate() {
-        if i >= 50 {
+        if i >= 25 {
             out.push(id);
             continue;
         }
@@ -589,7 +591,7 @@ async fn still_running<S: CheckpointStore, T: cairn::transport::ControlSender>(
         }
     }
     // Rotate, so the next call looks at others.
-    let n = out.len().min(50);
+    let n = out.len().min(25);
     out.rotate_left(n);
     out
 }
