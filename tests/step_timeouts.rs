@@ -83,7 +83,14 @@ async fn run_with_backlog(
         .await
         .unwrap();
     let run = client.wait(&run_id, Duration::from_secs(30)).await.unwrap();
-    let history = client.get(&run_id).await.unwrap().history;
+    let loaded = client.get(&run_id).await.unwrap();
+    // `cairn runs show` names the timeouts that applied.
+    let text = cairn_inspect::render_text(&loaded);
+    assert!(
+        text.contains("timeouts  ") && text.contains("start-to-close "),
+        "{text}"
+    );
+    let history = loaded.history;
     let kinds = history.into_iter().map(|e| e.kind).collect();
     (run.status, kinds, runs.load(Ordering::SeqCst))
 }

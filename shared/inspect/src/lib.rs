@@ -109,6 +109,9 @@ pub struct StepView {
     pub late: Vec<LateView>,
     /// What the worker logged, by attempt (from 1), in the order it logged it.
     pub events: Vec<(u32, StepEvent)>,
+    /// The timeouts the latest attempt was scheduled with, as the history recorded them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<cairn::workflow::StepTimeouts>,
 }
 
 impl StepView {
@@ -222,6 +225,7 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
         output: None,
         late: Vec::new(),
         events: Vec::new(),
+        timeouts: None,
     };
     for event in &run.history {
         let at = event.at_ms;
@@ -231,11 +235,13 @@ pub fn steps(run: &LoadedRun) -> (Vec<StepView>, Vec<SignalView>) {
                 name,
                 group,
                 attempt,
+                timeouts,
                 ..
             } => {
                 let step = steps
                     .entry(*seq)
                     .or_insert_with(|| new(*seq, StepKind::Remote, name, Some(group.clone()), at));
+                step.timeouts = *timeouts;
                 step.attempts = step.attempts.max(*attempt);
                 step.attempt_starts_ms.push(at);
                 step.state = StepState::Pending;
