@@ -177,6 +177,24 @@ fn table_rows(run: &LoadedRun) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A step's timeouts for people: what the worker enforces, and when the engine gives up.
+fn timeouts_text(timeouts: &cairn::workflow::StepTimeouts) -> String {
+    let mut parts = Vec::new();
+    if let Some(wait) = timeouts.schedule_to_start_ms {
+        parts.push(format!("schedule-to-start {}", format_duration_ms(wait)));
+    }
+    if let Some(run) = timeouts.start_to_close_ms {
+        parts.push(format!("start-to-close {}", format_duration_ms(run)));
+    }
+    if let Some(backstop) = timeouts.backstop_ms(0) {
+        parts.push(format!(
+            "no result {} after scheduling fails the attempt",
+            format_duration_ms(backstop)
+        ));
+    }
+    parts.join(", ")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -224,22 +242,4 @@ mod tests {
             "  attempt 1  00:00:00.020 (+20ms) → 00:00:00.120 (+120ms)  failed: provider_timeout: provider timed out (retryable) details {\"provider\":\"acme\"}\n    00:00:00.090 (+90ms) warn provider slow\n  attempt 2  00:00:00.620 (+620ms) → 00:00:00.700 (+700ms)  completed\n    00:00:00.650 (+650ms) info charging card {\"orderId\":\"o-1\"}\n"
         ), "{text}");
     }
-}
-
-/// A step's timeouts for people: what the worker enforces, and when the engine gives up.
-fn timeouts_text(timeouts: &cairn::workflow::StepTimeouts) -> String {
-    let mut parts = Vec::new();
-    if let Some(wait) = timeouts.schedule_to_start_ms {
-        parts.push(format!("schedule-to-start {}", format_duration_ms(wait)));
-    }
-    if let Some(run) = timeouts.start_to_close_ms {
-        parts.push(format!("start-to-close {}", format_duration_ms(run)));
-    }
-    if let Some(backstop) = timeouts.backstop_ms(0) {
-        parts.push(format!(
-            "no result {} after scheduling fails the attempt",
-            format_duration_ms(backstop)
-        ));
-    }
-    parts.join(", ")
 }
