@@ -256,3 +256,28 @@ async fn the_saved_history_replays_and_catches_a_changed_workflow() {
     assert!(matches!(err, ReplayError::Diverged { .. }), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// As on the deployed stack: a workflow output nested past the store's 100-level limit fails
+/// the run with code `unstorable` instead of completing.
+#[tokio::test]
+async fn a_run_that_records_something_too_deep_to_store_fails_as_the_engine_fails_it() {
+    let mut w = Workflows::new();
+    w.register("deep", |_ctx: WorkflowContext, levels: usize| async move {
+        let mut value = json!([]);
+        for _ in 0..levels {
+            value = json!([value]);
+        }
+        Ok::<_, WorkflowError>(value)
+    });
+    let mut env = TestEnv::new(w);
+    let run_id = env.start("deep", 120).await.unwrap();
+    let err = env.run_to_end::<Value>(&run_id).await.unwrap_err();
+    let TestEnvError::RunFailed { error, status, .. } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(status, RunStatus::Failed);
+    assert_eq!(error.code.as_deref(), Some("unstorable"), "{error:?}");
+    // Shallower output completes.
+    let out: Value = env.execute("deep", 10).await.unwrap();
+    assert!(out.is_array());
+}

@@ -333,6 +333,32 @@ impl std::fmt::Display for Leftovers {
 /// cannot be read back").
 pub const MAX_STORED_DEPTH: usize = 100;
 
+/// Levels a history item adds around each of its events (`{"events": [event, ...]}`).
+const ITEM_LEVELS: usize = 2;
+
+/// Why `event` cannot be stored in a history item (nested past [`MAX_STORED_DEPTH`] with the
+/// item around it), or `None` if it can. Only a workflow's own values can be that deep (the
+/// decoder refuses bodies past 64 levels): the engine and `TestEnv` then fail the run with
+/// [`unstorable_error`].
+pub fn unstorable_event(event: &HistoryEvent) -> Option<String> {
+    let depth = serde_json::to_value(event).map_or(usize::MAX, |v| {
+        crate::contract::json_depth(&v) + ITEM_LEVELS
+    });
+    (depth > MAX_STORED_DEPTH).then(|| {
+        format!(
+            "a value nests {depth} levels deep; stored items are limited to {MAX_STORED_DEPTH} so they can be read back"
+        )
+    })
+}
+
+/// The error a run fails with when what it recorded cannot be stored (code `unstorable`).
+pub fn unstorable_error(reason: &str) -> StepError {
+    StepError::terminal(format!(
+        "the run's activation cannot be stored ({reason}); the run fails instead of retrying"
+    ))
+    .with_code(crate::contract::ErrorCode::Unstorable)
+}
+
 /// Deepest nesting [`decode_stored`] reads at all: items written before the write check (up to
 /// about 130 levels) stay readable, and nothing makes the reader recurse without bound.
 const MAX_READ_DEPTH: usize = 256;

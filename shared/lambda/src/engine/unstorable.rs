@@ -8,19 +8,13 @@
 //! the first that cannot, then ends with `RunFailed` (code `unstorable`); it sends nothing
 //! but the report to its parent.
 
-use cairn::contract::{ErrorCode, StepError};
-use cairn::store::{Commit, MAX_STORED_DEPTH};
+use cairn::contract::StepError;
+use cairn::store::Commit;
 use cairn::workflow::{EventKind, HistoryEvent, RunStatus};
-
-/// Levels a history item adds around each event (`{"events": [event]}`).
-const ITEM_LEVELS: usize = 2;
 
 /// The error a run fails with when its activation cannot be stored.
 pub(crate) fn error(reason: &str) -> StepError {
-    StepError::terminal(format!(
-        "the run's activation cannot be stored ({reason}); the run fails instead of retrying"
-    ))
-    .with_code(ErrorCode::Unstorable)
+    cairn::store::unstorable_error(reason)
 }
 
 /// The commit that fails the run instead of `refused`: the events that can be stored
@@ -75,8 +69,7 @@ pub(crate) fn failed_commit(
 }
 
 fn storable(event: &HistoryEvent) -> bool {
-    serde_json::to_value(event)
-        .is_ok_and(|v| cairn::contract::json_depth(&v) + ITEM_LEVELS <= MAX_STORED_DEPTH)
+    cairn::store::unstorable_event(event).is_none()
 }
 
 fn is_ending(kind: &EventKind) -> bool {

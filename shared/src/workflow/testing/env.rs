@@ -616,6 +616,8 @@ impl TestEnv {
                 })
             }
         };
+        let mut activation = activation;
+        fail_if_unstorable(&mut activation, self.now_ms);
         run.history.extend(activation.appended);
         run.status = Some(activation.status);
         let parent = run.parent.clone();
@@ -750,6 +752,36 @@ impl TestEnv {
             outcome,
         });
     }
+}
+
+/// As the engine does when the store refuses an activation: a run that recorded something
+/// too deep to store keeps the events before it and fails (code `unstorable`), sending
+/// nothing.
+fn fail_if_unstorable(activation: &mut crate::workflow::Activation, now_ms: u64) {
+    let Some((at, reason)) = activation
+        .appended
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| crate::store::unstorable_event(e).map(|reason| (i, reason)))
+    else {
+        return;
+    };
+    activation.appended.truncate(at);
+    activation.appended.retain(|e| {
+        !matches!(
+            e.kind,
+            EventKind::RunCompleted { .. }
+                | EventKind::RunFailed { .. }
+                | EventKind::RunCancelled { .. }
+                | EventKind::ContinuedAsNew { .. }
+        )
+    });
+    let error = crate::store::unstorable_error(&reason);
+    activation
+        .appended
+        .push(HistoryEvent::new(now_ms, EventKind::RunFailed { error }));
+    activation.commands.clear();
+    activation.status = RunStatus::Failed;
 }
 
 /// Why a history does not replay (see [`replay`]).
