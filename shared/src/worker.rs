@@ -189,7 +189,16 @@ impl Worker {
     /// retryable, code `timeout`), and a handler still running at start-to-close is stopped
     /// (failed, retryable, code `timeout`). Either failure's `details.timeout` says which.
     pub async fn run_task(&self, task: &RemoteTask) -> StepResult {
-        self.run_task_at(task, now_ms(), true).await
+        self.run_delivery(task, 1).await
+    }
+
+    /// [`Worker::run_task`] for the `receive_count`-th delivery of its message (SQS
+    /// `ApproximateReceiveCount`). A task delivered again was started before and did not
+    /// finish (its worker died, or its result was not sent): past its schedule-to-start it is
+    /// not run again but failed *retryable* (`details.timeout = "startToClose"`, as Temporal
+    /// retries an attempt whose worker died), so a crash does not end the step for good.
+    pub async fn run_delivery(&self, task: &RemoteTask, receive_count: u32) -> StepResult {
+        self.run_task_at(task, now_ms(), true, receive_count).await
     }
 
     /// [`Worker::run_task`] started at `started_at` (epoch ms, the caller's clock), stopping
@@ -200,8 +209,9 @@ impl Worker {
         task: &RemoteTask,
         started_at: u64,
         stop_at_start_to_close: bool,
+        receive_count: u32,
     ) -> StepResult {
-        if let Some(refused) = refuse_late_start(task, started_at) {
+        if let Some(refused) = refuse_late_start(task, started_at, receive_count) {
             return with_start(refused, started_at);
         }
         let Some(handler) = self.handlers.get(&task.name) else {
@@ -285,11 +295,28 @@ impl Worker {
 
 /// The refusal of an attempt that starts after its schedule-to-start timeout: not run, and
 /// not retried (a new attempt would wait in the same queue).
-fn refuse_late_start(task: &RemoteTask, started_at: u64) -> Option<StepResult> {
+fn refuse_late_start(task: &RemoteTask, started_at: u64, receive_count: u32) -> Option<StepResult> {
     let limit = task.schedule_to_start_ms?;
     let waited = started_at.saturating_sub(task.scheduled_at?);
     if waited <= limit {
         return None;
+    }
+    if receive_count > 1 {
+        tracing::warn!(step_id = %task.step_id, attempt = task.attempt, waited_ms = waited, receive_count, "redelivered attempt past its schedule-to-start not run again: failed, retryable");
+        let error = StepError::retryable(format!(
+            "attempt {} came back from its queue (delivery {receive_count}) {waited} ms after \
+             it was scheduled, past its schedule-to-start timeout of {limit} ms: its first run \
+             did not finish (its worker died?); not run again",
+            task.attempt
+        ))
+        .with_code(ErrorCode::Timeout)
+        .with_details(serde_json::json!({
+            "timeout": "startToClose",
+            "redelivered": true,
+            "receiveCount": receive_count,
+            "waitedMs": waited,
+        }));
+        return Some(StepResult::failed(task, error));
     }
     tracing::warn!(step_id = %task.step_id, attempt = task.attempt, waited_ms = waited, schedule_to_start_ms = limit, "attempt refused: it waited in the queue past its schedule-to-start timeout");
     let error = StepError::terminal(format!(
@@ -378,6 +405,15 @@ mod tests {
         assert_eq!(error.code.as_deref(), Some("timeout"));
         assert!(!error.is_retryable(), "{error:?}");
         assert_eq!(error.details.unwrap()["timeout"], "scheduleToStart");
+        // A redelivery (its first run did not finish) is not run again either, but may be
+        // retried: a crashed worker must not end the step for good.
+        let again = worker
+            .run_delivery(&task(10_000, Some(1_000), Some(1_000)), 2)
+            .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        let error = again.error.unwrap();
+        assert!(error.is_retryable(), "{error:?}");
+        assert_eq!(error.details.unwrap()["redelivered"], true);
         // Within it, the handler runs.
         let result = worker.run_task(&task(500, Some(1_000), None)).await;
         assert_eq!(result.status, StepStatus::Completed);

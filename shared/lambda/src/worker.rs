@@ -59,7 +59,9 @@ impl SqsWorker for Worker {
                 let body = record.body.as_deref().ok_or("record has no body")?;
                 let body = resolve_body(body, blobs).await.map_err(|e| e.to_string())?;
                 let task = decode_task(&body).map_err(|e| format!("malformed task: {e}"))?;
-                let mut result = self.run_task(&task).await;
+                let mut result = self
+                    .run_delivery(&task, crate::backoff::receive_count(&record))
+                    .await;
                 if !blobs.claim_checks() {
                     // Without a blob store an oversize result cannot travel: the step fails
                     // with the sizes instead of the task being retried into the DLQ.

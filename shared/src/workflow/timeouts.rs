@@ -6,7 +6,8 @@
 //! - the task carries `scheduledAt` and the timeouts; the **worker** refuses an attempt that
 //!   waited past its schedule-to-start (without running the handler: a failed, non-retryable
 //!   result, code `timeout`, as Temporal does not retry a schedule-to-start timeout: a new
-//!   attempt would wait in the same queue), and stops a handler at start-to-close from its own
+//!   attempt would wait in the same queue; a task delivered again, whose first run did not
+//!   finish, is failed retryable instead), and stops a handler at start-to-close from its own
 //!   start (failed, retryable, code `timeout`);
 //! - the **engine** keeps one durable timer per attempt as the backstop, due at
 //!   `scheduledAt` + schedule-to-start + start-to-close: it fails an attempt that never

@@ -729,7 +729,7 @@ impl TestEnv {
     /// Runs the task's handler (started now, by the virtual clock) and queues its result for
     /// the run.
     async fn answer(&mut self, task: RemoteTask) {
-        let mut result = self.worker.run_task_at(&task, self.now_ms, false).await;
+        let mut result = self.worker.run_task_at(&task, self.now_ms, false, 1).await;
         let events = result.events.take().unwrap_or_default();
         let outcome = match result.status {
             StepStatus::Completed => Ok(result.output.unwrap_or_default()),
