@@ -74,6 +74,7 @@ async fn a_run_that_records_something_too_deep_fails_with_the_reason_and_its_bat
         "no record goes back to the queue (then the DLQ): {:?}",
         response.batch_item_failures
     );
+    assert!(cairn_lambda::metrics::counted(cairn_lambda::metrics::FAILED_RUNS, "unstorable") >= 2);
     let fine = engine.store().load("r-fine").await.unwrap().unwrap();
     assert_eq!(fine.run.status, RunStatus::Completed);
     assert_eq!(fine.run.output, Some(json!({"n": 1})));

@@ -9,6 +9,9 @@
 //! - `DeadLetteredMessages`: a record that failed its last receive (SQS moves it to the DLQ);
 //!   reason `transient` or `failed`.
 //!
+//! - `FailedRuns`: a run the engine failed instead of retrying its record into the DLQ;
+//!   reason `unstorable` (what the workflow recorded cannot be stored).
+//!
 //! Each count is also a log line with the reason, at INFO (ignored) or WARN (rejected).
 
 use std::collections::BTreeMap;
@@ -21,6 +24,9 @@ pub const IGNORED: &str = "IgnoredMessages";
 pub const REJECTED: &str = "RejectedMessages";
 /// A record that failed its last receive before the DLQ.
 pub const DEAD_LETTERED: &str = "DeadLetteredMessages";
+/// A run the engine failed itself instead of retrying its record (reason `unstorable`: what
+/// it recorded cannot be stored).
+pub const FAILED_RUNS: &str = "FailedRuns";
 
 /// The EMF line counting one `metric` for `reason` at `timestamp_ms`.
 pub fn emf_line(metric: &str, reason: &str, timestamp_ms: u64) -> String {

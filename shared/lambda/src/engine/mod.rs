@@ -861,7 +861,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     ) -> Result<Commit, RecordError> {
         let run_id = refused.run.run_id.clone();
         tracing::error!(%run_id, %reason, "activation cannot be stored: the run fails");
-        crate::metrics::count(crate::metrics::REJECTED, "unstorable");
+        crate::metrics::count(crate::metrics::FAILED_RUNS, "unstorable");
         let error = unstorable::error(reason);
         let kept = unstorable::failed_commit(&refused, &error, true, now);
         match self.store.commit(&kept).await {
