@@ -34,6 +34,14 @@ impl Deferred {
         }
     }
 
+    /// The runs with messages kept.
+    pub(crate) fn runs(&self) -> Vec<RunId> {
+        self.pending
+            .lock()
+            .map(|p| p.iter().map(|(run_id, _)| run_id.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Sends everything kept, batched across runs; returns the runs whose messages were not
     /// all sent, with why.
     pub(crate) async fn flush<T: EngineTransport>(

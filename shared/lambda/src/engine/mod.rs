@@ -200,6 +200,10 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         // Sending a wide outbox stops this long before the deadline (progress is recorded).
         let deadline =
             left.map(|d| std::time::Instant::now() + d.saturating_sub(options.deadline_margin * 4));
+        // The batch's sends end before the Lambda does (what is cut off is re-sent by the
+        // records, reported as failures).
+        let flush_by =
+            left.map(|d| std::time::Instant::now() + d.saturating_sub(options.deadline_margin / 2));
         let records = event.payload.records;
         if options.fifo {
             // FIFO: the queue already orders each run's messages (group = run id); keep that
@@ -246,7 +250,11 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         }))
         .await;
         let mut units: Vec<Unit<Vec<Received>>> = Vec::new();
-        let mut by_run: HashMap<RunId, usize> = HashMap::new();
+        // Redelivered records of a run are a unit apart from its new ones: a redelivery may
+        // have to resume a wide outbox, which can outlast the invocation, and the new records
+        // (a fan-out's results) must not wait for it (the two activations serialize on the
+        // history index like any concurrent ones).
+        let mut by_run: HashMap<(RunId, bool), usize> = HashMap::new();
         let mut run_of = HashMap::new();
         let mut rejected = Vec::new();
         for (id, redelivered, message) in decoded {
@@ -258,7 +266,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 Ok(message) => {
                     run_of.insert(id.clone(), message.run_id().to_string());
                     let index = *by_run
-                        .entry(message.run_id().to_owned())
+                        .entry((message.run_id().to_owned(), redelivered))
                         .or_insert_with(|| {
                             units.push(Unit {
                                 ids: Vec::new(),
@@ -275,10 +283,13 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 }
             }
         }
-        let ids_by_run: Vec<(RunId, Vec<String>)> = by_run
-            .into_iter()
-            .map(|(run_id, index)| (run_id, units[index].ids.clone()))
-            .collect();
+        let mut ids_by_run: HashMap<RunId, Vec<String>> = HashMap::new();
+        for ((run_id, _), index) in by_run {
+            ids_by_run
+                .entry(run_id)
+                .or_default()
+                .extend(units[index].ids.iter().cloned());
+        }
         // The activations leave their commands here; they are sent together below.
         let deferred = deferred::Deferred::default();
         let deferred = &deferred;
@@ -293,7 +304,21 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 .map_err(|e| failure(&run_id, &ids, e))
         })
         .await;
-        let unsent = deferred.flush(&self.transport).await;
+        let unsent = match flush_by {
+            None => deferred.flush(&self.transport).await,
+            Some(by) => {
+                let runs = deferred.runs();
+                let left = by.saturating_duration_since(std::time::Instant::now());
+                match tokio::time::timeout(left, deferred.flush(&self.transport)).await {
+                    Ok(unsent) => unsent,
+                    Err(_) => {
+                        tracing::warn!(runs = runs.len(), "the batch's sends did not finish before the deadline; their records come back to send again");
+                        let cut = RecordFailure::transient("sends cut by the deadline");
+                        runs.into_iter().map(|run| (run, cut.clone())).collect()
+                    }
+                }
+            }
+        };
         for (run_id, ids) in ids_by_run {
             if let Some(failure) = unsent.get(&run_id) {
                 for id in ids {
@@ -683,6 +708,11 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         // Redelivered records already recorded: their activation's commands may not have
         // gone out (the record came back because sending did not finish). Send them again.
         let resend = outbox::batches_to_resend(&loaded, incoming);
+        if verified {
+            // Before the replay: resuming a wide outbox gets all the time left (replaying a
+            // fan-out's history is the slow part of its activation).
+            self.resend(&loaded, &resend, deadline).await?;
+        }
         let run = &loaded.run;
         let request = ActivationRequest {
             run_id,
@@ -701,7 +731,6 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             // scheduled elsewhere): never drop a message on a copy.
             return Ok(Outcome::Unverified);
         }
-        self.resend(&loaded, &resend, deadline).await?;
         if activation.appended.is_empty() {
             count_ignored(&activation.ignored);
             if exists && activation.status != run.status && activation.status.is_terminal() {
