@@ -40,8 +40,8 @@ pub struct RemoteTask {
     /// Optional priority hint; higher runs first where the transport supports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
-    /// When the engine scheduled this attempt, epoch ms (engine clock): the start of its
-    /// queue wait (cairn extension; peers ignore it).
+    /// When the engine sent this task, epoch ms (engine clock): the start of its queue wait
+    /// (a task sent again after a crash starts a new one; cairn extension, peers ignore it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<u64>,
     /// Schedule-to-start timeout, ms: a worker that starts the attempt later than

@@ -31,11 +31,12 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
         /// Schedule-to-start timeout of this attempt, if the step sets one: the worker refuses
-        /// the attempt if it starts later than `scheduled_at_ms` + this.
+        /// the attempt if it starts later than this after the task was sent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         schedule_to_start_ms: Option<u64>,
-        /// When the attempt was scheduled (the activation's time), epoch ms; absent in
-        /// commands stored by older engines (the send time stands in).
+        /// When the attempt was scheduled (the activation's time, where its timeout timer
+        /// counts from), epoch ms, for the task's `deadlineMs`; absent in commands stored by
+        /// older engines (the send time stands in).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scheduled_at_ms: Option<u64>,
     },
@@ -81,9 +82,10 @@ pub enum Command {
 
 impl Command {
     /// The task a `DispatchTask` sends (`None` for any other command), as the engine's outbox
-    /// and `TestEnv` build it: the step's timeouts with the time the attempt was scheduled
-    /// (`now_ms` for commands stored without it), and the context `workflow` and `deadlineMs`
-    /// (the engine's backstop, [`StepTimeouts::backstop_ms`]).
+    /// and `TestEnv` build it, sent at `now_ms`: the step's timeouts with `scheduledAt` =
+    /// `now_ms` (the queue wait starts when the task is sent, so a task sent again after a
+    /// crash gets its whole schedule-to-start), and the context `workflow` and `deadlineMs`
+    /// (the engine's timer: when the attempt was scheduled + [`StepTimeouts::backstop_ms`]).
     pub fn remote_task(
         &self,
         run_id: &RunId,
@@ -103,14 +105,14 @@ impl Command {
         else {
             return None;
         };
-        let scheduled_at = scheduled_at_ms.unwrap_or(now_ms);
         let timeouts = StepTimeouts {
             schedule_to_start_ms: *schedule_to_start_ms,
             start_to_close_ms: *timeout_ms,
         };
+        let deadline = timeouts.backstop_ms(scheduled_at_ms.unwrap_or(now_ms));
         let task = RemoteTask::new(run_id, *seq, name, group, input.clone(), *attempt)
-            .with_timeouts(scheduled_at, *schedule_to_start_ms, *timeout_ms)
-            .with_engine_context(workflow, timeouts.backstop_ms(scheduled_at));
+            .with_timeouts(now_ms, *schedule_to_start_ms, *timeout_ms)
+            .with_engine_context(workflow, deadline);
         Some(task)
     }
 }
@@ -129,4 +131,34 @@ pub enum RunOutcome {
         /// Why.
         error: StepError,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_waits_from_its_send_and_its_deadline_is_the_engines_timer() {
+        let command = Command::DispatchTask {
+            seq: 2,
+            name: "s".into(),
+            group: "s".into(),
+            input: Value::Null,
+            attempt: 1,
+            timeout_ms: Some(30_000),
+            schedule_to_start_ms: Some(60_000),
+            scheduled_at_ms: Some(1_000),
+        };
+        let run = RunId::parse("r").unwrap_or_else(|e| panic!("{e}"));
+        // Sent (again, after a crash) at 200 s: a whole schedule-to-start from then.
+        let task = command.remote_task(&run, Some("w"), 200_000);
+        let task = task.unwrap_or_else(|| panic!("a task"));
+        assert_eq!(task.scheduled_at, Some(200_000));
+        assert_eq!(
+            (task.schedule_to_start_ms, task.start_to_close_ms),
+            (Some(60_000), Some(30_000))
+        );
+        let deadline = task.context.as_ref().and_then(|c| c.get("deadlineMs"));
+        assert_eq!(deadline, Some(&Value::from(1_000 + 60_000 + 30_000)));
+    }
 }

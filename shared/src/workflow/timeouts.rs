@@ -3,21 +3,24 @@
 //!
 //! Only the worker knows when it starts an attempt, and telling the engine would cost an SQS
 //! message per step. So each side enforces what it can see:
-//! - the task carries `scheduledAt` and the timeouts; the **worker** refuses an attempt that
+//! - the task carries `scheduledAt` (when it was sent) and the timeouts; the **worker** refuses an attempt that
 //!   waited past its schedule-to-start (without running the handler: a failed, non-retryable
 //!   result, code `timeout`, as Temporal does not retry a schedule-to-start timeout: a new
 //!   attempt would wait in the same queue; a task delivered again, whose first run did not
 //!   finish, is failed retryable instead), and stops a handler at start-to-close from its own
 //!   start (failed, retryable, code `timeout`);
-//! - the **engine** keeps one durable timer per attempt as the backstop, due at
-//!   `scheduledAt` + schedule-to-start + start-to-close: it fails an attempt that never
+//! - the **engine** keeps one durable timer per attempt as the backstop, due at the
+//!   attempt's scheduling (`TaskScheduled`) + schedule-to-start + start-to-close: it fails an attempt that never
 //!   answered (a lost task, a crashed worker, a peer that ignores the timeouts). Without a
 //!   schedule-to-start timeout the worker does not refuse anything (Temporal's default), and
 //!   the backstop allows [`QUEUE_WAIT_ALLOWANCE_MS`] of queue wait, so nothing waits forever
 //!   and a queue backlog does not time out a step that then runs quickly.
 //!
-//! With a schedule-to-start timeout, an attempt never runs after its backstop: a worker that
-//! gets it later refuses it, and one that started it in time stopped it at start-to-close. So
+//! With a schedule-to-start timeout, an attempt never runs after its backstop (but for the
+//! milliseconds between commit and send): a worker that gets it later refuses it, and one that
+//! started it in time stopped it at start-to-close. A task sent again after a crash (its
+//! record redelivered, or the reconciler) starts a new queue wait, so an internal delay never
+//! uses up its schedule-to-start; its result may then come late. So
 //! the backstop's failure is retryable (the task was lost, the worker died, or the result is
 //! late) without risking two runs of one attempt at once. A backlog longer than the backstop
 //! ends there too: the engine cannot tell a task still queued from a lost one.
