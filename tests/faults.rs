@@ -395,3 +395,80 @@ async fn a_dynamodb_hang_times_out_and_the_log_names_operation_run_and_message()
         .unwrap();
     assert_eq!(run.status, RunStatus::Completed);
 }
+
+async fn three_emails(ctx: WorkflowContext, _input: Value) -> Result<Value, WorkflowError> {
+    for i in 0..3 {
+        let email = cairn_demo::Email {
+            to: format!("u{i}@example.com"),
+            subject: "hi".into(),
+        };
+        ctx.remote(&cairn_demo::SEND_EMAIL, email).await?;
+    }
+    Ok(json!(3))
+}
+
+/// One task taken from `url` (waiting up to 30 s).
+async fn take_task(env: &TestEnv, url: &str) -> cairn::contract::RemoteTask {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(body) = env.receive_bodies(url).await.pop() {
+            return cairn::contract::decode_task(&body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "a task was dispatched");
+    }
+}
+
+/// Found by `scripts/chaos` (a DynamoDB throttle and duplicated results re-ran 7 of 150 steps):
+/// a duplicate of a result whose first delivery was applied comes back redelivered (it failed
+/// transiently once), finds its effect in the history and used to send that activation's
+/// commands again, dispatching a task that had already run and answered. Commands whose effect
+/// the history shows are no longer sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_duplicate_does_not_dispatch_an_answered_task_again() {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    use lambda_runtime::{Context, LambdaEvent};
+
+    let env = TestEnv::new("dup-resend", false).await;
+    let mut workflows = Workflows::new();
+    workflows.register("three-emails", three_emails);
+    let engine = env.engine(workflows);
+    let tasks = env.resources.task_queue_urls["notifications.send-email"].clone();
+    let deliver = |id: &str, body: String, receives: u32| {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(id.into());
+        record.body = Some(body);
+        record
+            .attributes
+            .insert("ApproximateReceiveCount".into(), receives.to_string());
+        let mut event = SqsEvent::default();
+        event.records = vec![record];
+        LambdaEvent::new(event, Context::default())
+    };
+    let start = encode(&ControlMessage::StartRun {
+        run_id: "resend-1".parse().unwrap(),
+        workflow: "three-emails".into(),
+        input: json!(null),
+        parent: None,
+    });
+    let worker = cairn_demo::worker();
+    engine.handle(deliver("m0", start, 1)).await.unwrap();
+    let first = encode(&worker.run_task(&take_task(&env, &tasks).await).await);
+    engine
+        .handle(deliver("m1", first.clone(), 1))
+        .await
+        .unwrap();
+    let second = encode(&worker.run_task(&take_task(&env, &tasks).await).await);
+    engine.handle(deliver("m2", second, 1)).await.unwrap();
+    let third = take_task(&env, &tasks).await;
+    assert_eq!(third.seq, 3);
+
+    // The first result's duplicate, on its second receive.
+    let response = engine.handle(deliver("m1-dup", first, 2)).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let again = env.receive_bodies(&tasks).await;
+    assert!(
+        again.is_empty(),
+        "no task dispatched again: {} sent ({again:?})",
+        again.len()
+    );
+}

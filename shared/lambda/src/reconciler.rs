@@ -205,9 +205,10 @@ async fn resume_outboxes<S: CheckpointStore, T: EngineTransport>(
     report.redriven.push(run.run_id.into_string());
 }
 
-/// Commands of `batch` whose effect the history does not show.
-fn unanswered(loaded: &LoadedRun, commands: &[Command]) -> Vec<Command> {
-    let answered = |seq: u64, attempt: Option<u32>| {
+/// Whether the history answered attempt `attempt` of step `seq` (any attempt if `None`): a
+/// result for it, or a later attempt scheduled.
+pub(crate) fn answered(loaded: &LoadedRun, seq: u64, attempt: Option<u32>) -> bool {
+    {
         loaded.history.iter().any(|e| match &e.kind {
             EventKind::StepCompleted {
                 seq: s, attempt: a, ..
@@ -223,7 +224,12 @@ fn unanswered(loaded: &LoadedRun, commands: &[Command]) -> Vec<Command> {
             }
             _ => false,
         })
-    };
+    }
+}
+
+/// Commands of `batch` whose effect the history does not show.
+fn unanswered(loaded: &LoadedRun, commands: &[Command]) -> Vec<Command> {
+    let answered = |seq: u64, attempt: Option<u32>| answered(loaded, seq, attempt);
     let ended = loaded.run.status.is_terminal();
     commands
         .iter()

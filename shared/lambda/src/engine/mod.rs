@@ -931,11 +931,23 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 }
                 continue;
             }
-            tracing::info!(run_id = %run.run_id, batch = key, commands = batch.commands.len(), "redelivered record: sending its activation's commands again");
+            // What already had its effect (a task answered, a timer fired) was sent: sending
+            // it again would only run a step twice. (The record may be a duplicate of the
+            // message that recorded the effect, not its own earlier attempt.)
+            let commands: Vec<cairn::workflow::Command> = batch
+                .commands
+                .iter()
+                .filter(|c| !had_effect(loaded, c))
+                .cloned()
+                .collect();
+            if commands.is_empty() {
+                continue;
+            }
+            tracing::info!(run_id = %run.run_id, batch = key, commands = commands.len(), "redelivered record: sending its activation's commands again");
             send_commands(
                 &self.transport,
                 run,
-                &batch.commands,
+                &commands,
                 self.options.timer_chunk_seconds,
             )
             .await?;
@@ -985,6 +997,20 @@ fn redelivered(record: &SqsMessage) -> bool {
         .get("ApproximateReceiveCount")
         .and_then(|n| n.parse::<u32>().ok())
         .is_some_and(|n| n > 1)
+}
+
+/// Whether the history shows `command`'s effect: its task answered, its timer fired.
+fn had_effect(loaded: &LoadedRun, command: &cairn::workflow::Command) -> bool {
+    use cairn::workflow::Command;
+    match command {
+        Command::DispatchTask { seq, attempt, .. } => {
+            crate::reconciler::answered(loaded, *seq, Some(*attempt))
+        }
+        Command::StartTimer { timer_id, .. } => loaded.history.iter().any(|e| {
+            matches!(&e.kind, EventKind::TimerFired { timer_id: fired, .. } if fired == timer_id)
+        }),
+        _ => false,
+    }
 }
 
 /// A run item rebuilt from what its history holds (the parent link is not in the history).
