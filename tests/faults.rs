@@ -230,7 +230,7 @@ async fn leftovers_of_a_run_id_are_shown_reused_restored_and_purged() {
     };
     let mut runtime = engine_only(&env, workflows()).await;
     let client = env.client();
-    let wait = Duration::from_secs(30);
+    let wait = Duration::from_secs(60);
 
     // A retired run: ended, run item gone.
     client
@@ -470,5 +470,80 @@ async fn a_redelivered_duplicate_does_not_dispatch_an_answered_task_again() {
         again.is_empty(),
         "no task dispatched again: {} sent ({again:?})",
         again.len()
+    );
+}
+
+/// A commit whose answer was lost: the write took effect, the SDK's retry of it was refused
+/// (the history index is taken: a conflict), and the re-run found the result already applied.
+/// Its commands used to be dropped, so the run waited for the reconciler (5 minutes); the
+/// re-run now treats its messages as redelivered and sends what the lost commit issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_still_sends_its_commands() {
+    use std::sync::Arc;
+
+    let env = TestEnv::new("lost-answer", false).await;
+    let proxy = FaultProxy::start(&endpoint()).await.unwrap();
+    // The SDK's own retries on (its retry of the lost write is what conflicts).
+    let sdk = cairn_lambda::aws::sdk_config(Some(&proxy.endpoint())).await;
+    let clients = cairn_lambda::aws::AwsClients::new(&sdk);
+    let mut workflows = Workflows::new();
+    workflows.register("three-emails", three_emails);
+    let engine = Arc::new(
+        cairn_lambda::engine::Engine::new(
+            Arc::new(workflows),
+            clients.store(&env.config).with_history_cache(),
+            clients.transport(&env.config),
+            clients.blobs(&env.config),
+            cairn_lambda::engine::EngineOptions::default(),
+        )
+        .with_backoff(env.backoff()),
+    );
+    let mut runtime = cairn_devstack::local_runtime::LocalRuntime::new();
+    let handler = Arc::new(move |event| {
+        let engine = engine.clone();
+        async move { engine.handle(event).await }
+    });
+    runtime
+        .map(
+            &env.clients.sqs,
+            &env.resources.results_queue_url,
+            env.mapping(),
+            handler,
+        )
+        .await
+        .unwrap();
+    let tasks = env.resources.task_queue_urls["notifications.send-email"].clone();
+    let client = env.client();
+    client
+        .start("three-emails", json!(null), Some("lost-answer".into()))
+        .await
+        .unwrap();
+    let first = take_task(&env, &tasks).await;
+    let result = cairn_demo::worker().run_task(&first).await;
+    proxy.set_dynamodb(Fault::LoseWrite);
+    env.clients
+        .sqs
+        .send_message()
+        .queue_url(&env.resources.results_queue_url)
+        .message_body(encode(&result))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let second = loop {
+        if let Some(body) = env.receive_bodies(&tasks).await.pop() {
+            break cairn::contract::decode_task(&body).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second task was not dispatched within 15 s (proxy: {:?})",
+            proxy.counts()
+        );
+    };
+    assert_eq!(second.seq, 2);
+    assert_eq!(
+        proxy.faults().dynamodb,
+        Fault::Ok,
+        "the write was lost once"
     );
 }

@@ -10,6 +10,7 @@
 //! | [`Fault::Throttle`] | HTTP 400 with DynamoDB's own `ProvisionedThroughputExceededException` or `ThrottlingException` body (alternating), or SQS's `ThrottlingException` |
 //! | [`Fault::Hang`] | the request is read and never answered (the connection is held until the fault is switched off, then reset) |
 //! | [`Fault::Reset`] | the connection is reset (RST) without an answer |
+//! | [`Fault::LoseWrite`] | once: the next write (`PutItem`, `SendMessage`, ...) is done, its answer lost (the connection reset); then back to `Ok` |
 //!
 //! Besides faults, [`Faults::duplicate_sends_to`] forwards every `SendMessage` /
 //! `SendMessageBatch` to a queue whose URL ends with that suffix twice (every result delivered
@@ -45,6 +46,9 @@ pub enum Fault {
     Hang,
     /// Connection reset.
     Reset,
+    /// Once: the next write request is forwarded (it takes effect) and its answer dropped
+    /// (connection reset), as when a response is lost on the way; then back to `Ok`.
+    LoseWrite,
 }
 
 impl std::str::FromStr for Fault {
@@ -287,8 +291,29 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         Service::Other => ("other", Fault::Ok),
     };
     shared.count(format!("{name} {fault:?}").to_lowercase());
+    let write = [
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "TransactWriteItems",
+        "BatchWriteItem",
+        "SendMessage",
+        "SendMessageBatch",
+    ]
+    .iter()
+    .any(|op| request.target.rsplit('.').next() == Some(*op));
     match fault {
-        Fault::Ok => {}
+        Fault::LoseWrite if write => {
+            // Once: switched off before forwarding, so only this request is lost.
+            shared.faults.send_modify(|f| match service {
+                Service::DynamoDb => f.dynamodb = Fault::Ok,
+                _ => f.sqs = Fault::Ok,
+            });
+            let _ = forward(&request.raw, shared.upstream).await;
+            let _ = client.set_zero_linger();
+            return Ok(());
+        }
+        Fault::Ok | Fault::LoseWrite => {}
         Fault::Throttle => {
             let turn = shared.turn.fetch_add(1, Ordering::Relaxed);
             return respond(&mut client, 400, &throttle_body(service, turn)).await;
