@@ -162,8 +162,9 @@ struct RunArgs {
     /// ... starting this long after the throttle ended.
     #[arg(long, default_value_t = 10)]
     cut_after_secs: u64,
-    /// Give up waiting for the runs after this long.
-    #[arg(long, default_value_t = 900)]
+    /// Give up waiting for the runs after this long (500 runs take about 15 minutes on a
+    /// busy 2-core machine, moto being the bottleneck).
+    #[arg(long, default_value_t = 1800)]
     timeout_secs: u64,
     /// Queue and table prefix (default: a fresh one).
     #[arg(long)]
