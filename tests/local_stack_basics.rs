@@ -119,7 +119,11 @@ async fn a_lost_conditional_write_is_a_typed_conflict() {
         },
     )];
     store.commit(&next).await.unwrap();
-    let err = store.commit(&next).await.unwrap_err();
+    // The other activation recorded something else (the same write again would be found in
+    // place and count as committed: a retry of a write whose answer was lost).
+    let mut other = next.clone();
+    other.events[0].at_ms = 3;
+    let err = store.commit(&other).await.unwrap_err();
     assert!(
         matches!(
             err,

@@ -594,6 +594,7 @@ impl DynamoStore {
         };
         if puts.len() == 1 {
             let item = puts.pop().unwrap_or_default();
+            let written = item.get("data").cloned();
             let result = self
                 .client
                 .put_item()
@@ -605,7 +606,16 @@ impl DynamoStore {
             return match result {
                 Ok(_) => Ok(()),
                 Err(err) => match err.as_service_error() {
-                    Some(PutItemError::ConditionalCheckFailedException(_)) => Err(conflict()),
+                    Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                        // The SDK may have retried this very write after its answer was lost:
+                        // if the item holds what we wrote, the commit is ours.
+                        let sk = items::events_sk(first, 0);
+                        if self.holds(&pk, &sk, written.as_ref()).await? {
+                            tracing::info!(run_id = %run.run_id, index = first, "commit found in place (its first answer was lost)");
+                            return Ok(());
+                        }
+                        Err(conflict())
+                    }
                     _ => Err(backend("PutItem", err)),
                 },
             };
@@ -651,6 +661,31 @@ impl DynamoStore {
                 _ => Err(backend("TransactWriteItems", err)),
             },
         }
+    }
+
+    /// Whether item `pk`/`sk` exists with exactly `data`.
+    async fn holds(
+        &self,
+        pk: &str,
+        sk: &str,
+        data: Option<&AttributeValue>,
+    ) -> Result<bool, StoreError> {
+        let Some(data) = data else {
+            return Ok(false);
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .projection_expression("#d")
+            .expression_attribute_names("#d", "data")
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        Ok(out.item.as_ref().and_then(|i| i.get("data")) == Some(data))
     }
 
     async fn delete(&self, pk: &str, sk: &str) -> Result<(), StoreError> {

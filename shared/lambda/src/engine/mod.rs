@@ -492,13 +492,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     if attempt < MAX_CONFLICT_RETRIES =>
                 {
                     // Another invocation advanced the run: re-run on fresh state, after a
-                    // short jittered pause so the racers spread out. The winner may have been
-                    // this very commit (its answer lost, the SDK's retry refused): the
-                    // messages are treated as redelivered, so if their effect is there, its
-                    // unsent commands go out.
-                    for (_, redelivered) in incoming.iter_mut() {
-                        *redelivered = true;
-                    }
+                    // short jittered pause so the racers spread out.
                     let jitter = (uuid::Uuid::new_v4().as_u128() % 40) as u64;
                     let pause = (10 + jitter) * attempt as u64;
                     tracing::debug!(%run_id, attempt, pause, "activation lost a race; re-running on fresh state");
@@ -604,7 +598,6 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         deferred: Option<&deferred::Deferred>,
         fresh: bool,
     ) -> Result<(), RecordError> {
-        let mut lost_race = false;
         if !fresh && self.optimism.try_it() {
             let starts = incoming
                 .iter()
@@ -639,7 +632,6 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     Outcome::Stale => {
                         tracing::debug!(%run_id, "the cached run was stale; re-running on the run as stored");
                         self.optimism.record(true);
-                        lost_race = true;
                     }
                     Outcome::Unverified => {}
                 }
@@ -662,16 +654,6 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 None
             }
             other => other?,
-        };
-        // The race may have been lost to this very commit (its answer lost, the SDK's retry
-        // of it refused): the messages count as redelivered, so if their effect is there, the
-        // commands it issued and did not send go out.
-        let marked: Vec<(Incoming, bool)>;
-        let incoming = if lost_race {
-            marked = incoming.iter().map(|(i, _)| (i.clone(), true)).collect();
-            &marked[..]
-        } else {
-            incoming
         };
         self.activate_on(run_id, incoming, parent, deadline, deferred, loaded, true)
             .await?;
