@@ -77,18 +77,7 @@ async fn started_timers(env: &TestEnv, run_id: &str) -> Vec<(String, u64)> {
         .await
         .unwrap()
         .unwrap();
-    loaded
-        .history
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::TimerStarted {
-                timer_id,
-                fire_at_ms,
-                ..
-            } => Some((timer_id.to_string(), *fire_at_ms)),
-            _ => None,
-        })
-        .collect()
+    loaded.started_timers().collect()
 }
 
 async fn wait_for_schedules(long_waits: &LongWaits, n: usize) -> Vec<(String, u64)> {

@@ -128,6 +128,19 @@ impl LoadedRun {
             .rev()
             .find(|b| b.first <= index && index < b.first + b.events as u64)
     }
+
+    /// `(timer id, fire at)` of every timer the history started, in order: the due times the
+    /// history recorded, which no message overrules.
+    pub fn started_timers(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.history.iter().filter_map(|event| match &event.kind {
+            crate::workflow::EventKind::TimerStarted {
+                timer_id,
+                fire_at_ms,
+                ..
+            } => Some((timer_id.to_string(), *fire_at_ms)),
+            _ => None,
+        })
+    }
 }
 
 /// An activation's writes: its history item (the lock: no other activation can append at the

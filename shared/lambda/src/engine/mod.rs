@@ -544,20 +544,8 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         if !messages.iter().any(|r| fires_timer(&r.message)) {
             return Ok(HashMap::new());
         }
-        let fire_times = |loaded: &LoadedRun| -> HashMap<String, u64> {
-            loaded
-                .history
-                .iter()
-                .filter_map(|event| match &event.kind {
-                    EventKind::TimerStarted {
-                        timer_id,
-                        fire_at_ms,
-                        ..
-                    } => Some((timer_id.to_string(), *fire_at_ms)),
-                    _ => None,
-                })
-                .collect()
-        };
+        let fire_times =
+            |loaded: &LoadedRun| -> HashMap<String, u64> { loaded.started_timers().collect() };
         // A timer's due time never changes once recorded, so a cached copy of the run answers
         // for the timers it knows; one it does not know needs the run as stored.
         if let Some(cached) = self.store.cached(run_id) {
