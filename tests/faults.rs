@@ -213,114 +213,84 @@ async fn delete_run_item(env: &TestEnv, run_id: &str) {
         .unwrap();
 }
 
-/// Issue 11, point 3: a run id whose run item is gone while its history remains. A retired
-/// run (ended, run item expired) is shown for what it is and its id starts afresh (before,
-/// the new start silently became the old run again, or conflicted until the DLQ); a run item
-/// lost mid-run is restored from the history; `purge` deletes leftovers.
+/// Issue 11, point 3: a run id whose run item (its head, holding its first activation) is gone
+/// while later history remains. A retired run (ended, head expired) is shown for what it is;
+/// its id starts afresh (the new run's activations overwrite what is in their way and the
+/// old items are ignored, told apart by their `born`); `purge` deletes leftovers and refuses
+/// a live run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leftovers_of_a_run_id_are_shown_reused_restored_and_purged() {
+async fn leftovers_of_a_run_id_are_shown_reused_and_purged() {
     use cairn::client::ClientError;
     use cairn::store::{CheckpointStore, StoreError};
 
     let env = TestEnv::new("leftovers", false).await;
-    let workflows = || {
-        let mut workflows = cairn_demo::workflows();
-        workflows.register("echo", echo);
-        workflows
-    };
-    let mut runtime = engine_only(&env, workflows()).await;
+    let mut runtime = engine_only(&env, cairn_demo::workflows()).await;
     let client = env.client();
     let wait = Duration::from_secs(60);
 
-    // A retired run: ended, run item gone.
+    // A retired run: two activations (start, then its timer fired), head gone.
     client
-        .start("echo", json!(1), Some("reused".into()))
+        .start("timer", json!(1), Some("reused".into()))
         .await
         .unwrap();
-    assert_eq!(
-        client.wait("reused", wait).await.unwrap().output,
-        Some(json!(1))
-    );
+    let old = client.wait("reused", wait).await.unwrap();
+    assert_eq!(old.status, RunStatus::Completed);
     delete_run_item(&env, "reused").await;
     // A cold engine (a warm one's cache would still hold the run: retirement comes weeks
     // after the end).
     runtime.stop();
-    runtime = engine_only(&env, workflows()).await;
+    runtime = engine_only(&env, cairn_demo::workflows()).await;
     match client.get("reused").await {
         Err(ClientError::Store(StoreError::Leftovers(leftovers))) => {
             assert!(leftovers.retired(), "{leftovers}");
-            assert_eq!(leftovers.workflow.as_deref(), Some("echo"));
             let text = leftovers.to_string();
             assert!(text.contains("retired run's leftovers"), "{text}");
             assert!(text.contains("cairn runs purge reused"), "{text}");
         }
         other => panic!("expected leftovers, got {other:?}"),
     }
-    // The id is used again: a new run, with the new input.
+    // The id is used again: a new run of the same shape, so its second activation lands on
+    // the history index an old item holds.
     client
-        .start("echo", json!(2), Some("reused".into()))
+        .start("timer", json!(2), Some("reused".into()))
         .await
         .unwrap();
     let run = client.wait("reused", wait).await.unwrap();
     assert_eq!(run.status, RunStatus::Completed);
-    assert_eq!(
-        run.output,
-        Some(json!(2)),
-        "the new run, not the old one again"
-    );
     let loaded = client.get("reused").await.unwrap();
-    let starts = loaded
+    let inputs: Vec<serde_json::Value> = loaded
         .history
         .iter()
-        .filter(|e| matches!(e.kind, cairn::workflow::EventKind::RunStarted { .. }))
-        .count();
-    assert_eq!(starts, 1, "the old history is gone");
-
-    // A run item lost mid-run: restored from the history when the awaited result comes.
-    client
-        .start("fan-out", json!(1), Some("lost".into()))
-        .await
-        .unwrap();
-    let tasks = &env.resources.task_queue_urls["notifications.send-email"];
-    let deadline = Instant::now() + wait;
-    let task = loop {
-        if let Some(body) = env.receive_bodies(tasks).await.pop() {
-            break cairn::contract::decode_task(&body).unwrap();
-        }
-        assert!(Instant::now() < deadline, "the task was dispatched");
-    };
-    delete_run_item(&env, "lost").await;
-    runtime.stop();
-    let _runtime = engine_only(&env, workflows()).await;
-    match client.get("lost").await {
-        Err(ClientError::Store(StoreError::Leftovers(leftovers))) => {
-            assert!(!leftovers.retired(), "{leftovers}");
-        }
-        other => panic!("expected leftovers, got {other:?}"),
-    }
-    let result = cairn_demo::worker().run_task(&task).await;
-    env.clients
-        .sqs
-        .send_message()
-        .queue_url(&env.resources.results_queue_url)
-        .message_body(encode(&result))
-        .send()
-        .await
-        .unwrap();
-    let run = client.wait("lost", wait).await.unwrap();
-    assert_eq!(run.status, RunStatus::Completed);
-    assert_eq!(run.output, Some(json!(1)));
+        .filter_map(|e| match &e.kind {
+            cairn::workflow::EventKind::RunStarted { input, .. } => Some(input.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inputs, vec![json!(2)], "the new run, not the old one again");
+    assert!(
+        loaded.history.iter().all(|e| e.at_ms >= run.created_at_ms),
+        "no event of the old run: {:?}",
+        loaded.history
+    );
+    assert_eq!(run.output, loaded.run.output);
 
     // Purge: refused for a run, deletes a retired run's leftovers.
     let store = env.clients.store(&env.config);
     assert!(matches!(
-        store.purge_leftovers("lost").await,
+        store.purge_leftovers("reused").await,
         Err(StoreError::Conflict { .. })
     ));
-    delete_run_item(&env, "lost").await;
-    assert!(store.purge_leftovers("lost").await.unwrap() > 0);
+    client
+        .start("timer", json!(1), Some("gone".into()))
+        .await
+        .unwrap();
+    client.wait("gone", wait).await.unwrap();
+    delete_run_item(&env, "gone").await;
+    runtime.stop();
+    let _runtime = engine_only(&env, cairn_demo::workflows()).await;
+    assert!(store.purge_leftovers("gone").await.unwrap() > 0);
     assert!(matches!(
-        client.get("lost").await,
+        client.get("gone").await,
         Err(ClientError::NotFound(_))
     ));
 }

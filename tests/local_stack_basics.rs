@@ -89,6 +89,7 @@ fn started(run_id: &str) -> Commit {
         events: vec![event],
         outbox: vec![],
         lease: None,
+        earlier_due_ms: None,
     }
 }
 
@@ -98,8 +99,13 @@ async fn a_lost_conditional_write_is_a_typed_conflict() {
     let store = env.clients.store(&env.config);
     store.commit(&started("r-1")).await.unwrap();
 
-    // Creating the same run again loses the `attribute_not_exists` condition.
-    let err = store.commit(&started("r-1")).await.unwrap_err();
+    // Creating the same run again (another start, at another time) loses the
+    // `attribute_not_exists` condition; the same write again is found in place (a retry of a
+    // write whose answer was lost) and counts as committed.
+    store.commit(&started("r-1")).await.unwrap();
+    let mut again = started("r-1");
+    again.events[0].at_ms = 5;
+    let err = store.commit(&again).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Conflict { ref run_id, expected: None } if run_id == "r-1"),
         "{err:?}"

@@ -345,6 +345,7 @@ async fn the_reconciler_fires_an_overdue_long_wait_whose_schedule_is_missing() {
             events,
             outbox,
             lease: None,
+            earlier_due_ms: None,
         })
         .await
         .unwrap();

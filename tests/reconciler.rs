@@ -85,6 +85,7 @@ fn first_activation(
         events,
         outbox,
         lease: None,
+        earlier_due_ms: None,
     }
 }
 
@@ -295,4 +296,65 @@ async fn the_newest_of_two_thousand_idle_runs_lost_its_timer_and_is_fired() {
     assert_eq!(report.examined, 1, "idle runs are not examined: {report:?}");
     let bodies = env.receive_bodies(&env.resources.results_queue_url).await;
     assert_eq!(bodies.len(), 1);
+}
+
+/// An activation that only issues commands writes no due entry of its own when an earlier
+/// activation's entry (a timer) comes due within `DUE_COVER_MS`: a checkout's email after its
+/// charge with a timeout costs no index write. A command of it that was lost is still sent
+/// again, when that entry comes due.
+#[tokio::test]
+async fn a_lost_command_covered_by_an_earlier_timer_entry_is_sent_again_when_it_comes_due() {
+    let env = TestEnv::new("reconciler-covered", false).await;
+    let store = env.clients.store(&env.config);
+    let transport = env.clients.transport(&env.config);
+    let now = cairn::clock::now_ms();
+    let (started_at, fire_at, emailed_at) = (now - 900_000, now - 400_000, now - 800_000);
+    for (run_id, covered) in [("covered", true), ("uncovered", false)] {
+        store
+            .commit(&sleeping(run_id, started_at, fire_at))
+            .await
+            .unwrap();
+        let (mut scheduled, dispatch) = email(2);
+        scheduled.at_ms = emailed_at;
+        let mut run = run_record(run_id, started_at, 3);
+        run.version = 2;
+        run.updated_at_ms = emailed_at;
+        let second = Commit {
+            run,
+            expected_version: Some(1),
+            events: vec![scheduled],
+            outbox: vec![dispatch],
+            lease: None,
+            earlier_due_ms: covered.then_some(fire_at),
+        };
+        assert_eq!(second.due_ms().is_none(), covered);
+        store.commit(&second).await.unwrap();
+    }
+    // One entry for the covered run (its timer), two for the other.
+    let due = store.due_items(0, now + 1_000, 100).await.unwrap();
+    let entries = |run_id: &str| {
+        due.items
+            .iter()
+            .filter(|i| i.run_id == run_id)
+            .map(|i| i.index)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(entries("covered"), [0].into());
+    assert_eq!(entries("uncovered"), [0, 2].into());
+
+    let report = reconcile_stalled(&store, &transport, &env.config, None)
+        .await
+        .unwrap();
+    let mut redriven = report.redriven.clone();
+    redriven.sort();
+    assert_eq!(redriven, vec!["covered", "uncovered"], "{report:?}");
+    let url = &env.resources.task_queue_urls["notifications.send-email"];
+    let mut step_ids: Vec<String> = env
+        .receive_bodies(url)
+        .await
+        .iter()
+        .map(|body| decode_task(body).unwrap().step_id.to_string())
+        .collect();
+    step_ids.sort();
+    assert_eq!(step_ids, vec!["covered:2", "uncovered:2"]);
 }

@@ -5,10 +5,12 @@
 //! walking every running run:
 //! - wide outboxes whose sender died (lease expired; sparse, sharded `byOutbox` index) are
 //!   resumed where their progress says;
-//! - activations that issued commands or timers (sparse, sharded `byDue` index, keyed by when
-//!   they are due) are looked at once, after the stall time, in due order from a stored
-//!   high-water mark: overdue timers not fired are fired again, and commands whose effect is
-//!   not in the history (a task without its result, a child not started) are sent again.
+//! - activations that started timers or issued commands not covered by an earlier entry
+//!   (sparse, sharded `byDue` index, keyed by when they are due; see `Commit::due_ms`) are
+//!   looked at once, after the stall time, in due order from a stored high-water mark:
+//!   overdue timers not fired are fired again, and commands of that activation and of the
+//!   later ones it covered whose effect is not in the history (a task without its result, a
+//!   child not started) are sent again.
 //!   Runs waiting on purpose (a signal, a long sleep) are not in the window and cost nothing.
 //!
 //! Receivers are idempotent (timer ids, `stepId`s, start-by-run-id), so a repeat is harmless.
@@ -255,10 +257,28 @@ async fn examine<T: EngineTransport>(
     report: &mut ReconcileReport,
 ) {
     let run_id = loaded.run.run_id.clone();
+    // The due activations and the ones after them that they covered (an activation whose
+    // commands an earlier entry comes due for writes no entry: `Commit::due_ms`), as far as
+    // they are past the stall time.
+    let from = indexes.iter().next().copied().unwrap_or(u64::MAX);
+    let committed_ms = |first: u64, len: usize| {
+        let start = usize::try_from(first).unwrap_or(usize::MAX);
+        loaded
+            .history
+            .iter()
+            .skip(start)
+            .take(len)
+            .map(|e| e.at_ms)
+            .max()
+            .unwrap_or(0)
+    };
     let commands: Vec<Command> = loaded
         .batches
         .iter()
-        .filter(|b| indexes.contains(&b.first))
+        .filter(|b| {
+            indexes.contains(&b.first)
+                || (b.first > from && committed_ms(b.first, b.events) <= options.before_ms)
+        })
         .flat_map(|b| unanswered(loaded, &b.commands))
         .collect();
     let overdue = if loaded.run.status.is_terminal() {

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::{
-    due_ms, CheckpointStore, Commit, DueItem, DuePage, HistoryBatch, LoadedRun, OutboxBatch,
-    OutboxLease, RunFilter, RunPage, RunRecord, StoreError,
+    CheckpointStore, Commit, DueItem, DuePage, HistoryBatch, LoadedRun, OutboxBatch, OutboxLease,
+    RunFilter, RunPage, RunRecord, StoreError,
 };
 use crate::infra::{InfraError, InfraErrorKind};
 use crate::workflow::HistoryEvent;
@@ -136,7 +136,7 @@ impl CheckpointStore for MemoryStore {
             }
             Ok(())
         })??;
-        if let Some(due_ms) = due_ms(&commit.outbox, commit.run.updated_at_ms) {
+        if let Some(due_ms) = commit.due_ms() {
             self.due.lock().map_err(poisoned)?.push(DueItem {
                 run_id,
                 index: commit.first_index(),

@@ -121,6 +121,16 @@ pub struct LoadedRun {
 }
 
 impl LoadedRun {
+    /// The earliest `byDue` entry of the run's activations that started timers, due at or
+    /// after `now_ms` (what [`Commit::earlier_due_ms`] carries).
+    pub fn next_due_ms(&self, now_ms: u64) -> Option<u64> {
+        self.batches
+            .iter()
+            .filter_map(|b| timer_due_ms(&b.commands))
+            .filter(|due| *due >= now_ms)
+            .min()
+    }
+
     /// The batch holding history index `index`.
     pub fn batch_of(&self, index: u64) -> Option<&HistoryBatch> {
         self.batches
@@ -158,9 +168,31 @@ pub struct Commit {
     pub outbox: Vec<Command>,
     /// For a wide outbox: the lease its sender takes in the same write.
     pub lease: Option<OutboxLease>,
+    /// The earliest due entry of the run's earlier activations still ahead (see
+    /// [`LoadedRun::next_due_ms`]): an activation it covers needs no entry of its own.
+    pub earlier_due_ms: Option<u64>,
 }
 
 impl Commit {
+    /// When the reconciler should look at this activation (its `byDue` entry), if it needs
+    /// one: its earliest timer; else, if it issued commands, its commit time, unless an
+    /// earlier activation's entry comes due within [`DUE_COVER_MS`] (the reconciler then
+    /// looks at every unanswered command of the run, this one's too). A two-step checkout
+    /// thus writes one entry (its charge's timeout timer) instead of one per activation.
+    pub fn due_ms(&self) -> Option<u64> {
+        let now = self.run.updated_at_ms;
+        if let Some(timer) = timer_due_ms(&self.outbox) {
+            return Some(timer);
+        }
+        if self.outbox.is_empty() {
+            return None;
+        }
+        match self.earlier_due_ms {
+            Some(due) if due >= now && due <= now.saturating_add(DUE_COVER_MS) => None,
+            _ => Some(now),
+        }
+    }
+
     /// History index of the first appended event (also the outbox batch key).
     pub fn first_index(&self) -> u64 {
         self.run
@@ -181,16 +213,20 @@ impl Commit {
 /// send it twice.
 pub const WIDE_OUTBOX: usize = 100;
 
-/// When the reconciler should look at an activation: its earliest timer, else (commands
-/// only) its commit time; `None` if it issued nothing.
-pub fn due_ms(commands: &[Command], committed_ms: u64) -> Option<u64> {
-    let timers = commands.iter().filter_map(|c| match c {
-        Command::StartTimer { fire_at_ms, .. } => Some(*fire_at_ms),
-        _ => None,
-    });
-    timers
+/// How long after an activation an earlier activation's `byDue` entry may come due and
+/// still cover it (see [`Commit::due_ms`]): the longest a lost command waits for the
+/// reconciler, beyond its stall time.
+pub const DUE_COVER_MS: u64 = 15 * 60 * 1000;
+
+/// The earliest timer `commands` start: the due time of their activation's `byDue` entry.
+pub fn timer_due_ms(commands: &[Command]) -> Option<u64> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::StartTimer { fire_at_ms, .. } => Some(*fire_at_ms),
+            _ => None,
+        })
         .min()
-        .or_else(|| (!commands.is_empty()).then_some(committed_ms))
 }
 
 /// An activation the reconciler should look at: it issued commands or started timers.
@@ -570,5 +606,56 @@ mod tests {
         let bomb = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let err = decode_stored::<Vec<HistoryEvent>>("k", bomb.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("nests 100000 levels"), "{err}");
+    }
+
+    #[test]
+    fn an_activation_needs_a_due_entry_unless_an_earlier_timer_entry_covers_it() {
+        let now = 1_000_000;
+        let task = Command::CancelChild {
+            run_id: "child".into(),
+        };
+        let timer = |at| Command::StartTimer {
+            seq: 2,
+            timer_id: crate::workflow::TimerId::Sleep(2),
+            fire_at_ms: at,
+        };
+        let commit = |outbox: Vec<Command>, earlier| Commit {
+            run: RunRecord {
+                run_id: "r".parse().unwrap(),
+                workflow: "w".into(),
+                status: crate::workflow::RunStatus::Running,
+                input: Value::Null,
+                output: None,
+                error: None,
+                version: 2,
+                history_len: 2,
+                created_at_ms: 1,
+                updated_at_ms: now,
+                parent: None,
+                last_error: None,
+                outbox_pending: false,
+            },
+            expected_version: Some(1),
+            events: completed(Value::Null),
+            outbox,
+            lease: None,
+            earlier_due_ms: earlier,
+        };
+        // Nothing issued: no entry.
+        assert_eq!(commit(vec![], None).due_ms(), None);
+        // Timers: due at the earliest, whatever came before.
+        let timers = vec![timer(now + 9_000), task.clone(), timer(now + 5_000)];
+        assert_eq!(commit(timers, Some(now + 1)).due_ms(), Some(now + 5_000));
+        // Commands only: at the commit, unless an earlier entry comes due within the cover.
+        assert_eq!(commit(vec![task.clone()], None).due_ms(), Some(now));
+        for covered in [now, now + DUE_COVER_MS] {
+            assert_eq!(commit(vec![task.clone()], Some(covered)).due_ms(), None);
+        }
+        for not_covered in [now - 1, now + DUE_COVER_MS + 1] {
+            assert_eq!(
+                commit(vec![task.clone()], Some(not_covered)).due_ms(),
+                Some(now)
+            );
+        }
     }
 }

@@ -2,23 +2,29 @@
 //!
 //! | item | pk | sk | written |
 //! |---|---|---|---|
-//! | run | `RUN#<runId>` | `RUN` | when the run is created (the creation lock) and when its status changes |
-//! | history | `RUN#<runId>` | `EVT#<10-digit first index>#<3-digit part>` | once per activation: its events and the commands it issued |
+//! | run (head) | `RUN#<runId>` | `RUN` | once, when the run is created (the creation lock), holding the first activation's history (`data`) |
+//! | history | `RUN#<runId>` | `EVT#<10-digit first index>#<3-digit part>` | once per later activation: its events and the commands it issued; `born` = the run's creation time |
 //! | outbox lease | `RUN#<runId>` | `LEASE#<10-digit first index>` | only for a wide outbox, until all of it is sent |
 //! | legacy outbox | `RUN#<runId>` | `OUT#<10-digit batch key>#<3-digit part>` | no longer written; read and re-driven |
 //! | claim-check blob chunk | `BLOB#<id>` | `CHUNK#<4-digit part>` | |
 //! | reconciler mark | `RECONCILER` | `DUE#<shard>` | by the reconciler, once per pass |
 //!
-//! One activation is one conditional `PutItem` of its history item: `attribute_not_exists` on
-//! the next history index is the optimistic lock (two activations of one run cannot both
-//! append at the same index). The run item changes only with the status, so its index keys
-//! (`byStatus`, `byWorkflow`, both sharded, `KEYS_ONLY`) are written twice per run, not per
-//! step. Every item carries its TTL (`expiresAt`) from the moment it is written.
+//! One activation is one conditional `PutItem`: the run's first writes its head
+//! (`attribute_not_exists`: the creation lock), each later one its history item
+//! (`attribute_not_exists` on the next history index is the optimistic lock: two activations
+//! of one run cannot both append at the same index). Nothing is rewritten when the run ends:
+//! its status, output and error are read from the history (the authority). Runs of older
+//! releases have a full run item (status, version, outcome), rewritten when their status
+//! changed, and their first activation in `EVT#0000000000#000`; both still read.
 //!
-//! Sparse indexes on history and lease items: `byDue` (`gsi4pk = DUE#<shard>`, `gsi4sk =
-//! <due ms>#<runId>#<index>`) holds the activations that issued commands or timers, keyed by
-//! when the reconciler should look at them; `byOutbox` (`gsi3pk = OUTBOX#<shard>`, `gsi3sk =
-//! <lease until ms>#<runId>`) holds wide outboxes not yet fully sent.
+//! Index entries (all sharded, `KEYS_ONLY`: one write unit each): `byWorkflow` on the head
+//! (once per run); `byStatus` only on the history item that ended a run other than by
+//! completing (failed, cancelled, continued), so the failures an operator looks for are
+//! indexed while a completed run costs no entry; `byDue` (`gsi4pk = DUE#<shard>`, `gsi4sk =
+//! <due ms>#<runId>#<index>`) on activations the reconciler must look at
+//! ([`Commit::due_ms`](cairn::store::Commit::due_ms)); `byOutbox` (`gsi3pk = OUTBOX#<shard>`,
+//! `gsi3sk = <lease until ms>#<runId>`) on wide outboxes not yet fully sent. Every item
+//! carries its TTL (`expiresAt`) from the moment it is written.
 
 use std::collections::HashMap;
 
@@ -26,6 +32,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use cairn::store::{RunRecord, StoreError};
+use cairn::workflow::RunStatus;
 
 pub(crate) use cairn::store::CHUNK_BYTES;
 /// Run inputs/outputs larger than this stay only in the history, not on the run item.
@@ -110,7 +117,34 @@ fn json_attr(value: &Value) -> Option<AttributeValue> {
     (text.len() <= INLINE_PAYLOAD_BYTES).then(|| s(text))
 }
 
-/// The run item, with its index keys and TTL (a running run expires `max_run_days` after it
+/// The head of a new run: what a listing shows before reading the history (workflow,
+/// creation time, parent), its `byWorkflow` entry, its TTL (like a history item written at
+/// creation) and, in `data`, the run's first activation (`None` when that takes several
+/// items: it is then written at `EVT#0`). Status, input, output and error are read from the
+/// history.
+pub(crate) fn head_item(run: &RunRecord, ttl: Ttl, data: Option<Vec<u8>>) -> Item {
+    let mut item = Item::from([
+        ("pk".into(), s(run_pk(&run.run_id))),
+        ("sk".into(), s(RUN_SK)),
+        ("workflow".into(), s(&run.workflow)),
+        ("createdAt".into(), n(run.created_at_ms)),
+        (
+            "gsi2pk".into(),
+            s(workflow_pk(&run.workflow, shard(&run.run_id))),
+        ),
+        ("gsi2sk".into(), s(time_sk(run.created_at_ms, &run.run_id))),
+        ("expiresAt".into(), n(ttl.written(run.created_at_ms))),
+    ]);
+    if let Some(parent) = &run.parent {
+        item.insert("parent".into(), s(serde_json::json!(parent).to_string()));
+    }
+    if let Some(data) = data {
+        item.insert("data".into(), AttributeValue::B(data.into()));
+    }
+    item
+}
+
+/// The run item of older releases (and of repairs), with its index keys and TTL (a running run expires `max_run_days` after it
 /// was created, plus the retention, like its history items; a finished one `retention_days`
 /// after it finished).
 pub(crate) fn run_to_item(run: &RunRecord, ttl: Ttl) -> Item {
@@ -227,23 +261,37 @@ pub(crate) fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
             .map(|t| serde_json::from_str(t).map_err(|e| corrupt(format!("{name}: {e}"))))
             .transpose()
     };
+    // A head (see `head_item`) has no status, version or times but its creation: they
+    // come from the history.
+    let run_id = get_s(item, "runId")
+        .or_else(|| key.strip_prefix("RUN#"))
+        .ok_or_else(|| corrupt("missing runId".into()))?;
+    let created_at_ms = req_n("createdAt")?;
+    let opt_n = |name: &str| -> Result<u64, StoreError> {
+        match item.get(name) {
+            None => Ok(0),
+            Some(_) => req_n(name),
+        }
+    };
     Ok(RunRecord {
-        run_id: cairn::contract::RunId::parse(req_s("runId")?)
-            .map_err(|e| corrupt(e.to_string()))?,
+        run_id: cairn::contract::RunId::parse(run_id).map_err(|e| corrupt(e.to_string()))?,
         workflow: req_s("workflow")?.to_owned(),
-        status: req_s("status")?
-            .parse()
-            .map_err(|e| corrupt(format!("status: {e}")))?,
+        status: match get_s(item, "status") {
+            None => RunStatus::Running,
+            Some(status) => status
+                .parse()
+                .map_err(|e| corrupt(format!("status: {e}")))?,
+        },
         input: json("input")?.unwrap_or(Value::Null),
         output: json("output")?,
         error: json("error")?
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| corrupt(format!("error: {e}")))?,
-        version: req_n("version")?,
-        history_len: req_n("historyLen")?,
-        created_at_ms: req_n("createdAt")?,
-        updated_at_ms: req_n("updatedAt")?,
+        version: opt_n("version")?,
+        history_len: opt_n("historyLen")?,
+        created_at_ms,
+        updated_at_ms: opt_n("updatedAt")?.max(created_at_ms),
         parent: json("parent")?
             .map(serde_json::from_value)
             .transpose()

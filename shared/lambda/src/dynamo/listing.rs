@@ -1,4 +1,5 @@
-//! Reading the sharded `KEYS_ONLY` indexes: listing runs (`byStatus`, `byWorkflow`), wide
+//! Reading the sharded `KEYS_ONLY` indexes: listing runs (`byStatus` for failed, cancelled
+//! and continued runs, `byWorkflow`, else a scan of run items), wide
 //! outboxes whose lease expired (`byOutbox`) and due activations (`byDue`).
 //!
 //! Every index partition is split into [`SHARDS`](items::SHARDS) by run id, so no partition
@@ -13,6 +14,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use super::items::{self, Item};
 use super::{backend, s, DynamoStore};
 use cairn::store::{DueItem, DuePage, RunFilter, RunPage, RunRecord, StoreError};
+use cairn::workflow::RunStatus;
 
 /// One index query, run on every shard.
 struct ShardQuery {
@@ -182,7 +184,7 @@ impl DynamoStore {
                     .remove(&self.table)
                     .unwrap_or_default()
                 {
-                    let run = items::run_from_item(&item)?;
+                    let run = self.settled(&item).await?;
                     found.insert(run.run_id.to_string(), run);
                 }
                 if let Some(rest) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
@@ -193,6 +195,63 @@ impl DynamoStore {
         Ok(run_ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
+    /// The run of a run item, with its status and outcome from its history: the head's own
+    /// first activation, else the run's last history item (one query; a run whose last
+    /// activation took several items is loaded whole).
+    pub(super) async fn settled(&self, item: &Item) -> Result<RunRecord, StoreError> {
+        let mut run = items::run_from_item(item)?;
+        if run.status.is_terminal() {
+            return Ok(run);
+        }
+        let noted = super::get_n(item, "lastErrorAt");
+        let pk = items::run_pk(&run.run_id);
+        if let Some(data) = item.get("data").and_then(|v| v.as_b().ok()) {
+            let first = super::decode_history_data(&format!("{pk}/0"), data.as_ref())?;
+            super::settle(&mut run, &first.events);
+            super::clear_stale_problem(&mut run, noted, &first.events);
+            if run.status.is_terminal() {
+                return Ok(run);
+            }
+        }
+        let last = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":from", s("EVT#"))
+            .expression_attribute_values(":to", s("EVT#~"))
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| backend("Query", e))?
+            .items
+            .unwrap_or_default()
+            .pop();
+        let Some(last) = last else {
+            return Ok(run);
+        };
+        let sk = attr(&last, "sk");
+        match items::parse_chunk_sk(&sk) {
+            Some((_, index, 0)) => {
+                let data = last
+                    .get("data")
+                    .and_then(|v| v.as_b().ok())
+                    .map(|b| b.as_ref().to_vec())
+                    .unwrap_or_default();
+                let batch = super::decode_history_data(&format!("{pk}/{index}"), &data)?;
+                super::settle(&mut run, &batch.events);
+                super::clear_stale_problem(&mut run, noted, &batch.events);
+                Ok(run)
+            }
+            _ => match self.load_cold(run.run_id.as_str()).await? {
+                Some(loaded) => Ok(loaded.run),
+                None => Ok(run),
+            },
+        }
+    }
+
     async fn run_page(
         &self,
         q: &ShardQuery,
@@ -200,10 +259,13 @@ impl DynamoStore {
         cursor: Option<&str>,
     ) -> Result<RunPage, StoreError> {
         let (entries, next) = self.merged(q, limit, decode_cursor(cursor)?).await?;
-        let ids: Vec<String> = entries
-            .iter()
-            .map(|i| attr(i, "pk").trim_start_matches("RUN#").to_owned())
-            .collect();
+        let mut ids: Vec<String> = Vec::new();
+        for entry in &entries {
+            let id = attr(entry, "pk").trim_start_matches("RUN#").to_owned();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
         Ok(RunPage {
             runs: self.runs_by_id(&ids).await?,
             next_cursor: encode_cursor(&next),
@@ -212,7 +274,12 @@ impl DynamoStore {
 
     pub(super) async fn list(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
         let since = items::time_sk(filter.since_ms.unwrap_or(0), "");
-        let mut page = if let Some(status) = filter.status {
+        // Only endings other than completion are indexed by status; running and completed
+        // runs are listed by workflow (or all runs) and filtered on their history.
+        let indexed = filter
+            .status
+            .filter(|s| !matches!(s, RunStatus::Running | RunStatus::Completed));
+        let mut page = if let Some(status) = indexed {
             let q = ShardQuery {
                 index: "byStatus",
                 keys: ("gsi1pk", "gsi1sk"),
@@ -235,11 +302,14 @@ impl DynamoStore {
             self.run_page(&q, filter.limit, filter.cursor.as_deref())
                 .await?
         } else {
-            return self.scan_runs(filter).await;
+            self.scan_runs(filter).await?
         };
-        // Both filters: the status index, then the workflow (index entries hold keys only).
+        // Index entries hold keys only: the other filter is applied to the runs read.
         if let Some(workflow) = &filter.workflow {
             page.runs.retain(|r| &r.workflow == workflow);
+        }
+        if let Some(status) = filter.status {
+            page.runs.retain(|r| r.status == status);
         }
         Ok(page)
     }
@@ -271,12 +341,10 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| backend("Scan", e))?;
-        let mut runs: Vec<RunRecord> = page
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(items::run_from_item)
-            .collect::<Result<_, _>>()?;
+        let mut runs: Vec<RunRecord> = Vec::new();
+        for item in page.items.unwrap_or_default() {
+            runs.push(self.settled(&item).await?);
+        }
         runs.sort_by_key(|r| std::cmp::Reverse(r.created_at_ms));
         let next_cursor = page
             .last_evaluated_key

@@ -1,11 +1,12 @@
 //! [`CheckpointStore`] on DynamoDB (the item layout is in `dynamo/items.rs`).
 //!
-//! A commit is one conditional `PutItem` of the activation's history item (plus the run item
-//! when the run is created or its status changes); only a history item too large for one item,
-//! or a wide outbox with its lease, takes a transaction. A warm store keeps each run's loaded
+//! A commit is one conditional `PutItem`: the run's head when it is created (holding its first
+//! activation), else the activation's history item; nothing is rewritten when the run ends.
+//! Only a history item too large for one item, or a wide outbox with its lease, takes a
+//! transaction. A warm store keeps each run's loaded
 //! history (`dynamo/cache.rs`) and then queries only the items after it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -26,11 +27,49 @@ mod listing;
 pub use blob::DynamoBlobStore;
 
 use cairn::store::{
-    due_ms, CheckpointStore, Commit, DuePage, HistoryBatch, Leftovers, LoadedRun, OutboxBatch,
-    OutboxLease, RunFilter, RunPage, RunRecord, StoreError, WIDE_OUTBOX,
+    CheckpointStore, Commit, DuePage, HistoryBatch, Leftovers, LoadedRun, OutboxBatch, OutboxLease,
+    RunFilter, RunPage, RunRecord, StoreError, WIDE_OUTBOX,
 };
 use cairn::workflow::{Command, EventKind, HistoryEvent, RunStatus, CANCELLED_CODE};
 use items::{Item, Ttl};
+
+/// A history index is free if no item holds it, or only one an earlier run under the same id
+/// left (another `born`): the run's activations overwrite those.
+const FREE_INDEX: &str = "attribute_not_exists(pk) OR (attribute_exists(born) AND born <> :born)";
+
+/// The index entries an activation's first item carries: `byDue` when the reconciler must
+/// look at it ([`Commit::due_ms`]); `byStatus` when it ended the run other than by completing
+/// (failures are what operators list; a completed run costs no entry).
+fn index_keys(commit: &Commit, item: &mut Item) {
+    let run = &commit.run;
+    let shard = items::shard(&run.run_id);
+    if let Some(due) = commit.due_ms() {
+        item.insert("gsi4pk".into(), s(items::due_pk(shard)));
+        item.insert(
+            "gsi4sk".into(),
+            s(items::due_sk(due, &run.run_id, commit.first_index())),
+        );
+    }
+    let ended = commit.events.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::RunCompleted { .. }
+                | EventKind::RunFailed { .. }
+                | EventKind::RunCancelled { .. }
+                | EventKind::ContinuedAsNew { .. }
+        )
+    });
+    if ended && run.status.is_terminal() && run.status != RunStatus::Completed {
+        item.insert(
+            "gsi1pk".into(),
+            s(items::status_pk(&run.status.to_string(), shard)),
+        );
+        item.insert(
+            "gsi1sk".into(),
+            s(items::time_sk(run.updated_at_ms, &run.run_id)),
+        );
+    }
+}
 
 /// DynamoDB allows at most 100 items in one transaction.
 const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -212,8 +251,20 @@ fn ended_status(history: &[HistoryEvent]) -> Option<RunStatus> {
     })
 }
 
-/// Restores payloads the run item leaves out when they are large.
-fn restore_payloads(run: &mut RunRecord, history: &[HistoryEvent]) {
+/// The run's status and outcome as its history has them (the authority): a head holds
+/// neither, and the run item of an older release missed the end of a run a newer one ended.
+/// Payloads the run item leaves out when they are large come from the history too.
+fn settle(run: &mut RunRecord, history: &[HistoryEvent]) {
+    if let Some(status) = ended_status(history) {
+        if run.status != status {
+            run.status = status;
+            run.output = None;
+            run.error = None;
+        }
+    }
+    if let Some(last) = history.iter().map(|e| e.at_ms).max() {
+        run.updated_at_ms = run.updated_at_ms.max(last);
+    }
     if run.input.is_null() {
         if let Some(EventKind::RunStarted { input, .. }) = history.first().map(|e| &e.kind) {
             run.input = input.clone();
@@ -225,8 +276,8 @@ fn restore_payloads(run: &mut RunRecord, history: &[HistoryEvent]) {
             _ => None,
         });
     }
-    // The run item holds a bounded copy of the error; the history has it whole.
-    if run.error.is_some() {
+    // The run item holds a bounded copy of the error (a head none); the history has it whole.
+    if run.error.is_some() || matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
         if let Some(error) = history.iter().rev().find_map(|e| match &e.kind {
             EventKind::RunFailed { error } | EventKind::RunCancelled { error } => {
                 Some(error.clone())
@@ -235,6 +286,15 @@ fn restore_payloads(run: &mut RunRecord, history: &[HistoryEvent]) {
         }) {
             run.error = Some(error);
         }
+    }
+}
+
+/// A problem noted on the run (`note_problem`) is cleared by the history going on past it
+/// (the run item is not rewritten per activation).
+fn clear_stale_problem(run: &mut RunRecord, noted_ms: Option<u64>, history: &[HistoryEvent]) {
+    let noted_ms = noted_ms.unwrap_or(0);
+    if history.iter().any(|e| e.at_ms > noted_ms) {
+        run.last_error = None;
     }
 }
 
@@ -294,6 +354,10 @@ fn get_n(item: &Item, name: &str) -> Option<u64> {
 struct Partition {
     run: Option<RunRecord>,
     events: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
+    /// `born` of history items (the creation time of the run that wrote them).
+    born: BTreeMap<u64, u64>,
+    /// When the run item's problem note was written.
+    problem_at: Option<u64>,
     legacy_outbox: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
     leases: BTreeMap<u64, (usize, OutboxLease)>,
 }
@@ -306,7 +370,17 @@ impl Partition {
             .cloned()
             .unwrap_or_default();
         if sk == items::RUN_SK {
-            self.run = Some(items::run_from_item(&item)?);
+            let run = items::run_from_item(&item)?;
+            self.problem_at = get_n(&item, "lastErrorAt");
+            if let Some(data) = item.get("data").and_then(|v| v.as_b().ok()) {
+                // A head: the run's first activation.
+                self.events
+                    .entry(0)
+                    .or_default()
+                    .push((0, data.as_ref().to_vec()));
+                self.born.insert(0, run.created_at_ms);
+            }
+            self.run = Some(run);
             return Ok(());
         }
         if let Some(key) = sk.strip_prefix("LEASE#").and_then(|k| k.parse().ok()) {
@@ -332,6 +406,9 @@ impl Partition {
             .and_then(|v| v.as_b().ok())
             .map(|b| b.as_ref().to_vec())
             .unwrap_or_default();
+        if let (Some(born), "EVT") = (get_n(&item, "born"), kind) {
+            self.born.insert(index, born);
+        }
         match kind {
             "EVT" => self.events.entry(index).or_default().push((part, data)),
             "OUT" => self
@@ -342,6 +419,23 @@ impl Partition {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Drops history items an earlier run under the same id left (their `born` is not this
+    /// run's creation): a run id used again after its run retired starts afresh, and its
+    /// activations overwrite what is in their way. Returns how many were dropped.
+    fn drop_foreign(&mut self, created_at_ms: u64) -> usize {
+        let foreign: Vec<u64> = self
+            .born
+            .iter()
+            .filter(|(_, born)| **born != created_at_ms)
+            .map(|(index, _)| *index)
+            .collect();
+        for index in &foreign {
+            self.events.remove(index);
+            self.born.remove(index);
+        }
+        foreign.len()
     }
 
     /// The history batches, checked contiguous from `first`.
@@ -426,6 +520,11 @@ impl DynamoStore {
                 &pk, run_id, partition, items,
             ))));
         };
+        let foreign = partition.drop_foreign(run.created_at_ms);
+        if foreign > 0 {
+            tracing::info!(%run_id, items = foreign, reason = "earlier_run_leftovers", "history items of an earlier run under this id ignored");
+            crate::metrics::count(crate::metrics::IGNORED, "earlier_run_leftovers");
+        }
         let mut history = Vec::new();
         let mut batches = Vec::new();
         for (batch, events) in partition.batches(&pk, 0)? {
@@ -434,7 +533,8 @@ impl DynamoStore {
         }
         run.version = batches.len() as u64;
         run.history_len = history.len() as u64;
-        restore_payloads(&mut run, &history);
+        settle(&mut run, &history);
+        clear_stale_problem(&mut run, partition.problem_at, &history);
         let mut outbox: Vec<OutboxBatch> = Vec::new();
         for (key, data, parts) in join_chunks(&pk, partition.legacy_outbox)? {
             let commands: Vec<Command> =
@@ -477,6 +577,7 @@ impl DynamoStore {
         for item in query_range(&self.client, &self.table, &pk, Some((&from, &to)), None).await? {
             partition.add(&pk, item)?;
         }
+        partition.drop_foreign(loaded.run.created_at_ms);
         let newer = partition.batches(&pk, loaded.run.history_len)?;
         if newer.iter().any(|(b, _)| b.commands.len() >= WIDE_OUTBOX) {
             // Someone else committed a wide outbox: its lease state is only in a full load.
@@ -504,13 +605,57 @@ impl DynamoStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(items::run_to_item(run, self.ttl)));
-        if create {
-            put = put.condition_expression("attribute_not_exists(pk)");
-        }
+        put = match create {
+            true => put.condition_expression("attribute_not_exists(pk)"),
+            // A repair of an older release's run item; a head is never rewritten (what it
+            // would fix is read from the history).
+            false => put
+                .condition_expression("attribute_not_exists(#data)")
+                .expression_attribute_names("#data", "data"),
+        };
         match put.send().await {
             Ok(_) => Ok(()),
             Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) if create => {
+                    Err(StoreError::Conflict {
+                        run_id: run.run_id.to_string(),
+                        expected: None,
+                    })
+                }
+                Some(PutItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                _ => Err(backend("PutItem", err)),
+            },
+        }
+    }
+
+    /// Writes a new run's head (the creation lock), holding its first activation when
+    /// `data` is given.
+    async fn put_head(&self, commit: &Commit, data: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let run = &commit.run;
+        let inline = data.is_some();
+        let mut item = items::head_item(run, self.ttl, data);
+        if inline {
+            index_keys(commit, &mut item);
+        }
+        let written = item.get("data").cloned();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                    // Ours, if the SDK retried this very write after its answer was lost.
+                    let pk = items::run_pk(&run.run_id);
+                    if inline && self.holds(&pk, items::RUN_SK, written.as_ref()).await? {
+                        tracing::info!(run_id = %run.run_id, "run head found in place (its first answer was lost)");
+                        return Ok(());
+                    }
                     Err(StoreError::Conflict {
                         run_id: run.run_id.to_string(),
                         expected: None,
@@ -552,6 +697,7 @@ impl DynamoStore {
         let first = commit.first_index();
         let expires = AttributeValue::N(self.ttl.written(run.updated_at_ms).to_string());
         let shard = items::shard(&run.run_id);
+        let born = AttributeValue::N(run.created_at_ms.to_string());
         let mut puts: Vec<Item> = items::chunks(&data)
             .into_iter()
             .enumerate()
@@ -560,15 +706,13 @@ impl DynamoStore {
                     ("pk".to_owned(), s(&pk)),
                     ("sk".to_owned(), s(items::events_sk(first, part))),
                     ("data".to_owned(), AttributeValue::B(bytes.to_vec().into())),
+                    ("born".to_owned(), born.clone()),
                     ("expiresAt".to_owned(), expires.clone()),
                 ])
             })
             .collect();
-        if let (Some(due), Some(head)) =
-            (due_ms(&commit.outbox, run.updated_at_ms), puts.first_mut())
-        {
-            head.insert("gsi4pk".into(), s(items::due_pk(shard)));
-            head.insert("gsi4sk".into(), s(items::due_sk(due, &run.run_id, first)));
+        if let Some(head) = puts.first_mut() {
+            index_keys(commit, head);
         }
         if let Some(lease) = &commit.lease {
             puts.push(Item::from([
@@ -600,7 +744,8 @@ impl DynamoStore {
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
+                .condition_expression(FREE_INDEX)
+                .expression_attribute_values(":born", born.clone())
                 .send()
                 .await;
             return match result {
@@ -634,8 +779,15 @@ impl DynamoStore {
             .map(|item| {
                 Put::builder()
                     .table_name(&self.table)
+                    .condition_expression(match item.contains_key("born") {
+                        true => FREE_INDEX,
+                        false => "attribute_not_exists(pk)",
+                    })
+                    .set_expression_attribute_values(
+                        item.contains_key("born")
+                            .then(|| HashMap::from([(":born".to_owned(), born.clone())])),
+                    )
                     .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
                     .build()
                     .map(|put| TransactWriteItem::builder().put(put).build())
                     .map_err(build_err("TransactWriteItems"))
@@ -731,7 +883,16 @@ impl CheckpointStore for DynamoStore {
                 false => Some(Self::history_data(commit)?),
             };
             if commit.expected_version.is_none() {
-                self.put_run(&commit.run, true).await?;
+                // The head holds the first activation when it fits one item and takes no
+                // lease: a run's creation is then one write.
+                let fits = data
+                    .as_ref()
+                    .is_some_and(|d| items::chunks(d).len() == 1 && commit.lease.is_none());
+                if fits {
+                    self.put_head(commit, data).await?;
+                    return Ok(());
+                }
+                self.put_head(commit, None).await?;
             }
             if let Some(data) = data {
                 match self.put_history(commit, data).await {
@@ -752,7 +913,7 @@ impl CheckpointStore for DynamoStore {
                     other => other?,
                 }
             }
-            if commit.writes_run() && commit.expected_version.is_some() {
+            if commit.events.is_empty() && commit.expected_version.is_some() {
                 self.put_run(&commit.run, false).await?;
             }
             Ok(())
@@ -870,9 +1031,13 @@ impl CheckpointStore for DynamoStore {
             .table_name(&self.table)
             .key("pk", s(items::run_pk(run_id)))
             .key("sk", s(items::RUN_SK))
-            .update_expression("SET lastError = :p")
+            .update_expression("SET lastError = :p, lastErrorAt = :at")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":p", s(problem))
+            .expression_attribute_values(
+                ":at",
+                AttributeValue::N(cairn::clock::now_ms().to_string()),
+            )
             .send()
             .await
             .map(|_| ())

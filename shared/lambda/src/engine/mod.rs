@@ -734,6 +734,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     events: Vec::new(),
                     outbox: Vec::new(),
                     lease: None,
+                    earlier_due_ms: None,
                 };
                 self.store.commit(&commit).await?;
             }
@@ -784,6 +785,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             events: appended,
             outbox: commands,
             lease,
+            earlier_due_ms: loaded.next_due_ms(now),
         };
         let commit = match self.store.commit(&commit).await {
             Err(StoreError::Conflict { .. }) if !verified => return Ok(Outcome::Stale),
@@ -857,6 +859,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     events: Vec::new(),
                     outbox: Vec::new(),
                     lease: None,
+                    earlier_due_ms: None,
                 };
                 match self.store.commit(&commit).await {
                     Ok(()) | Err(StoreError::Conflict { .. }) => {}

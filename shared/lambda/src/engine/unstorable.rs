@@ -65,6 +65,7 @@ pub(crate) fn failed_commit(
         events,
         outbox,
         lease: None,
+        earlier_due_ms: refused.earlier_due_ms,
     }
 }
 

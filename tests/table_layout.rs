@@ -1,0 +1,182 @@
+//! What a run writes to the table, on the local stack, and how runs are listed from it.
+//!
+//! A run's first activation is its head (`RUN`, the creation lock), later ones one history
+//! item each, and nothing is rewritten when it ends: a two-step checkout writes 3 items and
+//! 2 index entries (`byWorkflow` on the head, `byDue` for its charge's timeout timer; the
+//! email after it is covered by that entry). Only a run that ends other than by completing
+//! gets a `byStatus` entry. Listings read status and outcome from the history.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use cairn::store::RunFilter;
+use cairn::workflow::RunStatus;
+use cairn_tests::TestEnv;
+use serde_json::json;
+
+type Item = std::collections::HashMap<String, AttributeValue>;
+
+async fn partition(env: &TestEnv, run_id: &str) -> Vec<Item> {
+    env.clients
+        .dynamodb
+        .query()
+        .table_name(&env.resources.table_name)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("RUN#{run_id}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+}
+
+fn sk(item: &Item) -> &str {
+    item["sk"].as_s().unwrap()
+}
+
+/// The indexes an item has an entry in (by their key attributes).
+fn entries(item: &Item) -> Vec<&'static str> {
+    [
+        ("gsi1pk", "byStatus"),
+        ("gsi2pk", "byWorkflow"),
+        ("gsi3pk", "byOutbox"),
+        ("gsi4pk", "byDue"),
+    ]
+    .into_iter()
+    .filter(|(key, _)| item.contains_key(*key))
+    .map(|(_, index)| index)
+    .collect()
+}
+
+fn checkout(order: &str, card: &str) -> serde_json::Value {
+    json!({"orderId": order, "amountCents": 1200, "card": card, "email": "a@example.com"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_writes_its_head_and_one_item_per_activation_and_is_listed_from_its_history() {
+    let env = TestEnv::new("layout", false).await;
+    let _runtime = env
+        .run(env.engine(cairn_demo::workflows()), cairn_demo::worker())
+        .await;
+    let client = env.client();
+    let wait = Duration::from_secs(60);
+    client
+        .start("checkout", checkout("o-ok", "tok_visa"), Some("ok".into()))
+        .await
+        .unwrap();
+    client
+        .start(
+            "checkout",
+            checkout("o-no", "tok_declined"),
+            Some("declined".into()),
+        )
+        .await
+        .unwrap();
+    client
+        .start("timer", json!(600), Some("sleeping".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.wait("ok", wait).await.unwrap().status,
+        RunStatus::Completed
+    );
+    assert_eq!(
+        client.wait("declined", wait).await.unwrap().status,
+        RunStatus::Failed
+    );
+
+    // The completed checkout: head + one item per later activation, written once each.
+    let items = partition(&env, "ok").await;
+    let layout: Vec<(&str, Vec<&str>)> = items
+        .iter()
+        .map(|i| (sk(i).get(..4).unwrap_or("RUN"), entries(i)))
+        .collect();
+    assert_eq!(
+        layout,
+        vec![
+            ("EVT#", vec![]),
+            ("EVT#", vec![]),
+            ("RUN", vec!["byWorkflow", "byDue"]),
+        ],
+        "{items:?}"
+    );
+    let head = items.iter().find(|i| sk(i) == "RUN").unwrap();
+    assert!(
+        head.contains_key("data"),
+        "the head holds the first activation"
+    );
+    assert!(
+        !head.contains_key("status"),
+        "nothing on the head changes with the run"
+    );
+    let created = head["createdAt"].as_n().unwrap();
+    for item in items.iter().filter(|i| sk(i) != "RUN") {
+        assert_eq!(item["born"].as_n().unwrap(), created, "{item:?}");
+    }
+    // The failed one: its last item carries the status entry.
+    let items = partition(&env, "declined").await;
+    let last = items.iter().rfind(|i| sk(i) != "RUN").unwrap();
+    assert!(entries(last).contains(&"byStatus"), "{items:?}");
+    assert!(last["gsi1pk"].as_s().unwrap().starts_with("STATUS#failed#"));
+
+    // Listings: status and outcome come from the history.
+    let client = &client;
+    let list = |status: Option<RunStatus>, workflow: Option<&str>| {
+        let filter = RunFilter {
+            status,
+            workflow: workflow.map(str::to_owned),
+            since_ms: None,
+            limit: 100,
+            cursor: None,
+        };
+        async move {
+            let mut ids: Vec<String> = client
+                .list(&filter)
+                .await
+                .unwrap()
+                .runs
+                .iter()
+                .map(|r| r.run_id.to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(list(Some(RunStatus::Completed), None).await, ["ok"]);
+    assert_eq!(list(Some(RunStatus::Failed), None).await, ["declined"]);
+    assert_eq!(list(Some(RunStatus::Running), None).await, ["sleeping"]);
+    assert_eq!(
+        list(None, Some("checkout")).await,
+        ["declined", "ok"],
+        "by workflow"
+    );
+    assert_eq!(
+        list(Some(RunStatus::Failed), Some("checkout")).await,
+        ["declined"]
+    );
+    let all = client
+        .list(&RunFilter {
+            status: None,
+            workflow: None,
+            since_ms: None,
+            limit: 100,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    let ok = all.runs.iter().find(|r| r.run_id.as_str() == "ok").unwrap();
+    assert_eq!(ok.status, RunStatus::Completed);
+    assert!(
+        ok.output.is_some(),
+        "the output, from the last history item"
+    );
+    let declined = all
+        .runs
+        .iter()
+        .find(|r| r.run_id.as_str() == "declined")
+        .unwrap();
+    assert!(declined.error.is_some(), "the error, from the history");
+}
