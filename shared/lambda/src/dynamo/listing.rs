@@ -203,12 +203,12 @@ impl DynamoStore {
         if run.status.is_terminal() {
             return Ok(run);
         }
-        let noted = super::get_n(item, "lastErrorAt");
+        let noted = super::load::get_n(item, "lastErrorAt");
         let pk = items::run_pk(&run.run_id);
         if let Some(data) = item.get("data").and_then(|v| v.as_b().ok()) {
-            let first = super::decode_history_data(&format!("{pk}/0"), data.as_ref())?;
-            super::settle(&mut run, &first.events);
-            super::clear_stale_problem(&mut run, noted, &first.events);
+            let first = super::codec::decode_history_data(&format!("{pk}/0"), data.as_ref())?;
+            super::load::settle(&mut run, &first.events);
+            super::load::clear_stale_problem(&mut run, noted, &first.events);
             if run.status.is_terminal() {
                 return Ok(run);
             }
@@ -240,9 +240,9 @@ impl DynamoStore {
                     .and_then(|v| v.as_b().ok())
                     .map(|b| b.as_ref().to_vec())
                     .unwrap_or_default();
-                let batch = super::decode_history_data(&format!("{pk}/{index}"), &data)?;
-                super::settle(&mut run, &batch.events);
-                super::clear_stale_problem(&mut run, noted, &batch.events);
+                let batch = super::codec::decode_history_data(&format!("{pk}/{index}"), &data)?;
+                super::load::settle(&mut run, &batch.events);
+                super::load::clear_stale_problem(&mut run, noted, &batch.events);
                 Ok(run)
             }
             _ => match self.load_cold(run.run_id.as_str()).await? {
