@@ -358,3 +358,65 @@ async fn a_lost_command_covered_by_an_earlier_timer_entry_is_sent_again_when_it_
     step_ids.sort();
     assert_eq!(step_ids, vec!["covered:2", "uncovered:2"]);
 }
+
+/// A step's timeout backstop is never sent as a message (the worker enforces the step's
+/// timeouts; the backstop is for an attempt nothing answers): the reconciler fires it from
+/// the activation's due entry, and leaves it alone once the attempt was answered.
+#[tokio::test]
+async fn a_timeout_backstop_is_fired_by_the_reconciler_unless_its_attempt_was_answered() {
+    let env = TestEnv::new("reconciler-backstop", false).await;
+    let store = env.clients.store(&env.config);
+    let transport = env.clients.transport(&env.config);
+    let now = cairn::clock::now_ms();
+    let (started_at, fire_at) = (now - 900_000, now - 400_000);
+    let backstop = cairn::workflow::TimerId::Timeout { seq: 1, attempt: 1 };
+    for (run_id, answered) in [("unanswered", false), ("answered", true)] {
+        let (mut scheduled, dispatch) = email(1);
+        scheduled.at_ms = started_at;
+        let mut events = vec![
+            scheduled,
+            HistoryEvent::new(
+                started_at,
+                EventKind::TimerStarted {
+                    seq: 1,
+                    timer_id: backstop,
+                    fire_at_ms: fire_at,
+                },
+            ),
+        ];
+        if answered {
+            events.push(
+                serde_json::from_value(json!({"type": "stepCompleted", "seq": 1, "attempt": 1,
+                    "output": {"messageId": "m"}, "atMs": started_at + 1_000}))
+                .unwrap(),
+            );
+        }
+        let commands = vec![
+            dispatch,
+            Command::StartTimer {
+                seq: 1,
+                timer_id: backstop,
+                fire_at_ms: fire_at,
+            },
+        ];
+        store
+            .commit(&first_activation(run_id, started_at, events, commands))
+            .await
+            .unwrap();
+    }
+    let report = reconcile_stalled(&store, &transport, &env.config, None)
+        .await
+        .unwrap();
+    assert_eq!(report.timers_refired, vec!["unanswered"], "{report:?}");
+    let fired: Vec<_> = env
+        .receive_bodies(&env.resources.results_queue_url)
+        .await
+        .iter()
+        .map(|b| decode_results_message(b).unwrap())
+        .collect();
+    assert!(
+        matches!(&fired[..], [ResultsMessage::Control(ControlMessage::TimerFired { run_id, timer_id, .. })]
+            if run_id == "unanswered" && timer_id == "1:timeout:1"),
+        "{fired:?}"
+    );
+}

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::QueueAttributeName;
 use cairn::store::RunFilter;
 use cairn::workflow::RunStatus;
 use cairn_tests::TestEnv;
@@ -86,6 +87,36 @@ async fn a_run_writes_its_head_and_one_item_per_activation_and_is_listed_from_it
     assert_eq!(
         client.wait("declined", wait).await.unwrap().status,
         RunStatus::Failed
+    );
+
+    // The charges' timeout backstops were not sent (the reconciler fires them from `byDue`):
+    // the sleep's message is the only delayed one.
+    let timers = env
+        .resources
+        .timer_queue_url
+        .as_deref()
+        .unwrap_or(&env.resources.results_queue_url);
+    let attributes = env
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(timers)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let count = |name: QueueAttributeName| -> u32 {
+        attributes
+            .get(&name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        1,
+        "{attributes:?}"
     );
 
     // The completed checkout: head + one item per later activation, written once each.

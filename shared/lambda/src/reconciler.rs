@@ -8,7 +8,8 @@
 //! - activations that started timers or issued commands not covered by an earlier entry
 //!   (sparse, sharded `byDue` index, keyed by when they are due; see `Commit::due_ms`) are
 //!   looked at once, after the stall time, in due order from a stored high-water mark:
-//!   overdue timers not fired are fired again, and commands of that activation and of the
+//!   overdue timers not fired are fired (again: a step's timeout backstop is fired only
+//!   from here, never sent as a message), and commands of that activation and of the
 //!   later ones it covered whose effect is not in the history (a task without its result, a
 //!   child not started) are sent again.
 //!   Runs waiting on purpose (a signal, a long sleep) are not in the window and cost nothing.
@@ -281,10 +282,18 @@ async fn examine<T: EngineTransport>(
         })
         .flat_map(|b| unanswered(loaded, &b.commands))
         .collect();
-    let overdue = if loaded.run.status.is_terminal() {
+    let overdue: Vec<(TimerId, u64)> = if loaded.run.status.is_terminal() {
         Vec::new()
     } else {
         overdue_timers(&loaded.history, cairn::clock::now_ms())
+            .into_iter()
+            // A step's timeout backstop is fired from here (it is never sent as a message),
+            // unless its attempt was answered: then it is moot.
+            .filter(|(timer_id, _)| match timer_id {
+                TimerId::Timeout { seq, attempt } => !answered(loaded, *seq, Some(*attempt)),
+                _ => true,
+            })
+            .collect()
     };
     if commands.is_empty() && overdue.is_empty() {
         report.idle += 1;

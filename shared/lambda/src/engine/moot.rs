@@ -4,6 +4,10 @@
 //! `TimerFired` nobody waits for), after loading the run; a warm engine drops them for free.
 //!
 //! Only what this engine instance saw is known, so a cold instance loads as before.
+//!
+//! Backstops are no longer sent as messages (the reconciler fires them, `engine/outbox.rs`);
+//! what arrives is a backstop the reconciler fired after the attempt was answered, or the
+//! message of an older release.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

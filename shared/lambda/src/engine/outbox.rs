@@ -5,7 +5,7 @@ use cairn::contract::{
     ControlMessage, ParentRef, RemoteTask, RunId, StepId, StepResult, StepStatus,
 };
 use cairn::store::{CheckpointStore, LoadedRun, OutboxBatch, RunRecord};
-use cairn::workflow::{Command, EventKind, HistoryEvent, Incoming, RunOutcome, RunStatus};
+use cairn::workflow::{Command, EventKind, HistoryEvent, Incoming, RunOutcome, RunStatus, TimerId};
 
 use super::{EngineTransport, RecordError};
 
@@ -85,6 +85,14 @@ pub(crate) fn messages_for(
                 out.tasks
                     .extend(command.remote_task(&run.run_id, Some(&run.workflow), now_ms));
             }
+            // A step's timeout backstop is not a message: the worker enforces the step's
+            // timeouts itself, and the backstop (for an attempt nothing answers) is fired by
+            // the reconciler from the activation's `byDue` entry. Sending it cost a send, a
+            // receive and a delete per timed step, nearly always for a moot timer.
+            Command::StartTimer {
+                timer_id: TimerId::Timeout { .. },
+                ..
+            } => {}
             Command::StartTimer {
                 timer_id,
                 fire_at_ms,
