@@ -11,7 +11,8 @@
 //!   start (failed, retryable, code `timeout`);
 //! - the **engine** keeps one durable timer per attempt as the backstop, due at the
 //!   attempt's scheduling (`TaskScheduled`) + schedule-to-start + start-to-close: it fails an attempt that never
-//!   answered (a lost task, a crashed worker, a peer that ignores the timeouts). Without a
+//!   answered (a lost task, a crashed worker, a peer that ignores the timeouts). It is not
+//!   sent as a message: the reconciler fires it from its `byDue` entry, minutes after. Without a
 //!   schedule-to-start timeout the worker does not refuse anything (Temporal's default), and
 //!   the backstop allows [`QUEUE_WAIT_ALLOWANCE_MS`] of queue wait, so nothing waits forever
 //!   and a queue backlog does not time out a step that then runs quickly.

@@ -85,8 +85,10 @@ impl<I, O> RemoteStep<I, O> {
     /// the worker's start (queue wait does not count). A cairn worker stops the handler then
     /// and the attempt fails (retryable, code `timeout`). The engine's durable timer is the
     /// backstop, at scheduling + the queue wait allowed (the schedule-to-start timeout, else
-    /// [`QUEUE_WAIT_ALLOWANCE_MS`](crate::workflow::QUEUE_WAIT_ALLOWANCE_MS)) + this; a result
-    /// that arrives after it is recorded as late (see [`WorkflowContext::late_result`]).
+    /// [`QUEUE_WAIT_ALLOWANCE_MS`](crate::workflow::QUEUE_WAIT_ALLOWANCE_MS)) + this, fired
+    /// by the reconciler (within minutes after: it only matters for an attempt nothing
+    /// answers); a result that arrives after it is recorded as late (see
+    /// [`WorkflowContext::late_result`]).
     pub const fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeouts.start_to_close_ms = Some(timeout.as_millis() as u64);
         self
