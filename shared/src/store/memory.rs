@@ -123,6 +123,7 @@ impl CheckpointStore for MemoryStore {
                     first: commit.first_index(),
                     events: commit.events.len(),
                     commands: commit.outbox.clone(),
+                    due_ms: commit.due_ms(),
                 });
                 entry.history.extend(commit.events.iter().cloned());
                 if let Some(lease) = &commit.lease {

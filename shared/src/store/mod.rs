@@ -105,6 +105,8 @@ pub struct HistoryBatch {
     pub events: usize,
     /// The commands committed with them.
     pub commands: Vec<Command>,
+    /// When the reconciler looks at it (its `byDue` entry, [`Commit::due_ms`]), if it has one.
+    pub due_ms: Option<u64>,
 }
 
 /// A run with everything the engine needs to activate it.
@@ -121,12 +123,12 @@ pub struct LoadedRun {
 }
 
 impl LoadedRun {
-    /// The earliest `byDue` entry of the run's activations that started timers, due at or
-    /// after `now_ms` (what [`Commit::earlier_due_ms`] carries).
+    /// The earliest `byDue` entry of the run's activations due at or after `now_ms` (what
+    /// [`Commit::earlier_due_ms`] carries).
     pub fn next_due_ms(&self, now_ms: u64) -> Option<u64> {
         self.batches
             .iter()
-            .filter_map(|b| timer_due_ms(&b.commands))
+            .filter_map(|b| b.due_ms)
             .filter(|due| *due >= now_ms)
             .min()
     }
@@ -175,10 +177,12 @@ pub struct Commit {
 
 impl Commit {
     /// When the reconciler should look at this activation (its `byDue` entry), if it needs
-    /// one: its earliest timer; else, if it issued commands, its commit time, unless an
-    /// earlier activation's entry comes due within [`DUE_COVER_MS`] (the reconciler then
-    /// looks at every unanswered command of the run, this one's too). A two-step checkout
-    /// thus writes one entry (its charge's timeout timer) instead of one per activation.
+    /// one: its earliest timer; else, if it issued commands, [`COMMANDS_DUE_AFTER_MS`] after
+    /// its commit, unless an earlier activation's entry comes due within [`DUE_COVER_MS`]
+    /// (the reconciler then looks at every unanswered command of the activations after that
+    /// one, this one's too). A two-step checkout thus writes one entry (its charge's timeout
+    /// timer, or its first activation's), and a long run of quick steps one per 5 minutes,
+    /// instead of one per activation.
     pub fn due_ms(&self) -> Option<u64> {
         let now = self.run.updated_at_ms;
         if let Some(timer) = timer_due_ms(&self.outbox) {
@@ -189,7 +193,7 @@ impl Commit {
         }
         match self.earlier_due_ms {
             Some(due) if due >= now && due <= now.saturating_add(DUE_COVER_MS) => None,
-            _ => Some(now),
+            _ => Some(now.saturating_add(COMMANDS_DUE_AFTER_MS)),
         }
     }
 
@@ -217,6 +221,10 @@ pub const WIDE_OUTBOX: usize = 100;
 /// still cover it (see [`Commit::due_ms`]): the longest a lost command waits for the
 /// reconciler, beyond its stall time.
 pub const DUE_COVER_MS: u64 = 15 * 60 * 1000;
+
+/// How long after its commit the reconciler looks at an activation that issued commands and
+/// no timer (on top of its stall time): the entry covers the activations of the next minutes.
+pub const COMMANDS_DUE_AFTER_MS: u64 = 5 * 60 * 1000;
 
 /// The earliest timer `commands` start: the due time of their activation's `byDue` entry.
 pub fn timer_due_ms(commands: &[Command]) -> Option<u64> {
@@ -646,15 +654,17 @@ mod tests {
         // Timers: due at the earliest, whatever came before.
         let timers = vec![timer(now + 9_000), task.clone(), timer(now + 5_000)];
         assert_eq!(commit(timers, Some(now + 1)).due_ms(), Some(now + 5_000));
-        // Commands only: at the commit, unless an earlier entry comes due within the cover.
-        assert_eq!(commit(vec![task.clone()], None).due_ms(), Some(now));
+        // Commands only: a while after the commit, unless an earlier entry comes due within
+        // the cover.
+        let later = Some(now + COMMANDS_DUE_AFTER_MS);
+        assert_eq!(commit(vec![task.clone()], None).due_ms(), later);
         for covered in [now, now + DUE_COVER_MS] {
             assert_eq!(commit(vec![task.clone()], Some(covered)).due_ms(), None);
         }
         for not_covered in [now - 1, now + DUE_COVER_MS + 1] {
             assert_eq!(
                 commit(vec![task.clone()], Some(not_covered)).due_ms(),
-                Some(now)
+                later
             );
         }
     }

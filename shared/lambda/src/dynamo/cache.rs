@@ -116,6 +116,7 @@ impl HistoryCache {
                 first: commit.first_index(),
                 events: commit.events.len(),
                 commands: commit.outbox.clone(),
+                due_ms: commit.due_ms(),
             });
             next.history.extend(commit.events.iter().cloned());
         }

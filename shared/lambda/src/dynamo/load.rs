@@ -131,6 +131,12 @@ pub(super) fn get_n(item: &Item, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The due time of the item's `byDue` entry, if it has one (`<due ms>#<runId>#<index>`).
+fn entry_due(item: &Item) -> Option<u64> {
+    let key = item.get("gsi4sk")?.as_s().ok()?;
+    key.split_once('#')?.0.parse().ok()
+}
+
 /// The items of one partition, sorted into their kinds.
 #[derive(Default)]
 struct Partition {
@@ -140,6 +146,8 @@ struct Partition {
     born: BTreeMap<u64, u64>,
     /// When the run item's problem note was written.
     problem_at: Option<u64>,
+    /// The due time of each activation's `byDue` entry (from its key), by history index.
+    dues: BTreeMap<u64, u64>,
     legacy_outbox: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
     leases: BTreeMap<u64, (usize, OutboxLease)>,
 }
@@ -161,6 +169,9 @@ impl Partition {
                     .or_default()
                     .push((0, data.as_ref().to_vec()));
                 self.born.insert(0, run.created_at_ms);
+                if let Some(due) = entry_due(&item) {
+                    self.dues.insert(0, due);
+                }
             }
             self.run = Some(run);
             return Ok(());
@@ -190,6 +201,9 @@ impl Partition {
             .unwrap_or_default();
         if let (Some(born), "EVT") = (get_n(&item, "born"), kind) {
             self.born.insert(index, born);
+        }
+        if let (Some(due), "EVT", 0) = (entry_due(&item), kind, part) {
+            self.dues.insert(index, due);
         }
         match kind {
             "EVT" => self.events.entry(index).or_default().push((part, data)),
@@ -242,6 +256,7 @@ impl Partition {
                     first: index,
                     events: decoded.events.len(),
                     commands: decoded.commands,
+                    due_ms: self.dues.get(&index).copied(),
                 },
                 decoded.events,
             ));
