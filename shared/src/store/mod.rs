@@ -156,7 +156,8 @@ impl LoadedRun {
 }
 
 /// An activation's writes: its history item (the lock: no other activation can append at the
-/// same index), and the run item when the run is created or its status changes.
+/// same index), and the run record when the run is created (a store may read the status from
+/// the history instead of writing it: the DynamoDB store writes a run's head once).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
     /// The run record as it is after the activation (its `version` is the new version).
@@ -319,10 +320,10 @@ pub enum StoreError {
 
 /// What remains of a run whose run item is gone while items of its history remain.
 ///
-/// History items outlive their run item on purpose (each expires `max_run_days` + retention
-/// after it was written, the run item retention after the run ended), so every finished run
-/// becomes this once its run item expired: a **retired** run, whose id may be used again (the
-/// engine deletes the leftovers when it takes a start for the id). A run item lost while the
+/// Each item expires `max_run_days` + retention after it was written, so a run's head (its
+/// run item, written first) expires before its last history items, and every finished run
+/// becomes this once its head expired: a **retired** run, whose id may be used again (the new
+/// run's items replace or hide what is left). A run item of an older release lost while the
 /// history shows the run still going (deleted by hand) is restored from the history instead.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Leftovers {
