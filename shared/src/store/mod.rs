@@ -3,9 +3,16 @@
 //! `cairn_lambda::dynamo::DynamoStore` is the production implementation (one table, see
 //! `ARCHITECTURE.md`); [`MemoryStore`] is its in-memory twin for unit tests. Every write is conditional: a run's
 //! `version` gives optimistic concurrency, and a lost race is [`StoreError::Conflict`].
+//!
+//! Beside the records and the trait: `due` (when the reconciler looks at an activation),
+//! `error` (store failures, a retired run's leftovers), `stored` (bodies written only if they
+//! read back), `memory` and `blob` (the in-memory twins and claim-check payloads).
 
 mod blob;
+mod due;
+mod error;
 mod memory;
+mod stored;
 
 use std::future::Future;
 
@@ -13,11 +20,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::contract::{ParentRef, StepError};
-use crate::infra::InfraError;
 use crate::workflow::{Command, HistoryEvent, RunStatus};
 
 pub use blob::{BlobStore, MemoryBlobStore, NoBlobStore};
+pub use due::{timer_due_ms, DueItem, DuePage, COMMANDS_DUE_AFTER_MS, DUE_COVER_MS};
+pub use error::{Leftovers, StoreError};
 pub use memory::MemoryStore;
+pub use stored::{
+    decode_stored, encode_stored, unstorable_error, unstorable_event, MAX_STORED_DEPTH,
+};
 
 /// Largest chunk of history, outbox or blob data in one stored item (DynamoDB's item limit is
 /// 400 KB; the rest is keys and attributes).
@@ -123,16 +134,6 @@ pub struct LoadedRun {
 }
 
 impl LoadedRun {
-    /// The earliest `byDue` entry of the run's activations due at or after `now_ms` (what
-    /// [`Commit::earlier_due_ms`] carries).
-    pub fn next_due_ms(&self, now_ms: u64) -> Option<u64> {
-        self.batches
-            .iter()
-            .filter_map(|b| b.due_ms)
-            .filter(|due| *due >= now_ms)
-            .min()
-    }
-
     /// The batch holding history index `index`.
     pub fn batch_of(&self, index: u64) -> Option<&HistoryBatch> {
         self.batches
@@ -177,27 +178,6 @@ pub struct Commit {
 }
 
 impl Commit {
-    /// When the reconciler should look at this activation (its `byDue` entry), if it needs
-    /// one: its earliest timer; else, if it issued commands, [`COMMANDS_DUE_AFTER_MS`] after
-    /// its commit, unless an earlier activation's entry comes due within [`DUE_COVER_MS`]
-    /// (the reconciler then looks at every unanswered command of the activations after that
-    /// one, this one's too). A two-step checkout thus writes one entry (its charge's timeout
-    /// timer, or its first activation's), and a long run of quick steps one per 5 minutes,
-    /// instead of one per activation.
-    pub fn due_ms(&self) -> Option<u64> {
-        let now = self.run.updated_at_ms;
-        if let Some(timer) = timer_due_ms(&self.outbox) {
-            return Some(timer);
-        }
-        if self.outbox.is_empty() {
-            return None;
-        }
-        match self.earlier_due_ms {
-            Some(due) if due >= now && due <= now.saturating_add(DUE_COVER_MS) => None,
-            _ => Some(now.saturating_add(COMMANDS_DUE_AFTER_MS)),
-        }
-    }
-
     /// History index of the first appended event (also the outbox batch key).
     pub fn first_index(&self) -> u64 {
         self.run
@@ -217,46 +197,6 @@ impl Commit {
 /// a sender that dies mid-way is resumed where it stopped and concurrent senders do not
 /// send it twice.
 pub const WIDE_OUTBOX: usize = 100;
-
-/// How long after an activation an earlier activation's `byDue` entry may come due and
-/// still cover it (see [`Commit::due_ms`]): the longest a lost command waits for the
-/// reconciler, beyond its stall time.
-pub const DUE_COVER_MS: u64 = 15 * 60 * 1000;
-
-/// How long after its commit the reconciler looks at an activation that issued commands and
-/// no timer (on top of its stall time): the entry covers the activations of the next minutes.
-pub const COMMANDS_DUE_AFTER_MS: u64 = 5 * 60 * 1000;
-
-/// The earliest timer `commands` start: the due time of their activation's `byDue` entry.
-pub fn timer_due_ms(commands: &[Command]) -> Option<u64> {
-    commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::StartTimer { fire_at_ms, .. } => Some(*fire_at_ms),
-            _ => None,
-        })
-        .min()
-}
-
-/// An activation the reconciler should look at: it issued commands or started timers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueItem {
-    /// The run.
-    pub run_id: String,
-    /// The history index of the activation's first event.
-    pub index: u64,
-    /// When it is due (its earliest timer, else its commit time), epoch ms.
-    pub due_ms: u64,
-}
-
-/// A page of due activations, oldest due first.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DuePage {
-    /// The entries.
-    pub items: Vec<DueItem>,
-    /// Whether more entries may be due in the window.
-    pub more: bool,
-}
 
 /// Which runs to list.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -280,203 +220,6 @@ pub struct RunPage {
     pub runs: Vec<RunRecord>,
     /// Pass back as [`RunFilter::cursor`] for the next page.
     pub next_cursor: Option<String>,
-}
-
-/// Store failures. Retryable ones are worth another activation attempt.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Someone else committed first (or the run already exists): reload and re-run.
-    #[error("conflict: run {run_id} was changed concurrently (expected version {expected:?})")]
-    Conflict {
-        /// The run.
-        run_id: String,
-        /// The version the writer expected (`None`: it expected no run).
-        expected: Option<u64>,
-    },
-    /// The backend failed (throttled, unreachable, not found, ...; see the kind); retry later.
-    #[error("store request {0}")]
-    Backend(#[from] InfraError),
-    /// A stored item cannot be decoded.
-    #[error("stored data for {key} is corrupt: {reason}")]
-    Corrupt {
-        /// The item key.
-        key: String,
-        /// Why it does not decode.
-        reason: String,
-    },
-    /// The run item is gone (TTL retired the run, or it was deleted) but items of its history
-    /// remain: see [`Leftovers`].
-    #[error("{0}")]
-    Leftovers(Box<Leftovers>),
-    /// An activation writes more than one transaction can hold.
-    #[error("activation of run {run_id} is too large to commit: {reason}")]
-    TooLarge {
-        /// The run.
-        run_id: String,
-        /// Which limit.
-        reason: String,
-    },
-}
-
-/// What remains of a run whose run item is gone while items of its history remain.
-///
-/// Each item expires `max_run_days` + retention after it was written, so a run's head (its
-/// run item, written first) expires before its last history items, and every finished run
-/// becomes this once its head expired: a **retired** run, whose id may be used again (the new
-/// run's items replace or hide what is left). A run item of an older release lost while the
-/// history shows the run still going (deleted by hand) is restored from the history instead.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Leftovers {
-    /// The run id.
-    pub run_id: String,
-    /// Items left under the run id.
-    pub items: usize,
-    /// The workflow, if the history's first item remains.
-    pub workflow: Option<String>,
-    /// How the run ended, if its history says.
-    pub ended: Option<RunStatus>,
-    /// The history is whole from its first item.
-    pub complete: bool,
-    /// When the newest remaining event was recorded (epoch ms).
-    pub last_event_ms: Option<u64>,
-    /// The remaining events, in order.
-    pub history: Vec<crate::workflow::HistoryEvent>,
-}
-
-impl Leftovers {
-    /// The run ended (or its first items expired already, which only happens long after it
-    /// ended): its id may be used again.
-    pub fn retired(&self) -> bool {
-        self.ended.is_some() || !self.complete
-    }
-}
-
-impl std::fmt::Display for Leftovers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "run {}: its run item is gone but {} item(s) of its history remain",
-            self.run_id, self.items
-        )?;
-        if let Some(workflow) = &self.workflow {
-            write!(f, " (workflow {workflow}")?;
-        } else {
-            write!(f, " (workflow unknown")?;
-        }
-        match self.ended {
-            Some(status) => write!(f, ", ended {status}")?,
-            None if !self.complete => write!(f, ", first items already expired")?,
-            None => write!(f, ", not ended")?,
-        }
-        if let Some(ms) = self.last_event_ms {
-            write!(f, ", last event at {ms} ms")?;
-        }
-        if self.retired() {
-            write!(
-                f,
-                "): a retired run's leftovers. A new start with this id deletes them and                  starts afresh; `cairn runs purge {}` deletes them now",
-                self.run_id
-            )
-        } else {
-            write!(
-                f,
-                "): the run item was lost while the run was going; the engine restores it                  from the history at the run's next message"
-            )
-        }
-    }
-}
-
-/// Deepest nesting of arrays/objects a stored item may have. serde_json reads 128 levels by
-/// default; writing well under that keeps every write readable ("nothing may commit that
-/// cannot be read back").
-pub const MAX_STORED_DEPTH: usize = 100;
-
-/// Levels a history item adds around each of its events (`{"events": [event, ...]}`).
-const ITEM_LEVELS: usize = 2;
-
-/// Why `event` cannot be stored in a history item (nested past [`MAX_STORED_DEPTH`] with the
-/// item around it), or `None` if it can. Only a workflow's own values can be that deep (the
-/// decoder refuses bodies past 64 levels): the engine and `TestEnv` then fail the run with
-/// [`unstorable_error`].
-pub fn unstorable_event(event: &HistoryEvent) -> Option<String> {
-    let depth = serde_json::to_value(event).map_or(usize::MAX, |v| {
-        crate::contract::json_depth(&v) + ITEM_LEVELS
-    });
-    (depth > MAX_STORED_DEPTH).then(|| {
-        format!(
-            "a value nests {depth} levels deep; stored items are limited to {MAX_STORED_DEPTH} so they can be read back"
-        )
-    })
-}
-
-/// The error a run fails with when what it recorded cannot be stored (code `unstorable`).
-pub fn unstorable_error(reason: &str) -> StepError {
-    StepError::terminal(format!(
-        "the run's activation cannot be stored ({reason}); the run fails instead of retrying"
-    ))
-    .with_code(crate::contract::ErrorCode::Unstorable)
-}
-
-/// Deepest nesting [`decode_stored`] reads at all: items written before the write check (up to
-/// about 130 levels) stay readable, and nothing makes the reader recurse without bound.
-const MAX_READ_DEPTH: usize = 256;
-
-/// Serializes `value` as one stored item body, refusing (as [`StoreError::TooLarge`]) what
-/// could not be read back.
-pub fn encode_stored<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
-    let data = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let depth = crate::contract::json_text_depth(&data);
-    if depth > MAX_STORED_DEPTH {
-        return Err(StoreError::TooLarge {
-            run_id: key.to_owned(),
-            reason: format!(
-                "a value nests {depth} levels deep; stored items are limited to {MAX_STORED_DEPTH} so they can be read back"
-            ),
-        });
-    }
-    Ok(data)
-}
-
-/// Decodes a stored item body written by [`encode_stored`] (or before its depth check existed).
-pub fn decode_stored<T: serde::de::DeserializeOwned>(
-    key: &str,
-    data: &[u8],
-) -> Result<T, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        key: key.to_owned(),
-        reason,
-    };
-    let depth = crate::contract::json_text_depth(data);
-    if depth <= MAX_STORED_DEPTH {
-        return serde_json::from_slice(data).map_err(|e| corrupt(e.to_string()));
-    }
-    if depth > MAX_READ_DEPTH {
-        return Err(corrupt(format!(
-            "nests {depth} levels deep (readable: {MAX_READ_DEPTH})"
-        )));
-    }
-    // Bounded above, so lifting serde_json's own limit cannot exhaust the stack.
-    let mut de = serde_json::Deserializer::from_slice(data);
-    de.disable_recursion_limit();
-    let value = T::deserialize(&mut de).map_err(|e| corrupt(e.to_string()))?;
-    de.end().map_err(|e| corrupt(e.to_string()))?;
-    Ok(value)
-}
-
-impl StoreError {
-    /// Whether trying again (after reloading, for conflicts) may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Conflict { .. } | Self::Backend(_))
-    }
-
-    /// Whether this is an infrastructure failure that heals by itself (throttling, an
-    /// unreachable or overloaded service): worth backing off for, not counting as poison.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Backend(e) if e.is_transient())
-    }
 }
 
 /// Where runs and their checkpoints live.
@@ -615,58 +358,5 @@ mod tests {
         let bomb = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let err = decode_stored::<Vec<HistoryEvent>>("k", bomb.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("nests 100000 levels"), "{err}");
-    }
-
-    #[test]
-    fn an_activation_needs_a_due_entry_unless_an_earlier_timer_entry_covers_it() {
-        let now = 1_000_000;
-        let task = Command::CancelChild {
-            run_id: "child".into(),
-        };
-        let timer = |at| Command::StartTimer {
-            seq: 2,
-            timer_id: crate::workflow::TimerId::Sleep(2),
-            fire_at_ms: at,
-        };
-        let commit = |outbox: Vec<Command>, earlier| Commit {
-            run: RunRecord {
-                run_id: "r".parse().unwrap(),
-                workflow: "w".into(),
-                status: crate::workflow::RunStatus::Running,
-                input: Value::Null,
-                output: None,
-                error: None,
-                version: 2,
-                history_len: 2,
-                created_at_ms: 1,
-                updated_at_ms: now,
-                parent: None,
-                last_error: None,
-                outbox_pending: false,
-            },
-            expected_version: Some(1),
-            events: completed(Value::Null),
-            outbox,
-            lease: None,
-            earlier_due_ms: earlier,
-        };
-        // Nothing issued: no entry.
-        assert_eq!(commit(vec![], None).due_ms(), None);
-        // Timers: due at the earliest, whatever came before.
-        let timers = vec![timer(now + 9_000), task.clone(), timer(now + 5_000)];
-        assert_eq!(commit(timers, Some(now + 1)).due_ms(), Some(now + 5_000));
-        // Commands only: a while after the commit, unless an earlier entry comes due within
-        // the cover.
-        let later = Some(now + COMMANDS_DUE_AFTER_MS);
-        assert_eq!(commit(vec![task.clone()], None).due_ms(), later);
-        for covered in [now, now + DUE_COVER_MS] {
-            assert_eq!(commit(vec![task.clone()], Some(covered)).due_ms(), None);
-        }
-        for not_covered in [now - 1, now + DUE_COVER_MS + 1] {
-            assert_eq!(
-                commit(vec![task.clone()], Some(not_covered)).due_ms(),
-                later
-            );
-        }
     }
 }
