@@ -2,10 +2,10 @@
 //! rest builds histories by hand, loads recorded ones and drives single activations.
 
 mod env;
+mod replay;
 
-pub use env::{
-    replay, ReplayError, StepCall, TestEnv, TestEnvError, DEFAULT_START_MS, MAX_TIMER_FIRINGS,
-};
+pub use env::{StepCall, TestEnv, TestEnvError, DEFAULT_START_MS, MAX_TIMER_FIRINGS};
+pub use replay::{replay, ReplayError};
 
 use serde::Serialize;
 use serde_json::Value;
