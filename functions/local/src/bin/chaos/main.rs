@@ -16,111 +16,28 @@
 //!   `serve_worker_configured` with the chaos workflow and steps, configured from the
 //!   environment the orchestrator sets.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod checks;
+mod processes;
+mod workload;
+
+use checks::{count_executions, double_applied, still_running};
+use processes::{lock, Processes};
+use workload::{random, worker, workflows, WORKFLOW};
+
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use cairn::client::Client;
-use cairn::contract::StepError;
 use cairn::store::{CheckpointStore, StoreError};
-use cairn::worker::{TaskContext, Worker};
-use cairn::workflow::{
-    EventKind, RemoteStep, RetryPolicy, RunStatus, WorkflowContext, WorkflowError, Workflows,
-};
+use cairn::workflow::RunStatus;
 use cairn_devstack::fault_proxy::{Fault, FaultProxy, Faults};
 use cairn_devstack::local_stack::{provision_from_template, TemplateParams};
 use cairn_lambda::aws::{sdk_config, AwsClients};
 use cairn_lambda::config::Config;
 use clap::Parser;
-use serde_json::{json, Value};
-
-const RETRY: RetryPolicy =
-    RetryPolicy::exponential(8, Duration::from_millis(200), 2.0, Duration::from_secs(2));
-/// Five remote steps over the template's three tasks queues.
-const STEPS: [(&str, RemoteStep<Value, Value>); 5] = [
-    (
-        "reserve",
-        RemoteStep::new("reports.generate").with_retry(RETRY),
-    ),
-    (
-        "charge",
-        RemoteStep::new("payments.charge-card").with_retry(RETRY),
-    ),
-    (
-        "ship",
-        RemoteStep::new("notifications.send-email").with_retry(RETRY),
-    ),
-    (
-        "invoice",
-        RemoteStep::new("reports.generate").with_retry(RETRY),
-    ),
-    (
-        "notify",
-        RemoteStep::new("notifications.send-email").with_retry(RETRY),
-    ),
-];
-const WORKFLOW: &str = "chaos-checkout";
-
-async fn checkout(ctx: WorkflowContext, order: Value) -> Result<Value, WorkflowError> {
-    let mut done = Vec::new();
-    for (op, step) in &STEPS {
-        let out = ctx
-            .remote(step, json!({ "op": op, "order": order }))
-            .await?;
-        done.push(out);
-    }
-    Ok(json!({ "order": order, "steps": done.len() }))
-}
-
-fn workflows() -> Workflows {
-    let mut workflows = Workflows::new();
-    workflows.register(WORKFLOW, checkout);
-    workflows
-}
-
-/// A cheap random number (no extra crate): xorshift on a per-call seed.
-fn random(bound: u64) -> u64 {
-    let mut x = (uuid::Uuid::new_v4().as_u128() as u64) | 1;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x % bound.max(1)
-}
-
-/// Every successful execution is appended to the executions file (one step id a line) before
-/// the handler returns: what a user would pay for.
-async fn handler(input: Value, task: TaskContext) -> Result<Value, StepError> {
-    tokio::time::sleep(Duration::from_millis(5 + random(25))).await;
-    if random(100) < 3 {
-        return Err(StepError::retryable("chaos: a transient step failure"));
-    }
-    if let Ok(path) = std::env::var("CHAOS_EXECUTIONS") {
-        let line = format!("{}\n", task.step_id);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| StepError::retryable(format!("executions file: {e}")))?;
-        file.write_all(line.as_bytes())
-            .map_err(|e| StepError::retryable(format!("executions file: {e}")))?;
-    }
-    Ok(json!({ "op": input["op"], "stepId": task.step_id }))
-}
-
-fn worker() -> Worker {
-    let mut worker = Worker::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for (_, step) in &STEPS {
-        if seen.insert(step.name()) {
-            worker = worker.handle(step, handler);
-        }
-    }
-    worker
-}
+use serde_json::json;
 
 #[derive(Debug, Parser)]
 #[command(about = "cairn under chaos on the local stack (scripts/chaos)")]
@@ -192,91 +109,6 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))
         }
         Cli::Run(args) => run(args).await,
-    }
-}
-
-/// The engine and worker processes, killed and restarted at will.
-struct Processes {
-    exe: PathBuf,
-    env: Vec<(String, String)>,
-    logs: PathBuf,
-    children: Vec<(&'static str, usize, Option<Child>)>,
-    kills: usize,
-}
-
-impl Processes {
-    fn spawn(&self, role: &str, index: usize) -> anyhow::Result<Child> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.logs.join(format!("{role}-{index}.log")))?;
-        Ok(Command::new(&self.exe)
-            .arg(role)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?)
-    }
-
-    fn start_all(&mut self, engines: usize, workers: usize) -> anyhow::Result<()> {
-        for index in 0..engines {
-            let child = self.spawn("engine", index)?;
-            self.children.push(("engine", index, Some(child)));
-        }
-        for index in 0..workers {
-            let child = self.spawn("worker", index)?;
-            self.children.push(("worker", index, Some(child)));
-        }
-        Ok(())
-    }
-
-    /// SIGKILLs one process at random; returns its slot.
-    fn kill_one(&mut self) -> Option<usize> {
-        let slot = random(self.children.len() as u64) as usize;
-        let (role, index, child) = self.children.get_mut(slot)?;
-        let mut child = child.take()?;
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        self.kills += 1;
-        eprintln!("chaos: killed {role}-{index}");
-        Some(slot)
-    }
-
-    fn restart(&mut self, slot: usize) {
-        let (role, index) = (self.children[slot].0, self.children[slot].1);
-        match self.spawn(role, index) {
-            Ok(child) => self.children[slot].2 = Some(child),
-            Err(e) => eprintln!("chaos: restarting {role}-{index} failed: {e}"),
-        }
-    }
-
-    /// Every slot running again.
-    fn restart_dead(&mut self) {
-        for slot in 0..self.children.len() {
-            let dead = match &mut self.children[slot].2 {
-                None => true,
-                Some(child) => child.try_wait().ok().flatten().is_some(),
-            };
-            if dead {
-                self.restart(slot);
-            }
-        }
-    }
-
-    fn stop_all(&mut self) {
-        for (_, _, child) in &mut self.children {
-            if let Some(mut child) = child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        self.stop_all();
     }
 }
 
@@ -566,77 +398,4 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-fn lock(processes: &Mutex<Processes>) -> std::sync::MutexGuard<'_, Processes> {
-    processes
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The ids among `pending` whose run is not finished (a slice of 25 checked per call, so
-/// polling stays light on the local stack, which is the bottleneck).
-async fn still_running<S: CheckpointStore, T: cairn::transport::ControlSender>(
-    client: &Client<S, T>,
-    pending: Vec<String>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, id) in pending.into_iter().enumerate() {
-        if i >= 25 {
-            out.push(id);
-            continue;
-        }
-        match client.get(&id).await {
-            Ok(run) if run.run.status.is_terminal() => {}
-            _ => out.push(id),
-        }
-    }
-    // Rotate, so the next call looks at others.
-    let n = out.len().min(25);
-    out.rotate_left(n);
-    out
-}
-
-/// Why a history applied something twice, if it did: a step resolved twice, one attempt's
-/// result applied twice, or one attempt scheduled twice.
-fn double_applied(history: &[cairn::workflow::HistoryEvent]) -> Option<String> {
-    let mut completed = HashMap::<u64, usize>::new();
-    let mut results = HashMap::<(u64, u32), usize>::new();
-    let mut scheduled = HashMap::<(u64, u32), usize>::new();
-    for event in history {
-        match &event.kind {
-            EventKind::StepCompleted { seq, attempt, .. } => {
-                *completed.entry(*seq).or_default() += 1;
-                *results.entry((*seq, *attempt)).or_default() += 1;
-            }
-            EventKind::StepFailed { seq, attempt, .. } => {
-                *results.entry((*seq, *attempt)).or_default() += 1;
-            }
-            EventKind::TaskScheduled { seq, attempt, .. } => {
-                *scheduled.entry((*seq, *attempt)).or_default() += 1;
-            }
-            _ => {}
-        }
-    }
-    if let Some((seq, n)) = completed.iter().find(|(_, n)| **n > 1) {
-        return Some(format!("seq {seq} completed {n} times"));
-    }
-    if let Some(((seq, attempt), n)) = results.iter().find(|(_, n)| **n > 1) {
-        return Some(format!("seq {seq} attempt {attempt} applied {n} times"));
-    }
-    if let Some(((seq, attempt), n)) = scheduled.iter().find(|(_, n)| **n > 1) {
-        return Some(format!("seq {seq} attempt {attempt} scheduled {n} times"));
-    }
-    None
-}
-
-/// Successful handler executions per step id, from the executions file.
-fn count_executions(path: &Path) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    if let Ok(text) = std::fs::read_to_string(path) {
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            *counts.entry(line.to_owned()).or_default() += 1;
-        }
-    }
-    counts
 }
