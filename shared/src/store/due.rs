@@ -84,21 +84,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::RunRecord;
-    use crate::workflow::{EventKind, HistoryEvent};
     use serde_json::Value;
-
-    fn completed(output: Value) -> Vec<HistoryEvent> {
-        vec![HistoryEvent::new(
-            1,
-            EventKind::StepCompleted {
-                started_at_ms: None,
-                seq: 2,
-                attempt: 1,
-                output,
-                events: Vec::new(),
-            },
-        )]
-    }
 
     #[test]
     fn an_activation_needs_a_due_entry_unless_an_earlier_timer_entry_covers_it() {
@@ -128,7 +114,7 @@ mod tests {
                 outbox_pending: false,
             },
             expected_version: Some(1),
-            events: completed(Value::Null),
+            events: Vec::new(),
             outbox,
             lease: None,
             earlier_due_ms: earlier,

@@ -299,6 +299,17 @@ impl<'de> Deserialize<'de> for ValueKind {
 }
 
 impl EventKind {
+    /// Whether this event ends its run (completed, failed, cancelled, continued as new).
+    pub fn ends_run(&self) -> bool {
+        matches!(
+            self,
+            Self::RunCompleted { .. }
+                | Self::RunFailed { .. }
+                | Self::RunCancelled { .. }
+                | Self::ContinuedAsNew { .. }
+        )
+    }
+
     /// The operation this event belongs to, if any.
     pub fn seq(&self) -> Option<u64> {
         match self {

@@ -12,7 +12,7 @@ use super::codec::{pack, HistoryData};
 use super::items::{self, Item};
 use super::{backend, build_err, s, DynamoStore};
 use cairn::store::{Commit, RunRecord, StoreError};
-use cairn::workflow::{EventKind, RunStatus};
+use cairn::workflow::RunStatus;
 
 /// A history index is free if no item holds it, or only one an earlier run under the same id
 /// left (another `born`): the run's activations overwrite those.
@@ -31,15 +31,7 @@ fn index_keys(commit: &Commit, item: &mut Item) {
             s(items::due_sk(due, &run.run_id, commit.first_index())),
         );
     }
-    let ended = commit.events.iter().any(|e| {
-        matches!(
-            e.kind,
-            EventKind::RunCompleted { .. }
-                | EventKind::RunFailed { .. }
-                | EventKind::RunCancelled { .. }
-                | EventKind::ContinuedAsNew { .. }
-        )
-    });
+    let ended = commit.events.iter().any(|e| e.kind.ends_run());
     if ended && run.status.is_terminal() && run.status != RunStatus::Completed {
         item.insert(
             "gsi1pk".into(),

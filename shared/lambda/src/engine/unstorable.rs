@@ -31,7 +31,7 @@ pub(crate) fn failed_commit(
             .events
             .iter()
             .take_while(|e| storable(e))
-            .filter(|e| !is_ending(&e.kind))
+            .filter(|e| !e.kind.ends_run())
             .cloned()
             .collect()
     } else {
@@ -71,14 +71,4 @@ pub(crate) fn failed_commit(
 
 fn storable(event: &HistoryEvent) -> bool {
     cairn::store::unstorable_event(event).is_none()
-}
-
-fn is_ending(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::RunCompleted { .. }
-            | EventKind::RunFailed { .. }
-            | EventKind::RunCancelled { .. }
-            | EventKind::ContinuedAsNew { .. }
-    )
 }

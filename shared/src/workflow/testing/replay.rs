@@ -34,15 +34,7 @@ pub async fn replay(
 ) -> Result<RunStatus, ReplayError> {
     // A finished run is never re-run by the engine; replay it from just before its ending
     // and check the ending comes out the same.
-    let ends = history.last().is_some_and(|e| {
-        matches!(
-            e.kind,
-            EventKind::RunCompleted { .. }
-                | EventKind::RunFailed { .. }
-                | EventKind::RunCancelled { .. }
-                | EventKind::ContinuedAsNew { .. }
-        )
-    });
+    let ends = history.last().is_some_and(|e| e.kind.ends_run());
     let (body, ending) = match history.split_last() {
         Some((last, body)) if ends => (body, Some(&last.kind)),
         _ => (history, None),

@@ -322,15 +322,7 @@ fn fail_if_unstorable(activation: &mut crate::workflow::Activation, now_ms: u64)
         return;
     };
     activation.appended.truncate(at);
-    activation.appended.retain(|e| {
-        !matches!(
-            e.kind,
-            EventKind::RunCompleted { .. }
-                | EventKind::RunFailed { .. }
-                | EventKind::RunCancelled { .. }
-                | EventKind::ContinuedAsNew { .. }
-        )
-    });
+    activation.appended.retain(|e| !e.kind.ends_run());
     let error = crate::store::unstorable_error(&reason);
     activation
         .appended
