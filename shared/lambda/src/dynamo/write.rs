@@ -92,29 +92,50 @@ impl DynamoStore {
         if inline {
             index_keys(commit, &mut item);
         }
+        let conflict = StoreError::Conflict {
+            run_id: run.run_id.to_string(),
+            expected: None,
+        };
+        self.put_conditional(item, "attribute_not_exists(pk)", None, conflict)
+            .await
+    }
+
+    /// One conditional `PutItem`. A failed condition is `conflict`, unless the item holds
+    /// what we wrote: the SDK retried this very write after its answer was lost, and the
+    /// write is ours.
+    async fn put_conditional(
+        &self,
+        item: Item,
+        condition: &'static str,
+        values: Option<HashMap<String, AttributeValue>>,
+        conflict: StoreError,
+    ) -> Result<(), StoreError> {
+        let key = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (pk, sk) = (key("pk"), key("sk"));
         let written = item.get("data").cloned();
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(_)) => {
-                    // Ours, if the SDK retried this very write after its answer was lost.
-                    let pk = items::run_pk(&run.run_id);
-                    if inline && self.holds(&pk, items::RUN_SK, written.as_ref()).await? {
-                        tracing::info!(run_id = %run.run_id, "run head found in place (its first answer was lost)");
+                    if self.holds(&pk, &sk, written.as_ref()).await? {
+                        tracing::info!(%pk, %sk, "write found in place (its first answer was lost)");
                         return Ok(());
                     }
-                    Err(StoreError::Conflict {
-                        run_id: run.run_id.to_string(),
-                        expected: None,
-                    })
+                    Err(conflict)
                 }
                 _ => Err(backend("PutItem", err)),
             },
@@ -197,32 +218,10 @@ impl DynamoStore {
         };
         if puts.len() == 1 {
             let item = puts.pop().unwrap_or_default();
-            let written = item.get("data").cloned();
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression(FREE_INDEX)
-                .expression_attribute_values(":born", born.clone())
-                .send()
+            let values = HashMap::from([(":born".to_owned(), born.clone())]);
+            return self
+                .put_conditional(item, FREE_INDEX, Some(values), conflict())
                 .await;
-            return match result {
-                Ok(_) => Ok(()),
-                Err(err) => match err.as_service_error() {
-                    Some(PutItemError::ConditionalCheckFailedException(_)) => {
-                        // The SDK may have retried this very write after its answer was lost:
-                        // if the item holds what we wrote, the commit is ours.
-                        let sk = items::events_sk(first, 0);
-                        if self.holds(&pk, &sk, written.as_ref()).await? {
-                            tracing::info!(run_id = %run.run_id, index = first, "commit found in place (its first answer was lost)");
-                            return Ok(());
-                        }
-                        Err(conflict())
-                    }
-                    _ => Err(backend("PutItem", err)),
-                },
-            };
         }
         if puts.len() > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::TooLarge {
