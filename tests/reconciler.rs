@@ -117,6 +117,28 @@ fn waiting_for_signal(run_id: &str, at_ms: u64) -> Commit {
     first_activation(run_id, at_ms, vec![wait], vec![])
 }
 
+/// The messages on the results queue (reports to parents, fired timers).
+async fn results(env: &TestEnv) -> Vec<ResultsMessage> {
+    env.receive_bodies(&env.resources.results_queue_url)
+        .await
+        .iter()
+        .map(|b| decode_results_message(b).unwrap())
+        .collect()
+}
+
+/// The step ids of the email tasks sent, sorted.
+async fn emailed(env: &TestEnv) -> Vec<String> {
+    let url = &env.resources.task_queue_urls["notifications.send-email"];
+    let mut step_ids: Vec<String> = env
+        .receive_bodies(url)
+        .await
+        .iter()
+        .map(|body| decode_task(body).unwrap().step_id.to_string())
+        .collect();
+    step_ids.sort();
+    step_ids
+}
+
 #[tokio::test]
 async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
     let env = TestEnv::new("reconciler", false).await;
@@ -192,21 +214,8 @@ async fn a_run_stuck_with_unsent_commands_is_redriven_once() {
     assert_eq!(report.idle, 1, "{report:?}");
     assert!(report.failed.is_empty());
 
-    let url = &env.resources.task_queue_urls["notifications.send-email"];
-    let tasks: Vec<_> = env
-        .receive_bodies(url)
-        .await
-        .iter()
-        .map(|body| decode_task(body).unwrap())
-        .collect();
-    let step_ids: Vec<&str> = tasks.iter().map(|t| t.step_id.as_str()).collect();
-    assert_eq!(step_ids, vec!["stuck:1"]);
-    let reports: Vec<_> = env
-        .receive_bodies(&env.resources.results_queue_url)
-        .await
-        .iter()
-        .map(|b| decode_results_message(b).unwrap())
-        .collect();
+    assert_eq!(emailed(&env).await, vec!["stuck:1"]);
+    let reports = results(&env).await;
     assert!(
         matches!(&reports[..], [ResultsMessage::Step(r)] if r.run_id == "parent" && r.seq == 4),
         "{reports:?}"
@@ -244,11 +253,7 @@ async fn an_overdue_timer_whose_message_was_lost_fires_again() {
         "{report:?}"
     );
 
-    let bodies = env.receive_bodies(&env.resources.results_queue_url).await;
-    let fired: Vec<_> = bodies
-        .iter()
-        .map(|b| decode_results_message(b).unwrap())
-        .collect();
+    let fired = results(&env).await;
     assert_eq!(fired.len(), 1);
     assert!(matches!(
         &fired[0],
@@ -348,15 +353,7 @@ async fn a_lost_command_covered_by_an_earlier_timer_entry_is_sent_again_when_it_
     let mut redriven = report.redriven.clone();
     redriven.sort();
     assert_eq!(redriven, vec!["covered", "uncovered"], "{report:?}");
-    let url = &env.resources.task_queue_urls["notifications.send-email"];
-    let mut step_ids: Vec<String> = env
-        .receive_bodies(url)
-        .await
-        .iter()
-        .map(|body| decode_task(body).unwrap().step_id.to_string())
-        .collect();
-    step_ids.sort();
-    assert_eq!(step_ids, vec!["covered:2", "uncovered:2"]);
+    assert_eq!(emailed(&env).await, vec!["covered:2", "uncovered:2"]);
 }
 
 /// A step's timeout backstop is never sent as a message (the worker enforces the step's
@@ -408,12 +405,7 @@ async fn a_timeout_backstop_is_fired_by_the_reconciler_unless_its_attempt_was_an
         .await
         .unwrap();
     assert_eq!(report.timers_refired, vec!["unanswered"], "{report:?}");
-    let fired: Vec<_> = env
-        .receive_bodies(&env.resources.results_queue_url)
-        .await
-        .iter()
-        .map(|b| decode_results_message(b).unwrap())
-        .collect();
+    let fired = results(&env).await;
     assert!(
         matches!(&fired[..], [ResultsMessage::Control(ControlMessage::TimerFired { run_id, timer_id, .. })]
             if run_id == "unanswered" && timer_id == "1:timeout:1"),
