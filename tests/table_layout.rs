@@ -211,3 +211,106 @@ async fn a_run_writes_its_head_and_one_item_per_activation_and_is_listed_from_it
         .unwrap();
     assert!(declined.error.is_some(), "the error, from the history");
 }
+
+/// A run an older release started (a full run item with its status and index keys, its first
+/// activation at `EVT#0`, no `born`) goes on under this release: loaded, continued and ended,
+/// its run item left as it was (the history says how it ended), and listed by that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_an_older_release_started_goes_on_and_ends() {
+    let env = TestEnv::new("layout-old", false).await;
+    let table = &env.resources.table_name;
+    let db = &env.clients.dynamodb;
+    let client = env.client();
+    let runtime = env
+        .run(env.engine(cairn_demo::workflows()), cairn_demo::worker())
+        .await;
+    client
+        .start("timer", json!(3), Some("old".into()))
+        .await
+        .unwrap();
+    // Rewrite it the way the older release laid it out, before its timer fires.
+    let head = loop {
+        if let Some(head) = partition(&env, "old")
+            .await
+            .into_iter()
+            .find(|i| sk(i) == "RUN")
+        {
+            break head;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(runtime);
+    let created = head["createdAt"].as_n().unwrap().to_owned();
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let n = |v: &str| AttributeValue::N(v.to_owned());
+    let first = Item::from([
+        ("pk".to_owned(), s("RUN#old")),
+        ("sk".to_owned(), s("EVT#0000000000#000")),
+        ("data".to_owned(), head["data"].clone()),
+        ("expiresAt".to_owned(), head["expiresAt"].clone()),
+    ]);
+    let run_item = Item::from([
+        ("pk".to_owned(), s("RUN#old")),
+        ("sk".to_owned(), s("RUN")),
+        ("runId".to_owned(), s("old")),
+        ("workflow".to_owned(), s("timer")),
+        ("status".to_owned(), s("running")),
+        ("version".to_owned(), n("1")),
+        ("historyLen".to_owned(), n("2")),
+        ("createdAt".to_owned(), n(&created)),
+        ("updatedAt".to_owned(), n(&created)),
+        ("input".to_owned(), s("3")),
+        ("gsi1pk".to_owned(), s("STATUS#running#0")),
+        ("gsi1sk".to_owned(), s(&format!("{created:0>13}#old"))),
+        ("gsi2pk".to_owned(), s("WF#timer#0")),
+        ("gsi2sk".to_owned(), s(&format!("{created:0>13}#old"))),
+        ("expiresAt".to_owned(), head["expiresAt"].clone()),
+    ]);
+    for item in [first, run_item] {
+        db.put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    // A new engine (nothing cached) takes the timer when it fires.
+    let _runtime = env
+        .run(env.engine(cairn_demo::workflows()), cairn_demo::worker())
+        .await;
+    let run = client.wait("old", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert!(run.output.unwrap()["sleptMs"].as_u64().unwrap() >= 3_000);
+    let items = partition(&env, "old").await;
+    let sks: Vec<&str> = items.iter().map(sk).collect();
+    assert_eq!(
+        sks.len(),
+        3,
+        "EVT#0, the next activation and the run item: {sks:?}"
+    );
+    let run_item = items.iter().find(|i| sk(i) == "RUN").unwrap();
+    assert_eq!(
+        run_item["status"].as_s().unwrap(),
+        "running",
+        "not rewritten"
+    );
+    let listed = |status| {
+        let client = &client;
+        async move {
+            client
+                .list(&RunFilter {
+                    status: Some(status),
+                    workflow: Some("timer".into()),
+                    since_ms: None,
+                    limit: 100,
+                    cursor: None,
+                })
+                .await
+                .unwrap()
+                .runs
+                .len()
+        }
+    };
+    assert_eq!(listed(RunStatus::Completed).await, 1);
+    assert_eq!(listed(RunStatus::Running).await, 0);
+}
