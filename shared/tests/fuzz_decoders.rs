@@ -67,6 +67,7 @@ fn seeds() -> Vec<Value> {
         json!({"control":"signal","runId":"r","name":"go","payload":{"a":1},"signalId":"s"}),
         json!({"control":"timerFired","runId":"r","timerId":"1","fireAtMs":5}),
         json!({"control":"cancelRun","runId":"r","reason":"x"}),
+        json!({"control":"resumeOutbox","runId":"r","index":1}),
         json!({"topic":"go","urn":42,"payload":null,"attempt":0}),
         json!({"runId":"r","seq":1,"name":"n","stepId":"r:1","group":"n","input":{},"attempt":1,"context":{"workflow":"w"}}),
     ]

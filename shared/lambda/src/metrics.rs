@@ -9,6 +9,8 @@
 //! - `DeadLetteredMessages`: a record that failed its last receive (SQS moves it to the DLQ);
 //!   reason `transient` or `failed`.
 //!
+//! - `WideOutboxHandedOn`: a wide outbox (a fan-out) whose sender ran out of time and handed
+//!   the rest on with a `resumeOutbox`; reason `deadline` or `slice`.
 //! - `FailedRuns`: a run the engine failed instead of retrying its record into the DLQ;
 //!   reason `unstorable` (what the workflow recorded cannot be stored).
 //!
@@ -24,6 +26,8 @@ pub const IGNORED: &str = "IgnoredMessages";
 pub const REJECTED: &str = "RejectedMessages";
 /// A record that failed its last receive before the DLQ.
 pub const DEAD_LETTERED: &str = "DeadLetteredMessages";
+/// A wide outbox handed on to a `resumeOutbox` (reason `deadline` or `slice`).
+pub const WIDE_OUTBOX_HANDED_ON: &str = "WideOutboxHandedOn";
 /// A run the engine failed itself instead of retrying its record (reason `unstorable`: what
 /// it recorded cannot be stored).
 pub const FAILED_RUNS: &str = "FailedRuns";

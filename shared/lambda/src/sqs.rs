@@ -533,7 +533,10 @@ impl<B: BlobStore> SqsTransport<B> {
                             run_id,
                             ..
                         } => format!("signal:{run_id}:{id}"),
-                        ControlMessage::Signal { .. } => uuid::Uuid::new_v4().to_string(),
+                        // Each continuation is a new one (progress moved since the last).
+                        ControlMessage::Signal { .. } | ControlMessage::ResumeOutbox { .. } => {
+                            uuid::Uuid::new_v4().to_string()
+                        }
                     },
                 );
                 (

@@ -1,4 +1,5 @@
-//! cairn's own messages on the results queue: start, signal, timer, cancel.
+//! cairn's own messages on the results queue: start, signal, timer, cancel, and the engine's
+//! continuation of a wide outbox.
 //!
 //! They are told apart from a [`StepResult`](super::StepResult) by a `control` field, which a
 //! `StepResult` never has, so the `StepResult` shape stays exactly nestjs-durable's.
@@ -72,6 +73,16 @@ pub enum ControlMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Go on sending a wide outbox (a fan-out's commands) from its recorded progress. The
+    /// engine sends it to itself when an invocation's time for sending ran out, so the record
+    /// that committed the outbox is acknowledged instead of coming back once per slice.
+    /// Idempotent: an outbox already sent, or being sent by a live sender, ignores it.
+    ResumeOutbox {
+        /// The run.
+        run_id: RunId,
+        /// The outbox: the history index of the first event of the activation that issued it.
+        index: u64,
+    },
 }
 
 impl ControlMessage {
@@ -81,7 +92,8 @@ impl ControlMessage {
             Self::StartRun { run_id, .. }
             | Self::Signal { run_id, .. }
             | Self::TimerFired { run_id, .. }
-            | Self::CancelRun { run_id, .. } => run_id,
+            | Self::CancelRun { run_id, .. }
+            | Self::ResumeOutbox { run_id, .. } => run_id,
         }
     }
 }
@@ -100,6 +112,7 @@ pub(super) enum ControlKind {
     Signal,
     TimerFired,
     CancelRun,
+    ResumeOutbox,
 }
 
 // Field-for-field twins of the `ControlMessage` variants. serde buffers the content of an
@@ -145,6 +158,13 @@ pub(super) struct CancelRunFields {
     reason: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ResumeOutboxFields {
+    run_id: RunId,
+    index: u64,
+}
+
 impl From<StartRunFields> for ControlMessage {
     fn from(f: StartRunFields) -> Self {
         Self::StartRun {
@@ -182,6 +202,15 @@ impl From<CancelRunFields> for ControlMessage {
         Self::CancelRun {
             run_id: f.run_id,
             reason: f.reason,
+        }
+    }
+}
+
+impl From<ResumeOutboxFields> for ControlMessage {
+    fn from(f: ResumeOutboxFields) -> Self {
+        Self::ResumeOutbox {
+            run_id: f.run_id,
+            index: f.index,
         }
     }
 }

@@ -4,7 +4,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::control::{
-    CancelRunFields, ControlKind, ControlTag, SignalFields, StartRunFields, TimerFiredFields,
+    CancelRunFields, ControlKind, ControlTag, ResumeOutboxFields, SignalFields, StartRunFields,
+    TimerFiredFields,
 };
 use super::strict::{self, Strictness, MAX_JSON_DEPTH};
 use super::{ControlMessage, RemoteTask, RunId, StepId, StepResult, WorkflowEvent};
@@ -185,6 +186,7 @@ fn decode_control(value: Value) -> Result<ControlMessage, DecodeError> {
         ControlKind::Signal => typed::<SignalFields>(TYPE, value).map(Into::into),
         ControlKind::TimerFired => typed::<TimerFiredFields>(TYPE, value).map(Into::into),
         ControlKind::CancelRun => typed::<CancelRunFields>(TYPE, value).map(Into::into),
+        ControlKind::ResumeOutbox => typed::<ResumeOutboxFields>(TYPE, value).map(Into::into),
     }
 }
 

@@ -132,7 +132,8 @@ fn mutation() -> impl Strategy<Value = Value> {
             Just("startRun"),
             Just("signal"),
             Just("timerFired"),
-            Just("cancelRun")
+            Just("cancelRun"),
+            Just("resumeOutbox")
         ]
         .prop_map(Value::from),
         (json_value(), json_value(), json_value()).prop_map(|(message, retryable, at)| {
@@ -212,6 +213,7 @@ const RESULTS_FIELDS: &[&str] = &[
     "timerId",
     "fireAtMs",
     "reason",
+    "index",
     "topic",
     "urn",
     "extra",
@@ -226,6 +228,7 @@ const RESULTS_FIXTURES: &[&str] = &[
     "control/signal.json",
     "control/timer-fired.json",
     "control/cancel-run.json",
+    "control/resume-outbox.json",
     "workflow-event/order-paid.json",
 ];
 

@@ -43,7 +43,7 @@ use cairn::workflow::{
 };
 
 pub use outbox::{send_commands, send_outbox};
-pub use wide::{resume as resume_wide, send_wide, LEASE_MS};
+pub use wide::{lease_until, resume as resume_wide, send_wide, WideOptions, LEASE_MS};
 
 /// How often a conflicting activation is re-run before the record is handed back to SQS.
 const MAX_CONFLICT_RETRIES: usize = 5;
@@ -138,6 +138,8 @@ pub struct EngineOptions {
     pub concurrency: usize,
     /// Longest single delay for timers; longer ones are chained.
     pub timer_chunk_seconds: u32,
+    /// How wide outboxes (fan-outs) are sent: group size, time slice per invocation.
+    pub wide: WideOptions,
 }
 
 impl Default for EngineOptions {
@@ -146,6 +148,7 @@ impl Default for EngineOptions {
             fifo: false,
             concurrency: 10,
             timer_chunk_seconds: 900,
+            wide: WideOptions::default(),
         }
     }
 }
@@ -384,8 +387,33 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
     }
 
     /// Applies decoded messages of one run in one activation; with `deferred`, the commands
-    /// of a small outbox are left there for the batch to send.
+    /// of a small outbox are left there for the batch to send. A `resumeOutbox` among them
+    /// goes on sending its wide outbox meanwhile.
     async fn apply_all(
+        &self,
+        mut messages: Vec<Received>,
+        deadline: Option<std::time::Instant>,
+        deferred: Option<&deferred::Deferred>,
+    ) -> Result<(), RecordError> {
+        let Some((run_id, indexes)) = wide::take_resumes(&mut messages) else {
+            return self.apply_messages(messages, deadline, deferred).await;
+        };
+        let (resumed, applied) = futures::join!(
+            wide::continue_sending(
+                &self.transport,
+                &self.store,
+                &run_id,
+                &indexes,
+                self.options.timer_chunk_seconds,
+                deadline,
+                self.options.wide,
+            ),
+            self.apply_messages(messages, deadline, deferred),
+        );
+        resumed.and(applied)
+    }
+
+    async fn apply_messages(
         &self,
         messages: Vec<Received>,
         deadline: Option<std::time::Instant>,
@@ -777,7 +805,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         }
         let lease = (commands.len() >= WIDE_OUTBOX).then(|| OutboxLease {
             owner: uuid::Uuid::new_v4().to_string(),
-            until_ms: now + LEASE_MS,
+            until_ms: lease_until(deadline),
         });
         let commit = Commit {
             run: next,
@@ -821,6 +849,7 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                     lease.clone(),
                     self.options.timer_chunk_seconds,
                     deadline,
+                    self.options.wide,
                 )
                 .await?;
             }
@@ -910,13 +939,14 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
             if batch.commands.len() >= WIDE_OUTBOX {
                 // A wide outbox: only its unsent rest, and only if its sender is gone.
                 if let Some(pending) = loaded.outbox.iter().find(|b| b.key == *key) {
-                    wide::resume(
+                    wide::resume_with(
                         &self.transport,
                         &self.store,
                         run,
                         pending.clone(),
                         self.options.timer_chunk_seconds,
                         deadline,
+                        self.options.wide,
                     )
                     .await?;
                 }
@@ -1169,6 +1199,8 @@ fn to_incoming(
                 }
             },
             ControlMessage::CancelRun { reason, .. } => (Incoming::Cancel { reason }, None),
+            // Taken out before (`wide::take_resumes`): no run input.
+            ControlMessage::ResumeOutbox { .. } => return None,
         },
     })
 }
