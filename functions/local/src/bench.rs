@@ -34,6 +34,8 @@ const RRU_PER_MILLION: f64 = 0.125;
 const LAMBDA_PER_MILLION: f64 = 0.20;
 const GB_SECOND: f64 = 0.000_013_333_4;
 const LAMBDA_GB: f64 = 0.125;
+/// The reconciler Lambda's time per pass (its 120 s timeout less a margin).
+const RECONCILER_TIME: Duration = Duration::from_secs(110);
 
 /// Benchmark sizes.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,6 +49,9 @@ pub struct BenchArgs {
     /// Remote steps of the long run.
     #[arg(long, default_value_t = 10_000)]
     pub bench_steps: u64,
+    /// Seconds between reconciler passes (the template's schedule: 5 minutes).
+    #[arg(long, default_value_t = 300)]
+    pub bench_reconcile_seconds: u64,
     /// Only these loads (comma-separated: batched,lone,fanout,long).
     #[arg(long, default_value = "batched,lone,fanout,long")]
     pub bench_only: String,
@@ -243,6 +248,31 @@ impl Bench {
         Ok(measured)
     }
 
+    /// Waits for a run with a big history, reading it every 5 s: `Client::wait` reads the
+    /// whole run every 200 ms, which for a 5,000-way fan-out (megabytes) keeps the local stack
+    /// too busy to serve the workers.
+    async fn wait_wide(
+        &self,
+        run_id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<cairn::store::RunRecord> {
+        let until = Instant::now() + timeout;
+        loop {
+            let run = self.client.get(run_id).await?.run;
+            if run.status.is_terminal() {
+                return Ok(run);
+            }
+            if Instant::now() > until {
+                bail!(
+                    "run {run_id} still {} after {}s",
+                    run.status,
+                    timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+
     async fn checkouts(&self, n: usize, label: &str) -> anyhow::Result<()> {
         let mut ids = Vec::new();
         for i in 0..n {
@@ -337,13 +367,48 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
     };
     let mut workflows = cairn_demo::workflows();
     workflows.register("sequence", sequence);
-    let engine = Arc::new(Engine::new(
-        Arc::new(workflows),
-        metered.store(&config).with_history_cache(),
-        metered.transport(&config),
-        metered.blobs(&config),
-        EngineOptions::default(),
-    ));
+    // Wired as `serve` wires the engine Lambda: transient failures backed off.
+    let engine = Arc::new(
+        Engine::new(
+            Arc::new(workflows),
+            metered.store(&config).with_history_cache(),
+            metered.transport(&config),
+            metered.blobs(&config),
+            EngineOptions::default(),
+        )
+        .with_backoff(cairn_lambda::backoff::Backoff::new(
+            metered.sqs.clone(),
+            config.backoff_policy(),
+        )),
+    );
+    // The reconciler Lambda, on the template's schedule (what it costs is counted too).
+    let reconciler = {
+        let (store, transport, config) = (
+            metered.store(&config),
+            metered.transport(&config),
+            config.clone(),
+        );
+        let every = Duration::from_secs(args.bench_reconcile_seconds.max(1));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let deadline = Instant::now() + RECONCILER_TIME;
+                match cairn_lambda::reconciler::reconcile_stalled(
+                    &store,
+                    &transport,
+                    &config,
+                    Some(deadline),
+                )
+                .await
+                {
+                    Ok(report) => tracing::info!(?report, "bench: reconciler pass"),
+                    Err(error) => tracing::warn!(%error, "bench: reconciler pass failed"),
+                }
+            }
+        })
+    };
     let worker = Arc::new(cairn_demo::worker());
     let results = Arc::new(metered.transport(&config));
     let blobs = Arc::new(metered.blobs(&config));
@@ -394,7 +459,11 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
     let bench = Bench {
         meter: meter.clone(),
         lambda,
-        client: Client::new(plain.store(&config), plain.transport(&config)),
+        // With the history cache, waiting on a finished-sending fan-out reads only what is new.
+        client: Client::new(
+            plain.store(&config).with_history_cache(),
+            plain.transport(&config),
+        ),
         sqs: plain.sqs.clone(),
         resources,
         tag: uuid::Uuid::new_v4().simple().to_string()[..6].to_owned(),
@@ -430,7 +499,7 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
                 // Runs started beside the fan-out must not be delayed past their timeouts
                 // (the charge step's is 30 s): they complete, and on time.
                 let beside = bench.checkouts(5, "beside");
-                let fan = bench.client.wait(&id, Duration::from_secs(1800));
+                let fan = bench.wait_wide(&id, Duration::from_secs(1800));
                 let (beside, fan) = tokio::join!(beside, fan);
                 beside.context("runs started beside the fan-out")?;
                 let fan = fan?;
@@ -530,6 +599,7 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
         summary.insert("long", m);
     }
     runtime.stop();
+    reconciler.abort();
     if let Some(b) = summary.get("batched") {
         let t = &b.totals;
         println!(
