@@ -279,14 +279,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     proxy.set(Faults::default());
     lock(&processes).restart_dead();
 
-    // The reconciler's pass: due activations and the results DLQ.
+    // The reconciler's pass: due activations and the results DLQ. Everything is treated as
+    // stalled by now, including activations that only issued commands, whose entries come due
+    // a while after their commit (`COMMANDS_DUE_AFTER_MS`).
     let store = clients.store(&config);
     let transport = clients.transport(&config);
     let pass = cairn_lambda::reconciler::reconcile(
         &store,
         &transport,
         cairn_lambda::reconciler::ReconcileOptions {
-            before_ms: cairn::clock::now_ms(),
+            before_ms: cairn::clock::now_ms() + cairn::store::COMMANDS_DUE_AFTER_MS,
             max_runs: 100_000,
             timer_chunk_seconds: 900,
             deadline: None,
