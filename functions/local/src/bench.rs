@@ -258,7 +258,17 @@ impl Bench {
     ) -> anyhow::Result<cairn::store::RunRecord> {
         let until = Instant::now() + timeout;
         loop {
-            let run = self.client.get(run_id).await?.run;
+            let run = match self.client.get(run_id).await {
+                Ok(loaded) => loaded.run,
+                // Seen once at 5,000 wide on moto under load: a read of the run's partition
+                // came back empty; the run was there on the next read.
+                Err(cairn::client::ClientError::NotFound(_)) if Instant::now() < until => {
+                    tracing::warn!(run_id, "bench: the run read as not found; reading again");
+                    tokio::time::sleep(Duration::from_secs(15)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if run.status.is_terminal() {
                 return Ok(run);
             }
