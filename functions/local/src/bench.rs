@@ -260,8 +260,7 @@ impl Bench {
         loop {
             let run = match self.client.get(run_id).await {
                 Ok(loaded) => loaded.run,
-                // Seen once at 5,000 wide on moto under load: a read of the run's partition
-                // came back empty; the run was there on the next read.
+                // Not yet: the run exists once the engine took its start message.
                 Err(cairn::client::ClientError::NotFound(_)) if Instant::now() < until => {
                     tracing::warn!(run_id, "bench: the run read as not found; reading again");
                     tokio::time::sleep(Duration::from_secs(15)).await;
