@@ -217,3 +217,42 @@ async fn a_continuation_leaves_a_held_outbox_to_its_holder_unless_redelivered() 
         "the next group, from the recorded progress"
     );
 }
+
+#[tokio::test]
+async fn a_send_with_no_time_left_hands_everything_on_without_failing_its_record() {
+    let transport = Arc::new(MemoryTransport::default());
+    let engine = engine(transport.clone());
+    let start = ControlMessage::StartRun {
+        run_id: "late".parse().unwrap(),
+        workflow: "fan".into(),
+        input: json!(WIDTH),
+        parent: None,
+    };
+    // 7 s left: the sending deadline (6 s before the end) is 1 s away, less than a wave may
+    // take, so nothing is begun.
+    let mut late = event(&start, 1);
+    let end = std::time::SystemTime::now() + Duration::from_secs(7);
+    late.context.deadline = end
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let before =
+        cairn_lambda::metrics::counted(cairn_lambda::metrics::WIDE_OUTBOX_HANDED_ON, "deadline");
+    let response = engine.handle(late).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert!(transport.tasks.lock().unwrap().is_empty());
+    assert_eq!(
+        cairn_lambda::metrics::counted(cairn_lambda::metrics::WIDE_OUTBOX_HANDED_ON, "deadline"),
+        before + 1
+    );
+    let loaded = engine.store().load("late").await.unwrap().unwrap();
+    let pending = &loaded.outbox[0];
+    assert_eq!(pending.sent, 0);
+    assert_eq!(pending.lease.as_ref().unwrap().until_ms, 0, "released");
+
+    // The continuation, with time, goes on (one group per invocation here).
+    let resume = resumes(&transport)[0].clone();
+    let response = engine.handle(event(&resume, 1)).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(transport.tasks.lock().unwrap().len(), GROUP);
+}
