@@ -355,8 +355,10 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
         let Some((run_id, indexes)) = wide::take_resumes(&mut messages) else {
             return self.apply_messages(messages, deadline, deferred).await;
         };
+        // Both on the heap: side by side in one future they would be as large as the two
+        // together, and the handler's future lives on the caller's stack.
         let (resumed, applied) = futures::join!(
-            wide::continue_sending(
+            Box::pin(wide::continue_sending(
                 &self.transport,
                 &self.store,
                 &run_id,
@@ -364,8 +366,8 @@ impl<S: CheckpointStore, T: EngineTransport, B: BlobStore> Engine<S, T, B> {
                 self.options.timer_chunk_seconds,
                 deadline,
                 self.options.wide,
-            ),
-            self.apply_messages(messages, deadline, deferred),
+            )),
+            Box::pin(self.apply_messages(messages, deadline, deferred)),
         );
         resumed.and(applied)
     }
