@@ -74,7 +74,7 @@ pub fn lease_until(deadline: Option<Instant>) -> u64 {
 /// the batch. Losing the lease to another sender stops this one without an error; running
 /// out of time hands the rest on (a `resumeOutbox`) without an error.
 ///
-/// Commands go out in waves of [`WAVE`] (concurrent sends of 10), the progress recorded
+/// Commands go out in waves of 50 (five concurrent sends of 10), the progress recorded
 /// after each group. A wave is begun only if the slowest wave so far would end before the
 /// deadline, and one still running past it is abandoned (its commands count as unsent, so
 /// only they may go out twice), so the invocation's end never cuts a sender mid-way.
