@@ -28,6 +28,8 @@ use serde_json::json;
 
 use crate::meter::{IndexSpec, Meter, Totals};
 
+mod loads;
+
 const SQS_PER_MILLION: f64 = 0.40;
 const WRU_PER_MILLION: f64 = 0.625;
 const RRU_PER_MILLION: f64 = 0.125;
@@ -509,132 +511,12 @@ pub async fn run(endpoint_url: &str, prefix: &str, args: &BenchArgs) -> anyhow::
     }
     let mut fan_sends = None;
     if only.contains(&"fanout") {
-        let n = args.bench_fanout;
-        let run_id = format!("fan{n}-{}", bench.tag);
-        let m = bench
-            .measure("fan-out", n as f64, || async {
-                let id = bench
-                    .client
-                    .start("fan-out", json!(n), Some(run_id.clone()))
-                    .await?;
-                // Runs started beside the fan-out must not be delayed past their timeouts
-                // (the charge step's is 30 s): they complete and none of their steps timed
-                // out. (Their receipt email, which has no timeout, waits in the email queue
-                // behind the fan-out's tasks, so they end with it on the local stack.)
-                let beside = bench.checkouts_within(5, "beside", Duration::from_secs(1800));
-                let fan = bench.wait_wide(&id, Duration::from_secs(1800));
-                let (beside, fan) = tokio::join!(beside, fan);
-                let beside = beside.context("runs started beside the fan-out")?;
-                let mut timed_out = 0;
-                for id in &beside {
-                    timed_out += bench
-                        .client
-                        .get(id)
-                        .await?
-                        .history
-                        .iter()
-                        .filter(|e| matches!(&e.kind, cairn::workflow::EventKind::StepFailed { error, .. } if error.code.as_deref() == Some(cairn::contract::ErrorCode::Timeout.as_str())))
-                        .count();
-                }
-                println!(
-                    "  beside the fan-out: {} checkouts completed, {timed_out} step attempts timed out",
-                    beside.len()
-                );
-                let fan = fan?;
-                if fan.status != RunStatus::Completed {
-                    bail!("fan-out ended {}", fan.status);
-                }
-                Ok(())
-            })
-            .await?;
-        let prefix = format!("{run_id}:");
-        let sends: Vec<u32> = m
-            .totals
-            .task_sends
-            .iter()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .map(|(_, n)| *n)
-            .collect();
-        let total: u32 = sends.iter().sum();
-        let dlq = bench
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&bench.resources.results_dlq_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await?
-            .attributes
-            .unwrap_or_default()
-            .get(&QueueAttributeName::ApproximateNumberOfMessages)
-            .cloned()
-            .unwrap_or_default();
-        println!(
-            "  fan-out tasks: {total} sends for {} distinct steps (max {} per step); results DLQ holds {dlq}",
-            sends.len(),
-            sends.iter().max().copied().unwrap_or(0)
-        );
-        fan_sends = Some(total);
+        let (m, sends) = bench.fan_out(args.bench_fanout).await?;
+        fan_sends = Some(sends);
         summary.insert("fanout", m);
     }
     if only.contains(&"long") {
-        let n = args.bench_steps;
-        let run_id = format!("long{n}-{}", bench.tag);
-        let prefix = format!("{run_id}:");
-        let samples = Arc::new(std::sync::Mutex::new(Vec::<(u64, Totals)>::new()));
-        let m = bench
-            .measure("long run", n as f64, || async {
-                let id = bench
-                    .client
-                    .start("sequence", json!(n), Some(run_id.clone()))
-                    .await?;
-                let deadline = Instant::now() + Duration::from_secs(7200);
-                loop {
-                    let totals = meter.totals();
-                    let steps = totals
-                        .task_sends
-                        .keys()
-                        .filter(|k| k.starts_with(&prefix))
-                        .count() as u64;
-                    if let Ok(mut s) = samples.lock() {
-                        s.push((steps, totals));
-                    }
-                    if steps >= n {
-                        break;
-                    }
-                    if Instant::now() > deadline {
-                        bail!("long run stuck at {steps} steps");
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                let run = bench.client.wait(&id, Duration::from_secs(600)).await?;
-                if run.status != RunStatus::Completed {
-                    bail!("long run ended {}", run.status);
-                }
-                Ok(())
-            })
-            .await?;
-        let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
-        let window = (n / 20).max(10);
-        let rate = |from: u64, to: u64| -> Option<(f64, f64, f64)> {
-            let a = samples.iter().find(|(s, _)| *s >= from)?;
-            let b = samples.iter().find(|(s, _)| *s >= to)?;
-            let steps = (b.0 - a.0).max(1) as f64;
-            let d = b.1.since(&a.1);
-            Some((
-                d.dynamodb_requests() as f64 / steps,
-                d.bytes_read as f64 / steps,
-                d.rru / steps,
-            ))
-        };
-        let early = rate(window.min(100), window.min(100) + window);
-        let late = rate(n - window, n);
-        if let (Some(e), Some(l)) = (early, late) {
-            println!(
-                "  flatness (window {window} steps): DynamoDB requests/step {:.2} early vs {:.2} late; bytes read/step {:.0} vs {:.0}; RRU/step {:.2} vs {:.2}",
-                e.0, l.0, e.1, l.1, e.2, l.2
-            );
-        }
-        summary.insert("long", m);
+        summary.insert("long", bench.long_run(args.bench_steps).await?);
     }
     runtime.stop();
     reconciler.abort();
