@@ -207,8 +207,7 @@ impl DynamoStore {
         let pk = items::run_pk(&run.run_id);
         if let Some(data) = item.get("data").and_then(|v| v.as_b().ok()) {
             let first = super::codec::decode_history_data(&format!("{pk}/0"), data.as_ref())?;
-            super::load::settle(&mut run, &first.events);
-            super::load::clear_stale_problem(&mut run, noted, &first.events);
+            super::load::settle(&mut run, noted, &first.events);
             if run.status.is_terminal() {
                 return Ok(run);
             }
@@ -241,8 +240,7 @@ impl DynamoStore {
                     .map(|b| b.as_ref().to_vec())
                     .unwrap_or_default();
                 let batch = super::codec::decode_history_data(&format!("{pk}/{index}"), &data)?;
-                super::load::settle(&mut run, &batch.events);
-                super::load::clear_stale_problem(&mut run, noted, &batch.events);
+                super::load::settle(&mut run, noted, &batch.events);
                 Ok(run)
             }
             _ => match self.load_cold(run.run_id.as_str()).await? {

@@ -31,8 +31,13 @@ fn ended_status(history: &[HistoryEvent]) -> Option<RunStatus> {
 
 /// The run's status and outcome as its history has them (the authority): a head holds
 /// neither, and the run item of an older release missed the end of a run a newer one ended.
-/// Payloads the run item leaves out when they are large come from the history too.
-pub(super) fn settle(run: &mut RunRecord, history: &[HistoryEvent]) {
+/// Payloads the run item leaves out when they are large come from the history too, and a
+/// problem noted on the run at `noted_ms` (`note_problem`) is cleared by history past it (the
+/// run item is not rewritten per activation).
+pub(super) fn settle(run: &mut RunRecord, noted_ms: Option<u64>, history: &[HistoryEvent]) {
+    if history.iter().any(|e| e.at_ms > noted_ms.unwrap_or(0)) {
+        run.last_error = None;
+    }
     if let Some(status) = ended_status(history) {
         if run.status != status {
             run.status = status;
@@ -64,19 +69,6 @@ pub(super) fn settle(run: &mut RunRecord, history: &[HistoryEvent]) {
         }) {
             run.error = Some(error);
         }
-    }
-}
-
-/// A problem noted on the run (`note_problem`) is cleared by the history going on past it
-/// (the run item is not rewritten per activation).
-pub(super) fn clear_stale_problem(
-    run: &mut RunRecord,
-    noted_ms: Option<u64>,
-    history: &[HistoryEvent],
-) {
-    let noted_ms = noted_ms.unwrap_or(0);
-    if history.iter().any(|e| e.at_ms > noted_ms) {
-        run.last_error = None;
     }
 }
 
@@ -330,8 +322,7 @@ impl DynamoStore {
         }
         run.version = batches.len() as u64;
         run.history_len = history.len() as u64;
-        settle(&mut run, &history);
-        clear_stale_problem(&mut run, partition.problem_at, &history);
+        settle(&mut run, partition.problem_at, &history);
         let mut outbox: Vec<OutboxBatch> = Vec::new();
         for (key, data, parts) in join_chunks(&pk, partition.legacy_outbox)? {
             let commands: Vec<Command> =
@@ -383,16 +374,17 @@ impl DynamoStore {
             // Someone else committed a wide outbox: its lease state is only in a full load.
             return self.load_cold(&loaded.run.run_id).await;
         }
-        if newer
+        let ended = newer
             .iter()
-            .any(|(_, events)| ended_status(events).is_some())
-        {
-            // The run ended elsewhere: its outcome is on the run item.
-            return self.load_cold(&loaded.run.run_id).await;
-        }
+            .any(|(_, events)| ended_status(events).is_some());
         for (batch, events) in newer {
             loaded.history.extend(events);
             loaded.batches.push(batch);
+        }
+        if ended {
+            // The run ended elsewhere: its outcome is in the history just read (the note of
+            // a problem, if any, came before the end).
+            settle(&mut loaded.run, None, &loaded.history);
         }
         loaded.run.version = loaded.batches.len() as u64;
         loaded.run.history_len = loaded.history.len() as u64;
