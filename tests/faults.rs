@@ -100,29 +100,12 @@ async fn a_dynamodb_throttle_longer_than_the_receives_allow_is_backed_off_not_de
 async fn the_reconciler_sends_back_a_dead_lettered_result_that_a_running_run_awaits() {
     use std::sync::Arc;
 
-    use cairn_devstack::local_runtime::LocalRuntime;
     use cairn_lambda::dead_letters::redrive_awaited;
 
     let env = TestEnv::new("dlq-awaited", false).await;
     let engine = Arc::new(env.engine(cairn_demo::workflows()));
     // The engine alone: the test plays the worker.
-    let mut runtime = LocalRuntime::new();
-    let handler = {
-        let engine = engine.clone();
-        Arc::new(move |event| {
-            let engine = engine.clone();
-            async move { engine.handle(event).await }
-        })
-    };
-    runtime
-        .map(
-            &env.clients.sqs,
-            &env.resources.results_queue_url,
-            env.mapping(),
-            handler,
-        )
-        .await
-        .unwrap();
+    let _runtime = env.engine_alone(engine.clone()).await;
     let client = env.client();
     client
         .start("fan-out", json!(1), Some("awaits-1".into()))
@@ -179,23 +162,8 @@ async fn engine_only(
     env: &TestEnv,
     workflows: Workflows,
 ) -> cairn_devstack::local_runtime::LocalRuntime {
-    use std::sync::Arc;
-    let engine = Arc::new(env.engine(workflows));
-    let mut runtime = cairn_devstack::local_runtime::LocalRuntime::new();
-    let handler = Arc::new(move |event| {
-        let engine = engine.clone();
-        async move { engine.handle(event).await }
-    });
-    runtime
-        .map(
-            &env.clients.sqs,
-            &env.resources.results_queue_url,
-            env.mapping(),
-            handler,
-        )
+    env.engine_alone(std::sync::Arc::new(env.engine(workflows)))
         .await
-        .unwrap();
-    runtime
 }
 
 /// Deletes a run's run item, as TTL does when a finished run retires (its history items
@@ -468,20 +436,7 @@ async fn a_commit_whose_answer_was_lost_still_sends_its_commands() {
         )
         .with_backoff(env.backoff()),
     );
-    let mut runtime = cairn_devstack::local_runtime::LocalRuntime::new();
-    let handler = Arc::new(move |event| {
-        let engine = engine.clone();
-        async move { engine.handle(event).await }
-    });
-    runtime
-        .map(
-            &env.clients.sqs,
-            &env.resources.results_queue_url,
-            env.mapping(),
-            handler,
-        )
-        .await
-        .unwrap();
+    let _runtime = env.engine_alone(engine).await;
     let tasks = env.resources.task_queue_urls["notifications.send-email"].clone();
     let client = env.client();
     client

@@ -17,22 +17,7 @@ use cairn_tests::TestEnv;
 use serde_json::{json, Value};
 
 async fn engine_only(env: &TestEnv, workflows: Workflows) -> LocalRuntime {
-    let engine = Arc::new(env.engine(workflows));
-    let mut runtime = LocalRuntime::new();
-    let handler = Arc::new(move |event| {
-        let engine = engine.clone();
-        async move { engine.handle(event).await }
-    });
-    runtime
-        .map(
-            &env.clients.sqs,
-            &env.resources.results_queue_url,
-            env.mapping(),
-            handler,
-        )
-        .await
-        .unwrap();
-    runtime
+    env.engine_alone(Arc::new(env.engine(workflows))).await
 }
 
 /// `fan-out` in a new shape: it charges a card where it used to send an email.

@@ -12,7 +12,6 @@ use cairn::contract::{encode, ControlMessage, ResultsMessage, StepResult};
 use cairn::store::CheckpointStore;
 use cairn::workflow::{EventKind, RunStatus, WorkflowContext, WorkflowError, Workflows};
 use cairn_devstack::event_source::EventSourceMapping;
-use cairn_devstack::local_runtime::LocalRuntime;
 use cairn_lambda::worker::SqsWorker;
 use cairn_tests::TestEnv;
 use lambda_runtime::{Context, LambdaEvent};
@@ -197,20 +196,9 @@ async fn engines_with_their_own_cached_copies_take_turns_on_one_run() {
 async fn a_worker_that_crashes_before_deleting_gets_the_task_again() {
     let env = TestEnv::new("crash", false).await;
     // The email worker's first invocation dies before answering (nothing deleted).
-    let mut runtime = LocalRuntime::new();
-    let engine = Arc::new(env.engine(cairn_demo::workflows()));
-    runtime
-        .map(
-            &env.clients.sqs,
-            &env.resources.results_queue_url,
-            env.mapping(),
-            Arc::new(move |event| {
-                let engine = engine.clone();
-                async move { engine.handle(event).await }
-            }),
-        )
-        .await
-        .unwrap();
+    let mut runtime = env
+        .engine_alone(Arc::new(env.engine(cairn_demo::workflows())))
+        .await;
     let crashed = Arc::new(AtomicBool::new(false));
     let worker = Arc::new(cairn_demo::worker());
     let transport = Arc::new(env.clients.transport(&env.config));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cairn::contract::StepError;
 use cairn::workflow::{EventKind, RemoteStep, RetryPolicy, RunStatus, WorkflowContext, Workflows};
-use cairn_devstack::local_runtime::{LocalRuntime, Queues};
+use cairn_devstack::local_runtime::Queues;
 use cairn_lambda::worker::{SqsWorker, Worker};
 use cairn_tests::TestEnv;
 use serde_json::{json, Value};
@@ -47,16 +47,7 @@ async fn run_with_backlog(
 ) -> (RunStatus, Vec<EventKind>, usize) {
     let env = TestEnv::new(test, false).await;
     let queues = Queues::from(&env.resources);
-    let mut runtime = LocalRuntime::new();
-    let engine = Arc::new(env.engine(workflows()));
-    let handler = Arc::new(move |event| {
-        let engine = engine.clone();
-        async move { engine.handle(event).await }
-    });
-    runtime
-        .map(&env.clients.sqs, &queues.results, env.mapping(), handler)
-        .await
-        .unwrap();
+    let mut runtime = env.engine_alone(Arc::new(env.engine(workflows()))).await;
     let client = env.client();
     let run_id = client
         .start(workflow, json!({"to": "a@example.com"}), None)

@@ -296,6 +296,29 @@ impl TestEnv {
         }
     }
 
+    /// Runs `engine` alone on the results queue (the test plays the worker, or maps its own
+    /// on the runtime returned).
+    pub async fn engine_alone<T: EngineTransport + 'static>(
+        &self,
+        engine: Arc<Engine<DynamoStore, T, DynamoBlobStore>>,
+    ) -> LocalRuntime {
+        let mut runtime = LocalRuntime::new();
+        let handler = Arc::new(move |event| {
+            let engine = engine.clone();
+            async move { engine.handle(event).await }
+        });
+        runtime
+            .map(
+                &self.clients.sqs,
+                &self.resources.results_queue_url,
+                self.mapping(),
+                handler,
+            )
+            .await
+            .unwrap();
+        runtime
+    }
+
     /// Runs `engine` on the results (and timers) queue and `worker` on every tasks queue.
     pub async fn run<T: EngineTransport + 'static>(
         &self,
