@@ -205,9 +205,16 @@ impl DynamoStore {
         }
         let noted = super::load::get_n(item, "lastErrorAt");
         let pk = items::run_pk(&run.run_id);
-        if let Some(data) = item.get("data").and_then(|v| v.as_b().ok()) {
-            let first = super::codec::decode_history_data(&format!("{pk}/0"), data.as_ref())?;
-            super::load::settle(&mut run, noted, &first.events);
+        // Settles `run` on the history item `from` (at history index `index`).
+        let settle_on = |run: &mut RunRecord, from: &Item, index: u64| {
+            let data = from.get("data").and_then(|v| v.as_b().ok());
+            let data = data.map(|b| b.as_ref()).unwrap_or_default();
+            let batch = super::codec::decode_history_data(&format!("{pk}/{index}"), data)?;
+            super::load::settle(run, noted, &batch.events);
+            Ok::<_, StoreError>(())
+        };
+        if item.get("data").is_some_and(|v| v.as_b().is_ok()) {
+            settle_on(&mut run, item, 0)?;
             if run.status.is_terminal() {
                 return Ok(run);
             }
@@ -234,13 +241,7 @@ impl DynamoStore {
         let sk = attr(&last, "sk");
         match items::parse_chunk_sk(&sk) {
             Some((_, index, 0)) => {
-                let data = last
-                    .get("data")
-                    .and_then(|v| v.as_b().ok())
-                    .map(|b| b.as_ref().to_vec())
-                    .unwrap_or_default();
-                let batch = super::codec::decode_history_data(&format!("{pk}/{index}"), &data)?;
-                super::load::settle(&mut run, noted, &batch.events);
+                settle_on(&mut run, &last, index)?;
                 Ok(run)
             }
             _ => match self.load_cold(run.run_id.as_str()).await? {

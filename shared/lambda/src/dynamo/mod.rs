@@ -174,7 +174,7 @@ impl CheckpointStore for DynamoStore {
                 }
             }
             if commit.events.is_empty() && commit.expected_version.is_some() {
-                self.put_run(&commit.run, false).await?;
+                self.repair_run(&commit.run).await?;
             }
             Ok(())
         }

@@ -50,29 +50,19 @@ const MAX_TRANSACTION_ITEMS: usize = 100;
 const MAX_TRANSACTION_BYTES: usize = 3_800_000;
 
 impl DynamoStore {
-    pub(super) async fn put_run(&self, run: &RunRecord, create: bool) -> Result<(), StoreError> {
-        let mut put = self
+    /// Repairs the run item of an older release (a run is created with its head); a head is
+    /// never rewritten: what the repair would fix is read from the history.
+    pub(super) async fn repair_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(items::run_to_item(run, self.ttl)));
-        put = match create {
-            true => put.condition_expression("attribute_not_exists(pk)"),
-            // A repair of an older release's run item; a head is never rewritten (what it
-            // would fix is read from the history).
-            false => put
-                .condition_expression("attribute_not_exists(#data)")
-                .expression_attribute_names("#data", "data"),
-        };
+            .set_item(Some(items::run_to_item(run, self.ttl)))
+            .condition_expression("attribute_not_exists(#data)")
+            .expression_attribute_names("#data", "data");
         match put.send().await {
             Ok(_) => Ok(()),
             Err(err) => match err.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(_)) if create => {
-                    Err(StoreError::Conflict {
-                        run_id: run.run_id.to_string(),
-                        expected: None,
-                    })
-                }
                 Some(PutItemError::ConditionalCheckFailedException(_)) => Ok(()),
                 _ => Err(backend("PutItem", err)),
             },
