@@ -82,6 +82,12 @@ pub(crate) fn due_pk(shard: u32) -> String {
 pub(crate) fn due_sk(due_ms: u64, run_id: &str, index: u64) -> String {
     format!("{due_ms:013}#{run_id}#{index:010}")
 }
+/// `(due ms, run id, history index)` of a [`due_sk`].
+pub(crate) fn parse_due_sk(sk: &str) -> Option<(u64, &str, u64)> {
+    let (due, rest) = sk.split_once('#')?;
+    let (run_id, index) = rest.rsplit_once('#')?;
+    Some((due.parse().ok()?, run_id, index.parse().ok()?))
+}
 /// The reconciler's high-water marks live in their own partition.
 pub(crate) const RECONCILER_PK: &str = "RECONCILER";
 pub(crate) fn time_sk(ms: u64, run_id: &str) -> String {
@@ -374,6 +380,8 @@ mod tests {
             due_sk(9, "r", 1) < due_sk(10, "a", 0),
             "due entries sort by time"
         );
+        // Run ids may hold `#`: the index is the last field.
+        assert_eq!(parse_due_sk(&due_sk(9, "a#b", 12)), Some((9, "a#b", 12)));
     }
 
     #[test]

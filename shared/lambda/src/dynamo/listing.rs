@@ -395,12 +395,11 @@ impl DynamoStore {
             .iter()
             .filter_map(|i| {
                 let key = attr(i, "gsi4sk");
-                let (due, rest) = key.split_once('#')?;
-                let (run_id, index) = rest.rsplit_once('#')?;
+                let (due_ms, run_id, index) = items::parse_due_sk(&key)?;
                 Some(DueItem {
                     run_id: run_id.to_owned(),
-                    index: index.parse().ok()?,
-                    due_ms: due.parse().ok()?,
+                    index,
+                    due_ms,
                 })
             })
             .collect();

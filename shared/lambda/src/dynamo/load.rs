@@ -126,7 +126,7 @@ pub(super) fn get_n(item: &Item, name: &str) -> Option<u64> {
 /// The due time of the item's `byDue` entry, if it has one (`<due ms>#<runId>#<index>`).
 fn entry_due(item: &Item) -> Option<u64> {
     let key = item.get("gsi4sk")?.as_s().ok()?;
-    key.split_once('#')?.0.parse().ok()
+    Some(items::parse_due_sk(key)?.0)
 }
 
 /// The items of one partition, sorted into their kinds.
